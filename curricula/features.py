@@ -1,0 +1,237 @@
+"""The one definition of what a MentorNet sees.
+
+Spec references (``../shared/reference/mentornet-2018-spec.md``):
+
+* §1.1: the input is ``[loss, loss_diff, label, epoch]``. ``label`` is 0 in every 2018 code path, and
+  ``epoch`` is training progress in percent, truncated to an integer and clipped above at 99.
+* §4.1, steps 3 and 7-9: the progress epoch, the batch p-percentile ("nearest", taken on a descending
+  sort with half-to-even rounding), and the moving average ``M_t = decay * M_{t-1} + (1 - decay) * P_t``
+  that starts at 0 and defines ``loss_diff = loss - M_t``.
+
+Every other module imports these names; nothing else builds feature tensors by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURE_NAMES = ("loss", "loss_diff", "label", "epoch")
+NUM_EPOCHS = 100  # the epoch feature takes the values 0..99
+MAX_EPOCH = NUM_EPOCHS - 1
+EPOCH_ENCODING = "progress_percent"  # floor(100 * step / total_steps), clipped above at 99
+
+# The student-side defaults that define loss_diff (spec §4.2): p = 0.7 is what every released run used.
+DEFAULT_LOSS_P_PERCENTILE = 0.7
+DEFAULT_LOSS_MOVING_AVERAGE_DECAY = 0.5
+
+
+def _as_1d(name: str, value, dtype: torch.dtype) -> torch.Tensor:
+    tensor = torch.as_tensor(value)
+    if tensor.dim() == 0:
+        tensor = tensor.reshape(1)
+    if tensor.dim() != 1:
+        raise ValueError(f"MentorFeatures.{name} must be 1-D, got shape {tuple(tensor.shape)}")
+    if dtype.is_floating_point:
+        if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"MentorFeatures.{name} must be numeric, got {tensor.dtype}")
+        return tensor if tensor.dtype.is_floating_point else tensor.to(dtype)
+    if tensor.dtype.is_floating_point:
+        raise TypeError(f"MentorFeatures.{name} must be an integer tensor, got {tensor.dtype}")
+    return tensor.to(dtype)
+
+
+@dataclass(frozen=True)
+class MentorFeatures:
+    """The four MentorNet inputs for a batch of samples, as 1-D tensors of equal length.
+
+    ``loss`` and ``loss_diff`` are float tensors; ``label`` and ``epoch`` are int64 tensors. The epoch
+    is the encoded training progress (see :func:`encode_epoch`).
+    """
+
+    loss: torch.Tensor
+    loss_diff: torch.Tensor
+    label: torch.Tensor
+    epoch: torch.Tensor
+
+    def __post_init__(self):
+        loss = _as_1d("loss", self.loss, torch.float32)
+        loss_diff = _as_1d("loss_diff", self.loss_diff, loss.dtype)
+        label = _as_1d("label", self.label, torch.int64)
+        epoch = _as_1d("epoch", self.epoch, torch.int64)
+        lengths = {len(loss), len(loss_diff), len(label), len(epoch)}
+        if len(lengths) != 1:
+            raise ValueError(
+                "MentorFeatures tensors must have equal length, got "
+                f"loss={len(loss)}, loss_diff={len(loss_diff)}, label={len(label)}, epoch={len(epoch)}"
+            )
+        if len(epoch) and int(epoch.min()) < 0:
+            raise ValueError(f"MentorFeatures.epoch must be >= 0, got {int(epoch.min())}")
+        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "loss_diff", loss_diff.to(loss.dtype))
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "epoch", epoch)
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    @classmethod
+    def build(cls, loss, loss_diff, *, epoch, label=0) -> "MentorFeatures":
+        """Features for a batch where ``epoch`` and ``label`` may be scalars shared by every sample."""
+        loss = torch.as_tensor(loss).reshape(-1)
+
+        def per_sample(value):
+            value = torch.as_tensor(value, device=loss.device)
+            return value.expand(len(loss)) if value.dim() == 0 else value
+
+        return cls(loss, torch.as_tensor(loss_diff).reshape(-1), per_sample(label), per_sample(epoch))
+
+    @classmethod
+    def from_matrix(cls, matrix) -> "MentorFeatures":
+        """Inverse of :meth:`as_matrix`: columns in :data:`FEATURE_NAMES` order (the 2018 row layout)."""
+        matrix = torch.as_tensor(matrix)
+        if matrix.dim() != 2 or matrix.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"a feature matrix must have shape [N, 4], got {tuple(matrix.shape)}")
+        return cls(
+            loss=matrix[:, 0],
+            loss_diff=matrix[:, 1],
+            label=matrix[:, 2].long(),
+            epoch=encode_epoch(matrix[:, 3]),
+        )
+
+    def as_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A ``[N, 4]`` float tensor in :data:`FEATURE_NAMES` order."""
+        return torch.stack([self.loss.to(dtype), self.loss_diff.to(dtype),
+                            self.label.to(dtype), self.epoch.to(dtype)], dim=1)
+
+    def to(self, device) -> "MentorFeatures":
+        return MentorFeatures(self.loss.to(device), self.loss_diff.to(device),
+                              self.label.to(device), self.epoch.to(device))
+
+    def select(self, index) -> "MentorFeatures":
+        return MentorFeatures(self.loss[index], self.loss_diff[index], self.label[index], self.epoch[index])
+
+
+def encode_epoch(epoch) -> torch.Tensor:
+    """The MentorNet epoch input: truncate to an integer and clip above at 99 (spec §1.1).
+
+    Like the 2018 code there is no lower clip, so a negative value is an error here rather than a
+    silent out-of-range lookup.
+    """
+    epoch = torch.as_tensor(epoch)
+    if epoch.dtype.is_floating_point:
+        if not bool(torch.isfinite(epoch).all()):
+            raise ValueError("epoch values must be finite")
+        epoch = torch.trunc(epoch)
+    epoch = epoch.long()
+    if epoch.numel() and int(epoch.min()) < 0:
+        raise ValueError(f"epoch must be >= 0, got {int(epoch.min())}")
+    return epoch.clamp(max=MAX_EPOCH)
+
+
+def progress_percent(step: int, total_steps: int) -> int:
+    """Training progress as the 2018 "epoch": ``floor(100 * step / total_steps)``, clipped at 99 (§4.1 step 3)."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return min((100 * step) // total_steps, MAX_EPOCH)
+
+
+def check_percentile(p: float) -> float:
+    p = float(p)
+    if not (0.0 < p <= 1.0) or math.isnan(p):
+        raise ValueError(f"loss percentile p must lie in (0, 1], got {p}")
+    return p
+
+
+def percentile_index(batch_size: int, p: float) -> int:
+    """Ascending index of the batch p-percentile under TF's "nearest" rule (spec §4.1 step 7).
+
+    TF sorts descending and takes ``round((B - 1) * (1 - q / 100))`` with half-to-even rounding, with
+    ``q = 100 * p`` computed in float32 and the rest in float64. For B = 128 this gives 89 for p = 0.7
+    and 63 (not numpy's 64) for p = 0.5.
+    """
+    check_percentile(p)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    q = float(np.float32(p) * np.float32(100.0))
+    descending = round((batch_size - 1) * (1.0 - q / 100.0))  # Python's round is half-to-even
+    return batch_size - 1 - int(descending)
+
+
+def batch_loss_percentile(loss: torch.Tensor, p: float) -> torch.Tensor:
+    """The batch p-percentile of the (unweighted) per-sample losses, as a 0-d tensor."""
+    loss = loss.reshape(-1).detach()
+    k = percentile_index(loss.numel(), p)
+    # kthvalue is 1-based and avoids a full sort.
+    return torch.kthvalue(loss, k + 1).values
+
+
+class LossMovingAverage:
+    """The moving average of batch loss percentiles that defines ``loss_diff`` (spec §4.1 steps 7-9).
+
+    It starts at 0, as in 2018 (the variable was never restored, so early ``loss_diff`` values are
+    biased upward), and the *updated* value is used in the same step.
+    """
+
+    def __init__(self, p: float = DEFAULT_LOSS_P_PERCENTILE,
+                 decay: float = DEFAULT_LOSS_MOVING_AVERAGE_DECAY, value: float = 0.0):
+        self.p = check_percentile(p)
+        decay = float(decay)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"loss moving-average decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.value = torch.tensor(float(value))
+
+    def update(self, loss: torch.Tensor, p: float | None = None) -> torch.Tensor:
+        """Fold in this batch's percentile and return the new average (a 0-d tensor)."""
+        percentile = batch_loss_percentile(loss, self.p if p is None else p)
+        self.value = self.decay * self.value.to(percentile) + (1.0 - self.decay) * percentile
+        return self.value
+
+    def loss_diff(self, loss: torch.Tensor, p: float | None = None) -> torch.Tensor:
+        """Update with this batch and return ``loss - M_t`` per sample."""
+        return loss.detach() - self.update(loss, p)
+
+    def state_dict(self) -> dict:
+        return {"p": self.p, "decay": self.decay, "value": float(self.value)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.p = check_percentile(state["p"])
+        self.decay = float(state["decay"])
+        self.value = torch.tensor(float(state["value"]))
+
+
+def feature_spec(*, loss_p_percentile: float | None = DEFAULT_LOSS_P_PERCENTILE,
+                 loss_moving_average_decay: float | None = DEFAULT_LOSS_MOVING_AVERAGE_DECAY,
+                 loss_diff_reference: str = "moving_average_of_batch_percentile") -> dict:
+    """The feature description stored in every MentorNet checkpoint.
+
+    ``names`` and ``epoch_encoding`` must match exactly for a checkpoint to load. The percentile and
+    decay say how the ``loss_diff`` the MentorNet was fitted on was defined; for a data-driven
+    MentorNet that is a fixed percentile of the whole dump (spec §2.3).
+    """
+    return {
+        "names": list(FEATURE_NAMES),
+        "epoch_encoding": EPOCH_ENCODING,
+        "num_epochs": NUM_EPOCHS,
+        "loss_diff_reference": loss_diff_reference,
+        "loss_p_percentile": loss_p_percentile,
+        "loss_moving_average_decay": loss_moving_average_decay,
+    }
+
+
+def check_feature_spec(spec) -> None:
+    """Raise ``ValueError`` if a stored feature spec is not the one this toolkit computes."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"feature_spec must be a dict, got {type(spec).__name__}")
+    expected = feature_spec()
+    for key in ("names", "epoch_encoding", "num_epochs"):
+        if spec.get(key) != expected[key]:
+            raise ValueError(
+                f"feature spec mismatch: {key} is {spec.get(key)!r}, this toolkit uses {expected[key]!r}"
+            )

@@ -1,0 +1,141 @@
+"""The curriculum registry: ``register_curriculum``, ``get_curriculum`` and ``list_curricula``.
+
+A curriculum is a frozen dataclass whose fields are its parameters (validated in ``__post_init__``)
+and whose one method, ``weight(features)``, returns a float tensor shaped like ``features.loss`` with
+values in [0, 1]. The registry is filled by explicit imports in ``curricula/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterable
+
+import torch
+
+from .features import MentorFeatures, NUM_EPOCHS
+
+_REGISTRY: dict[str, type] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def register_curriculum(name: str) -> Callable[[type], type]:
+    """Class decorator that registers a frozen dataclass curriculum under ``name``."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"curriculum name must be lower_snake_case, got {name!r}")
+
+    def decorator(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"curriculum {name!r} is already registered (by {_REGISTRY[name].__module__})")
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+            raise TypeError(f"curriculum {name!r} must be a frozen dataclass")
+        if not callable(getattr(cls, "weight", None)):
+            raise TypeError(f"curriculum {name!r} must define weight(features)")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_curricula() -> list[str]:
+    """Registered curriculum names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def curriculum_class(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown curriculum {name!r}; choose one of: {', '.join(list_curricula())}"
+        ) from None
+
+
+def curriculum_parameters(name: str) -> dict[str, object]:
+    """The parameters of curriculum ``name`` and their defaults."""
+    return {f.name: f.default for f in dataclasses.fields(curriculum_class(name))}
+
+
+def get_curriculum(name: str, **params):
+    """Build curriculum ``name`` with the given parameters; unknown parameters are an error."""
+    cls = curriculum_class(name)
+    allowed = curriculum_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for curriculum {name!r}; valid: {valid}")
+    return cls(**params)
+
+
+def curriculum_source(curriculum) -> dict:
+    """The ``source`` record stored in a checkpoint: the curriculum's name and parameters."""
+    return {"type": "curriculum", "name": curriculum.name, "params": dataclasses.asdict(curriculum)}
+
+
+def _convert(text: str, kind, key: str):
+    """Convert ``text`` to the field's type; ``kind`` is a type or, under postponed annotations, its name."""
+    if kind in (bool, "bool"):
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"parameter {key} expects true or false, got {text!r}")
+    for py_type in (int, float):
+        if kind in (py_type, py_type.__name__):
+            try:
+                return py_type(text)
+            except ValueError:
+                raise ValueError(f"parameter {key} expects {py_type.__name__}, got {text!r}") from None
+    return text
+
+
+def parse_params(name: str, assignments: Iterable[str]) -> dict[str, object]:
+    """Turn ``["gamma=2", ...]`` into typed keyword arguments for curriculum ``name``."""
+    cls = curriculum_class(name)
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    params: dict[str, object] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"parameters are given as key=value, got {item!r}")
+        if key not in types:
+            valid = ", ".join(types) or "none"
+            raise ValueError(f"unknown parameter {key!r} for curriculum {name!r}; valid: {valid}")
+        params[key] = _convert(value, types[key], key)
+    return params
+
+
+def probe_features(num_points: int = 4096, *, seed: int = 0) -> MentorFeatures:
+    """Random points over the 2018 grid's domain (spec §2.2), for checking a curriculum's output."""
+    generator = torch.Generator().manual_seed(seed)
+    loss = torch.rand(num_points, generator=generator) * 29.0
+    loss_diff = torch.rand(num_points, generator=generator) * 10.0 - 5.0
+    epoch = torch.randint(0, NUM_EPOCHS, (num_points,), generator=generator)
+    return MentorFeatures(loss, loss_diff, torch.zeros(num_points, dtype=torch.long), epoch)
+
+
+def check_curriculum(curriculum) -> None:
+    """Raise ``ValueError`` unless ``curriculum.weight`` returns a finite [0, 1] tensor shaped like the loss.
+
+    Run once before a curriculum is learned or plotted, so a user's own curriculum fails early and clearly.
+    """
+    features = probe_features()
+    name = getattr(curriculum, "name", type(curriculum).__name__)
+    weights = curriculum.weight(features)
+    if not isinstance(weights, torch.Tensor):
+        raise ValueError(f"curriculum {name!r}: weight() must return a tensor, got {type(weights).__name__}")
+    if weights.shape != features.loss.shape:
+        raise ValueError(
+            f"curriculum {name!r}: weight() returned shape {tuple(weights.shape)}, "
+            f"expected {tuple(features.loss.shape)}"
+        )
+    if not weights.dtype.is_floating_point:
+        raise ValueError(f"curriculum {name!r}: weight() must return floats, got {weights.dtype}")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(f"curriculum {name!r}: weight() returned NaN or infinite values")
+    low, high = float(weights.min()), float(weights.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"curriculum {name!r}: weight() must lie in [0, 1], got values in [{low:g}, {high:g}]")
