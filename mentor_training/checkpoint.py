@@ -1,0 +1,177 @@
+"""Self-describing MentorNet checkpoints (``../shared/design.md``, "Checkpoints").
+
+A checkpoint is a ``torch.save`` of a dict of plain types and tensors, so ``torch.load(path,
+weights_only=True)`` reads it and an untrusted file cannot run code. It holds ``format_version``,
+``kind``, ``model_config``, ``feature_spec``, ``source``, ``student_defaults``, ``metrics``,
+``provenance`` and ``state_dict``. Files are written atomically: a temporary file in the same folder,
+then a rename, so a crash never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from curricula.features import check_feature_spec
+
+from .model import MentorNet, MentorNetConfig
+
+FORMAT_VERSION = 1
+KIND = "mentornet"
+TOOLKIT_VERSION = "0.1.0"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a MentorNet checkpoint this toolkit can load."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force: bool = False) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` in one rename.
+
+    Without ``force`` an existing ``path`` is an error, checked before anything is written.
+    """
+    path = Path(path)
+    check_output_path(path, force=force)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep the file from other users
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Raise ``FileExistsError``/``ValueError`` unless ``path`` may be written; call before long work."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, expected a file path")
+    if not path.parent.is_dir():
+        raise ValueError(f"output folder {path.parent} does not exist")
+    return path
+
+
+def provenance(command: str | None = None) -> dict:
+    return {
+        "toolkit_version": TOOLKIT_VERSION,
+        "torch_version": str(torch.__version__),
+        "command": command if command is not None else " ".join(sys.argv),
+    }
+
+
+def build_checkpoint(model: MentorNet, *, source: dict, feature_spec: dict, student_defaults: dict,
+                     metrics: dict, command: str | None = None) -> dict:
+    """The checkpoint dict for ``model``; every value is a plain type or a tensor."""
+    check_feature_spec(feature_spec)
+    return _plain({
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "model_config": model.config.to_dict(),
+        "feature_spec": dict(feature_spec),
+        "source": dict(source),
+        "student_defaults": dict(student_defaults),
+        "metrics": dict(metrics),
+        "provenance": provenance(command),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    })
+
+
+def _plain(value):
+    """Builtin types only (str subclasses such as torch's version string would not load safely)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if value is None:
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"checkpoint values must be plain data, got {type(value).__name__}")
+
+
+def save_checkpoint(checkpoint: dict, path: str | os.PathLike, *, force: bool = False) -> Path:
+    validate_checkpoint(checkpoint, origin=str(path))
+    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), force=force)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate a checkpoint without ever unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no MentorNet checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's notice about old pickle protocols
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if not unsafe:
+            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated, or not plain data); "
+                                  "refusing to load it") from None
+        detail = unsafe[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
+        raise CheckpointError(
+            f"{path} holds objects other than plain data and tensors; refusing to load it ({detail})"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
+                              f"{type(error).__name__})") from None
+    validate_checkpoint(checkpoint, origin=str(path))
+    return checkpoint
+
+
+def validate_checkpoint(checkpoint, *, origin: str = "checkpoint") -> None:
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != KIND:
+        found = checkpoint.get("kind") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{origin} is not a MentorNet checkpoint (kind: {found!r})")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{origin} has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{origin} has format version {version}, newer than this toolkit's "
+                              f"{FORMAT_VERSION}; upgrade the toolkit to read it")
+    missing = [key for key in ("model_config", "feature_spec", "source", "student_defaults", "metrics",
+                               "provenance", "state_dict") if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{origin} lacks {', '.join(missing)}")
+    try:
+        check_feature_spec(checkpoint["feature_spec"])
+    except ValueError as error:
+        raise CheckpointError(f"{origin}: {error}") from None
+
+
+def mentornet_from_checkpoint(checkpoint: dict, *, origin: str = "checkpoint") -> MentorNet:
+    """Rebuild the MentorNet from a validated checkpoint dict, frozen and in eval mode."""
+    try:
+        model = MentorNet(MentorNetConfig(**checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{origin}: weights do not fit the MentorNet architecture ({message[:160]})") from None
+    model.requires_grad_(False)
+    model.source = checkpoint["source"]
+    model.student_defaults = checkpoint["student_defaults"]
+    model.feature_spec = checkpoint["feature_spec"]
+    model.metrics = checkpoint["metrics"]
+    return model.eval()

@@ -1,0 +1,78 @@
+"""``learn-curriculum`` as an API: plan (every input checked, targets built), then fit and save."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable
+
+from curricula import check_curriculum, get_curriculum, parse_params
+from curricula.features import feature_spec
+from curricula.targets import (DATA_DRIVEN_STUDENT_DEFAULTS, TargetSplit, curriculum_targets,
+                               data_driven_targets, read_dump)
+
+from .checkpoint import build_checkpoint, check_output_path, save_checkpoint
+from .fidelity import fidelity
+from .trainer import Recipe, fit_mentornet, get_recipe
+
+
+@dataclass(frozen=True)
+class LearningPlan:
+    out: str
+    split: TargetSplit
+    recipe: Recipe
+    balance: str
+    seed: int
+    force: bool
+    curriculum: object | None  # the curriculum, or None for a data-driven fit
+    student_defaults: dict
+    feature_spec: dict
+
+
+def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] | dict = (), dump=None,
+                  percentile: float = 90.0, recipe: str = "fast", balance: str = "none",
+                  steps: int | None = None, learning_rate: float | None = None, sample_size: int = 100_000,
+                  seed: int = 0, force: bool = False) -> LearningPlan:
+    """Check every input and build the target set, so a bad value never costs a fit or leaves a file."""
+    if (curriculum is None) == (dump is None):
+        raise ValueError("give exactly one of curriculum or dump")
+    check_output_path(out, force=force)
+    fit_recipe = get_recipe(recipe, steps=steps)
+    if learning_rate is not None:
+        fit_recipe = replace(fit_recipe, learning_rate=float(learning_rate))
+    if balance not in ("none", "strata"):
+        raise ValueError(f"unknown balance {balance!r}; choose none or strata")
+    if curriculum is not None:
+        kwargs = dict(params) if isinstance(params, dict) else parse_params(curriculum, params)
+        target_curriculum = get_curriculum(curriculum, **kwargs)
+        check_curriculum(target_curriculum)
+        split = curriculum_targets(target_curriculum, sample_size=sample_size, seed=seed)
+        defaults = dict(type(target_curriculum).student_defaults)
+        spec = feature_spec(loss_p_percentile=defaults["loss_p_percentile"],
+                            loss_moving_average_decay=defaults["loss_moving_average_decay"])
+    else:
+        target_curriculum = None
+        split = data_driven_targets(read_dump(dump), percentile, seed=seed)
+        defaults = dict(DATA_DRIVEN_STUDENT_DEFAULTS)
+        spec = feature_spec(loss_p_percentile=float(percentile) / 100.0, loss_moving_average_decay=None,
+                            loss_diff_reference="percentile_of_dump")
+    return LearningPlan(out=str(out), split=split, recipe=fit_recipe, balance=balance, seed=seed, force=force,
+                        curriculum=target_curriculum, student_defaults=defaults, feature_spec=spec)
+
+
+def run_learning(plan: LearningPlan, *, command: str | None = None,
+                 progress: Callable[[int, float], None] | None = None) -> dict:
+    """Fit, measure and atomically write the checkpoint; returns the checkpoint dict."""
+    result = fit_mentornet(plan.split, recipe=plan.recipe, balance=plan.balance, seed=plan.seed,
+                           progress=progress)
+    metrics = dict(result.metrics)
+    if plan.curriculum is not None:
+        metrics["fidelity"] = fidelity(result.model, plan.curriculum)
+    checkpoint = build_checkpoint(result.model, source=plan.split.source, feature_spec=plan.feature_spec,
+                                  student_defaults=plan.student_defaults, metrics=metrics, command=command)
+    save_checkpoint(checkpoint, plan.out, force=plan.force)
+    return checkpoint
+
+
+def learn_curriculum(*, command: str | None = None, progress=None, **options) -> dict:
+    """``plan_learning(**options)`` then ``run_learning``; see those for the options."""
+    return run_learning(plan_learning(**options), command=command, progress=progress)
