@@ -1,0 +1,239 @@
+"""Command-line interface: ``python cli.py --help`` or, once installed, ``mentornet --help``.
+
+Each command parses options, builds a config, calls one API function and says where its output went.
+Errors in the input end in a one-line ``Error: ...`` and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+# Two OpenMP threads spinning on a busy 2-core machine stall the tiny MentorNet ops.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import click  # noqa: E402
+
+USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
+
+
+class ToolkitGroup(click.Group):
+    """Turns the library's input errors into one-line messages and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if isinstance(error, KeyError):
+                message = f"missing key {message}"
+            raise click.ClickException(message) from None
+
+
+def _command_line() -> str:
+    return "python cli.py " + shlex.join(sys.argv[1:])
+
+
+def _progress_bar(length: int, label: str):
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True,
+                             update_min_steps=max(1, length // 200))
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Learn MentorNets (Jiang et al., ICML 2018) and use them to train on noisy labels.
+
+    \b
+    Stages:
+      learn-curriculum  fit a MentorNet to a curriculum or to a data-driven dump
+      list              show the curricula and the pretrained MentorNets
+    """
+
+
+@cli.command("learn-curriculum")
+@click.option("--curriculum", "curriculum_name", metavar="NAME",
+              help="Registered curriculum to learn (see `list`). Targets come from the 2018 grid.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
+@click.option("--dump", "dump_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="StudentNet dump (id epoch noisy_label clean_label loss) for a data-driven MentorNet.")
+@click.option("--percentile", type=float, default=90.0, show_default=True,
+              help="With --dump: loss percentile P (0-100) of the whole dump that defines loss_diff.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the MentorNet checkpoint (.pt).")
+@click.option("--recipe", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
+              help="fast: large batches and a short cosine schedule. paper: the 2018 recipe "
+                   "(Adam 0.1*0.9^(t/1000), clip 5, batch 32, 30k steps).")
+@click.option("--balance", type=click.Choice(["none", "strata"]), default="none", show_default=True,
+              help="strata: draw each batch equally from rows whose target is 0, 1, or in between, "
+                   "so rare graded regions (mentornet_pd's late phase) are fitted.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Override the recipe's number of optimiser steps.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the recipe's peak learning rate.")
+@click.option("--sample-size", type=click.IntRange(min=2), default=100_000, show_default=True,
+              help="Grid rows kept for fitting (the 2018 value), split 80/20 into train and held-out.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the row sample, the split, the initial weights and the batches.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, recipe, balance, steps,
+                     learning_rate, sample_size, seed, force):
+    """Fit a MentorNet to a curriculum's weights, or to data-driven labels from a clean subset.
+
+    \b
+    Examples:
+      python cli.py learn-curriculum --curriculum self_paced --out sp.pt
+      python cli.py learn-curriculum --curriculum focal_loss -p gamma=3 --out focal3.pt
+      python cli.py learn-curriculum --dump dump.txt --percentile 90 --out dd.pt
+    """
+    from mentor_training.learn import plan_learning, run_learning
+
+    if (curriculum_name is None) == (dump_path is None):
+        raise click.UsageError("give exactly one of --curriculum NAME or --dump FILE")
+    if dump_path is not None and params:
+        raise click.UsageError("-p/--param applies to --curriculum, not to --dump")
+    plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
+                         out=out_path, recipe=recipe, balance=balance, steps=steps,
+                         learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
+    if dump_path is not None:
+        source = plan.split.source
+        click.echo(f"dump: {source['num_rows']} samples ({source['duplicates_dropped']} duplicate ids "
+                   f"dropped, last line kept), loss threshold {source['loss_threshold']:.4f} at P={percentile:g}")
+    with _progress_bar(plan.recipe.steps, "fitting MentorNet") as bar:
+        checkpoint = run_learning(plan, command=_command_line(),
+                                  progress=lambda step, loss: bar.update(step - bar.pos))
+    test = checkpoint["metrics"]["test"]
+    line = f"held-out ({test['num_rows']} rows, {test['objective']}): mean abs error {test['mae']:.4f}"
+    if "binary_accuracy" in test:
+        line += f", side-of-0.5 accuracy {test['binary_accuracy']:.4f}"
+    if "graded_mae" in test:
+        line += f", graded-region MAE {test['graded_mae']:.4f}"
+    click.echo(line)
+    if "fidelity" in checkpoint["metrics"]:
+        fid = checkpoint["metrics"]["fidelity"]
+        parts = [f"{k} {fid[k]:.4f}" for k in ("binary_agreement", "graded_mae") if k in fid]
+        click.echo(f"fidelity on {fid['num_points']} fresh points: {', '.join(parts)}")
+    click.echo(f"wrote {out_path} ({checkpoint['metrics']['fit_seconds']:.1f} s fit)")
+
+
+@cli.command("plot")
+@click.option("--curriculum", "curriculum_name", metavar="NAME",
+              help="Registered curriculum to draw (see `list`), or 'all' for a gallery of every one.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
+@click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Figure to write; .png, .pdf or .svg (the extension picks the format).")
+@click.option("--kind", type=click.Choice(["surface", "heatmap"]), default=None,
+              help="surface: 3-D weight over (loss, loss_diff); heatmap: the same as 2-D colour maps, better "
+                   "for print. Default: surface for one weighter, heatmap for --compare and 'all'.")
+@click.option("--compare", is_flag=True,
+              help="With --mentornet: draw it beside the curriculum it was fitted to, and their |difference|.")
+@click.option("--epochs", "epochs_text", metavar="E1,E2,...",
+              help="Epochs (training progress in percent, 0..99), one panel each. Default: the 2018 "
+                   "visualiser's 0,10,18,20,30,40,50,60,70,80,90,95,99; 10,50,95 for --compare and 'all'.")
+@click.option("--loss-range", "loss_range_text", default="0,10", show_default=True, metavar="LO,HI",
+              help="Loss axis: the StudentNet's per-sample cross-entropy, in nats.")
+@click.option("--loss-diff-range", "loss_diff_range_text", default="-5,5", show_default=True, metavar="LO,HI",
+              help="loss_diff axis: loss minus the moving-average loss percentile, in nats.")
+@click.option("--resolution", type=click.IntRange(min=2), default=101, show_default=True,
+              help="Grid points per axis.")
+@click.option("--animate", "animate_path", type=click.Path(dir_okay=False), metavar="FILE.gif",
+              help="Also (or instead of --out) write a GIF of the weight over epochs 0..99.")
+@click.option("--frames", type=click.IntRange(1, 100), default=100, show_default=True,
+              help="With --animate: number of epochs shown, evenly spaced over 0..99.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10, show_default=True,
+              help="With --animate: frames per second.")
+@click.option("--width", type=click.IntRange(min=50), default=None,
+              help="Image width in pixels (default: sized to the panels).")
+@click.option("--height", type=click.IntRange(min=50), default=None,
+              help="Image height in pixels (default: sized to the panels).")
+@click.option("--dpi", type=click.FloatRange(min=0, min_open=True), default=100, show_default=True,
+              help="Pixels per inch of PNG and GIF output.")
+@click.option("--force", is_flag=True, help="Overwrite --out and --animate if they exist.")
+def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, epochs_text, loss_range_text,
+                 loss_diff_range_text, resolution, animate_path, frames, fps, width, height, dpi, force):
+    """Draw the weight a curriculum or MentorNet gives a sample, over (loss, loss_diff), per epoch.
+
+    Like the 2018 visualiser, loss and loss_diff are treated as independent (label 0): on a real
+    StudentNet they are not, so parts of each surface are never visited in training.
+
+    \b
+    Examples:
+      python cli.py plot --curriculum mentornet_pd --out pd.png
+      python cli.py plot --curriculum focal_loss -p gamma=3 --kind heatmap --out focal3.pdf
+      python cli.py plot --mentornet sp.pt --compare --out sp_vs_self_paced.png
+      python cli.py plot --curriculum spcl_linear --animate spcl.gif
+      python cli.py plot --curriculum all --out gallery.png
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever the environment says
+    from visualize import parse_epochs, parse_range, plan_plot, run_plot
+
+    if (curriculum_name is None) == (mentornet is None):
+        raise click.UsageError("give exactly one of --curriculum NAME (or 'all') or --mentornet NAME|PATH")
+    plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
+                     compare=compare, animate=animate_path, frames=frames, fps=fps,
+                     epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
+                     loss_range=parse_range(loss_range_text, name="--loss-range"),
+                     loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
+                     resolution=resolution, width=width, height=height, dpi=dpi, force=force)
+    if plan.animate is None:
+        result = run_plot(plan)
+    else:
+        with _progress_bar(len(plan.frame_epochs), "drawing GIF frames") as bar:
+            result = run_plot(plan, progress=lambda done, total: bar.update(done - bar.pos))
+    for note in result.notes:
+        click.echo(note)
+    for path in result.paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("show")
+@click.argument("mentornet", metavar="NAME|PATH")
+def show_command(mentornet):
+    """Describe a MentorNet checkpoint: its source, held-out metrics and StudentNet defaults."""
+    import json
+
+    from mentor_training.checkpoint import read_checkpoint
+    from mentor_training.pretrained import resolve_mentornet_path
+
+    checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
+    shown = {key: checkpoint[key] for key in ("source", "student_defaults", "feature_spec", "model_config",
+                                              "provenance")}
+    shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}
+    shown["format_version"] = checkpoint["format_version"]
+    click.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+@cli.command("list")
+def list_command():
+    """Show the registered curricula with their parameters, and the pretrained MentorNets."""
+    from curricula import curriculum_parameters, list_curricula
+    from mentor_training import read_manifest
+
+    click.echo("Curricula (learn with: learn-curriculum --curriculum NAME [-p key=value]):")
+    for name in list_curricula():
+        params = curriculum_parameters(name)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "no parameters"
+        click.echo(f"  {name:<22} {shown}")
+    click.echo("")
+    click.echo("Pretrained MentorNets (use by name, e.g. load_mentornet('mentornet_pd')):")
+    manifest = read_manifest()
+    if not manifest:
+        click.echo("  none")
+    for name, entry in sorted(manifest.items()):
+        test = entry.get("metrics", {}).get("test", {})
+        source = entry.get("source", {})
+        origin = source.get("name") or f"data-driven, P={source.get('percentile')}"
+        click.echo(f"  {name:<30} from {origin:<22} held-out MAE {test.get('mae', float('nan')):.4f}")
+
+
+def main():
+    cli(prog_name="mentornet" if os.path.basename(sys.argv[0]) == "mentornet" else "cli.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""``python cli.py plot`` as an API: check every input, compute the surfaces, draw, and write atomically.
+
+Outputs are checked before anything is computed (extension, folder, an existing file without
+``force``), and each file is written to a temporary file in the same folder with the same extension,
+then moved into place, so a failure never leaves a half-written figure behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from curricula import check_curriculum, curriculum_parameters, get_curriculum, parse_params
+from curricula.features import NUM_EPOCHS
+
+from . import draw
+from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANGE, DEFAULT_RESOLUTION,
+                      SUMMARY_EPOCHS, check_epochs, check_loss_range, check_range,
+                      check_resolution, compare_surfaces, evenly_spaced_epochs, gallery_surfaces,
+                      reference_curriculum, weight_surface)
+
+FIGURE_EXTENSIONS = (".png", ".pdf", ".svg")
+ANIMATION_EXTENSIONS = (".gif",)
+ALL_CURRICULA = "all"
+_SHORT_PARAMS = 24  # show every parameter when they fit in this many characters, else only changed ones
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is plotted: a weighter and the words that name it in titles."""
+
+    weighter: object
+    name: str  # e.g. "spcl_linear (gamma=1)" or "MentorNet sp.pt"
+    title: str  # e.g. "MentorNet sp.pt, fitted to spcl_linear (gamma=1)"
+
+
+@dataclass
+class PlotResult:
+    paths: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one-line summaries for the user
+
+
+def _format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_curriculum(curriculum) -> str:
+    """``"focal_loss (gamma=2)"``; when the parameters are long, only those changed from the defaults."""
+    name = getattr(curriculum, "name", type(curriculum).__name__)
+    params = dataclasses.asdict(curriculum) if dataclasses.is_dataclass(curriculum) else {}
+    text = ", ".join(f"{k}={_format_value(v)}" for k, v in params.items())
+    if len(text) > _SHORT_PARAMS:
+        defaults = curriculum_parameters(name)
+        text = ", ".join(f"{k}={_format_value(v)}" for k, v in params.items() if v != defaults.get(k))
+    return f"{name} ({text})" if text else name
+
+
+def curriculum_subject(name: str, params: Iterable[str] | dict = ()) -> Subject:
+    """A registered curriculum, checked once (``check_curriculum``) before it is plotted."""
+    kwargs = dict(params) if isinstance(params, dict) else parse_params(name, params)
+    curriculum = get_curriculum(name, **kwargs)
+    check_curriculum(curriculum)
+    described = describe_curriculum(curriculum)
+    return Subject(curriculum, described, f"Curriculum {described}")
+
+
+def mentornet_subject(name_or_path: str | os.PathLike) -> Subject:
+    """A MentorNet from a pretrained name or a checkpoint path."""
+    from mentor_training import load_mentornet
+
+    mentornet = load_mentornet(name_or_path)
+    name = f"MentorNet {Path(str(name_or_path)).name}"
+    source = getattr(mentornet, "source", {}) or {}
+    if source.get("type") == "curriculum":
+        fitted = get_curriculum(source["name"], **dict(source.get("params") or {}))
+        origin = f"fitted to {describe_curriculum(fitted)}"
+    else:
+        origin = f"data-driven (loss percentile {_format_value(source.get('percentile', '?'))})"
+    return Subject(mentornet, name, f"{name}, {origin}")
+
+
+def check_output(path, *, extensions: tuple[str, ...], option: str, force: bool) -> Path:
+    """Raise ``ValueError``/``FileExistsError`` unless ``path`` may be written as one of ``extensions``."""
+    path = Path(path)
+    if path.suffix.lower() not in extensions:
+        raise ValueError(f"unsupported extension {path.suffix or '(none)'!r} for {option} {path}; "
+                         f"use {', '.join(extensions)}")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder, expected a file path")
+    if not path.parent.is_dir():
+        raise ValueError(f"output folder {path.parent} does not exist (for {option} {path})")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` to a temporary file with ``path``'s extension in its folder, then rename it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give a figure the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_figure(fig, path: Path) -> Path:
+    return write_atomically(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower()))
+
+
+def figure_size(default: tuple[float, float], *, width: int | None, height: int | None,
+                dpi: float) -> tuple[float, float]:
+    """Inches from pixel sizes; one missing side keeps the default aspect ratio."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 50):
+            raise ValueError(f"{name} must be an integer number of pixels >= 50, got {value!r}")
+    if not dpi > 0:
+        raise ValueError(f"dpi must be positive, got {dpi!r}")
+    if width is None and height is None:
+        return default
+    aspect = default[1] / default[0]
+    width_in = width / dpi if width is not None else height / dpi / aspect
+    height_in = height / dpi if height is not None else width_in * aspect
+    return width_in, height_in
+
+
+@dataclass(frozen=True)
+class _Grid:
+    loss_range: tuple[float, float]
+    loss_diff_range: tuple[float, float]
+    resolution: int
+
+    def options(self) -> dict:
+        return dict(loss_range=self.loss_range, loss_diff_range=self.loss_diff_range, resolution=self.resolution)
+
+
+def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out) -> None:
+    if (curriculum is None) == (mentornet is None):
+        raise ValueError("give exactly one of a curriculum (or 'all') or a MentorNet")
+    if out is None and animate is None:
+        raise ValueError("give an output file (--out) or an animation (--animate FILE.gif)")
+    if compare and mentornet is None:
+        raise ValueError("--compare needs a MentorNet: it draws the MentorNet beside its curriculum")
+    if curriculum == ALL_CURRICULA and params:
+        raise ValueError("-p/--param applies to one curriculum, not to 'all'")
+    if animate is not None and (compare or curriculum == ALL_CURRICULA):
+        raise ValueError("--animate draws one curriculum or MentorNet; drop --compare and 'all'")
+
+
+@dataclass(frozen=True)
+class PlotPlan:
+    """Every input of a plot, checked; ``run_plot`` only computes, draws and writes."""
+
+    out: Path | None
+    animate: Path | None
+    subject: Subject | None  # None for the gallery of every curriculum
+    reference: object | None  # with compare: the curriculum the MentorNet was fitted to
+    kind: str
+    epochs: tuple[int, ...]
+    frame_epochs: tuple[int, ...]
+    grid: _Grid
+    fps: float
+    size: dict
+
+
+def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] | dict = (), mentornet=None,
+              kind: str | None = None, compare: bool = False, epochs: Iterable[int] | None = None,
+              loss_range=DEFAULT_LOSS_RANGE, loss_diff_range=DEFAULT_LOSS_DIFF_RANGE,
+              resolution: int = DEFAULT_RESOLUTION, animate=None, frames: int = NUM_EPOCHS, fps: float = 10,
+              width: int | None = None, height: int | None = None, dpi: float = 100,
+              force: bool = False) -> PlotPlan:
+    """Check every input and load the weighter, so a bad value never costs a drawing or leaves a file."""
+    _check_combination(curriculum=curriculum, params=params, mentornet=mentornet, compare=compare,
+                       animate=animate, out=out)
+    out = None if out is None else check_output(out, extensions=FIGURE_EXTENSIONS, option="--out", force=force)
+    animate = None if animate is None else check_output(animate, extensions=ANIMATION_EXTENSIONS,
+                                                        option="--animate", force=force)
+    if out is not None and out == animate:
+        raise ValueError(f"--out and --animate are the same file {out}")
+    single = not compare and curriculum != ALL_CURRICULA
+    epochs = check_epochs(epochs if epochs is not None else DEFAULT_EPOCHS if single else SUMMARY_EPOCHS)
+    grid = _Grid(check_loss_range(loss_range), check_range("loss_diff range", loss_diff_range),
+                 check_resolution(resolution))
+    size = dict(width=width, height=height, dpi=dpi)
+    figure_size((1.0, 1.0), **size)  # checks the sizes
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    if curriculum == ALL_CURRICULA:
+        subject = None
+    else:
+        subject = curriculum_subject(curriculum, params) if curriculum is not None else mentornet_subject(mentornet)
+    return PlotPlan(out=out, animate=animate, subject=subject,
+                    reference=reference_curriculum(subject.weighter) if compare else None,
+                    kind=draw.check_kind(kind or ("surface" if single else "heatmap")), epochs=epochs,
+                    frame_epochs=evenly_spaced_epochs(frames) if animate is not None else (),
+                    grid=grid, fps=float(fps), size=size)
+
+
+def run_plot(plan: PlotPlan, *, progress: Callable[[int, int], None] | None = None) -> PlotResult:
+    """Compute, draw and atomically write what ``plan`` asks for. ``progress(done, total)`` is called
+    once per animation frame."""
+    result = PlotResult()
+    if plan.out is not None and plan.subject is None:
+        _plot_gallery(result, plan)
+    elif plan.out is not None and plan.reference is not None:
+        _plot_compare(result, plan)
+    elif plan.out is not None:
+        _plot_surfaces(result, plan)
+    if plan.animate is not None:
+        _plot_animation(result, plan, progress=progress)
+    return result
+
+
+def plot(*, progress: Callable[[int, int], None] | None = None, **options) -> PlotResult:
+    """Draw weight surfaces of a curriculum (``curriculum="all"``: a gallery of every one) or a MentorNet.
+
+    ``kind`` is ``"surface"`` (default for one weighter) or ``"heatmap"`` (default for ``compare`` and
+    the gallery). ``epochs`` defaults to the 2018 visualiser's for one weighter and to 10, 50, 95 for
+    ``compare`` and the gallery. ``animate`` is a .gif path showing ``frames`` evenly spaced epochs of
+    0..99. See :func:`plan_plot` for every option.
+    """
+    return run_plot(plan_plot(**options), progress=progress)
+
+
+def _figsize(plan: PlotPlan, default: tuple[float, float]) -> tuple[float, float]:
+    return figure_size(default, **plan.size)
+
+
+def _plot_surfaces(result: PlotResult, plan: PlotPlan) -> None:
+    frame = weight_surface(plan.subject.weighter, epochs=plan.epochs, **plan.grid.options())
+    fig = draw.surface_figure(frame, kind=plan.kind, title=plan.subject.title, dpi=plan.size["dpi"],
+                              figsize=_figsize(plan, draw.surface_figure_size(len(plan.epochs), plan.kind)))
+    result.paths.append(save_figure(fig, plan.out))
+
+
+def _plot_compare(result: PlotResult, plan: PlotPlan) -> None:
+    subject, kind = plan.subject, plan.kind
+    frame = compare_surfaces(subject.weighter, plan.reference, epochs=plan.epochs, **plan.grid.options())
+    described = describe_curriculum(plan.reference)
+    fig = draw.compare_figure(frame, kind=kind, names=(subject.name, described), dpi=plan.size["dpi"],
+                              title=f"{subject.name} against the curriculum it was fitted to",
+                              figsize=_figsize(plan, draw.compare_figure_size(len(plan.epochs), kind)))
+    result.paths.append(save_figure(fig, plan.out))
+    worst = frame.loc[frame["abs_diff"].idxmax()]
+    result.notes.append(
+        f"|MentorNet - {described}| over the plotted grid: mean {frame['abs_diff'].mean():.4f}, "
+        f"max {worst['abs_diff']:.4f} at loss {worst['loss']:.2f}, loss_diff {worst['loss_diff']:.2f}, "
+        f"epoch {int(worst['epoch'])}")
+
+
+def _plot_gallery(result: PlotResult, plan: PlotPlan) -> None:
+    frame = gallery_surfaces(epochs=plan.epochs, **plan.grid.options())
+    names = list(dict.fromkeys(frame["curriculum"].tolist()))
+    labels = {name: describe_curriculum(get_curriculum(name)) for name in names}
+    default = draw.gallery_figure_size(len(names), len(plan.epochs), plan.kind)
+    fig = draw.gallery_figure(frame, kind=plan.kind, labels=labels, figsize=_figsize(plan, default),
+                              dpi=plan.size["dpi"],
+                              title="MentorNet curricula: weight by loss and loss_diff (default parameters, label 0)")
+    result.paths.append(save_figure(fig, plan.out))
+
+
+def _plot_animation(result: PlotResult, plan: PlotPlan, *, progress) -> None:
+    frame = weight_surface(plan.subject.weighter, epochs=plan.frame_epochs, **plan.grid.options())
+    total = len(plan.frame_epochs)
+    report = None if progress is None else (lambda done: progress(done, total))
+    write_atomically(plan.animate, lambda tmp: draw.write_animation(
+        frame, tmp, kind=plan.kind, title=plan.subject.title, fps=plan.fps, dpi=plan.size["dpi"],
+        figsize=_figsize(plan, draw.ANIMATION_INCHES), progress=report))
+    result.paths.append(plan.animate)
