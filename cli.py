@@ -47,7 +47,9 @@ def cli():
     \b
     Stages:
       learn-curriculum  fit a MentorNet to a curriculum or to a data-driven dump
-      list              show the curricula and the pretrained MentorNets
+      plot              draw weight surfaces of a curriculum or MentorNet
+      train-student     train a StudentNet on noisy labels, weighted by a MentorNet
+      show, list        describe a checkpoint; list curricula and pretrained MentorNets
     """
 
 
@@ -189,6 +191,123 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
         click.echo(note)
     for path in result.paths:
         click.echo(f"wrote {path}")
+
+
+@cli.command("train-student")
+@click.option("--dataset", default="digits", show_default=True,
+              help="cifar10, cifar100, fashion-mnist, or the bundled digits (no download needed).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the data set files (CIFAR python archives, Fashion-MNIST idx files).")
+@click.option("--download", is_flag=True, help="Fetch a missing data set from its official address (md5-checked).")
+@click.option("--subset", type=click.IntRange(min=1), default=None,
+              help="Train on a seeded, class-balanced subset of this many training images.")
+@click.option("--clean-subset-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Hold this fraction of the training set out as a clean subset (for data-driven MentorNets).")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
+@click.option("--noise-type", default="symmetric", show_default=True,
+              help="symmetric (exactly r·N labels moved to another class), uniform (each label redrawn over all "
+                   "classes with probability r), pairflip or asymmetric.")
+@click.option("--noise-file", type=click.Path(dir_okay=False), default=None,
+              help="Use these noisy labels instead (.npy/.npz/.pt, e.g. CIFAR-10N: FILE.pt:worse_label).")
+@click.option("--studentnet", default="small_cnn", show_default=True,
+              help="Student network: resnet101 and inception (the 2018 ones), resnet32, preact_resnet18, "
+                   "small_cnn, mlp.")
+@click.option("--mentornet", default="none", show_default=True, metavar="NAME|PATH|none",
+              help="Pretrained MentorNet name, checkpoint file, or none for the plain cross-entropy baseline "
+                   "(2018: --trained_mentornet_dir).")
+@click.option("--loss-p-percentile", type=float, default=None,
+              help="p of the batch loss percentile whose moving average defines loss_diff "
+                   "(2018: --loss_p_percentile; every released run used 0.7). Default: the MentorNet's.")
+@click.option("--burn-in-epoch", type=click.IntRange(0, 100), default=None,
+              help="Weights are 1 for the first epochs of training progress (2018: --burn_in_epoch). "
+                   "Default: the MentorNet's.")
+@click.option("--fixed-epoch-after-burn-in/--no-fixed-epoch-after-burn-in", default=None,
+              help="Feed the MentorNet the burn-in epoch once past it (2018: --fixed_epoch_after_burn_in; "
+                   "set for MentorNet DD). Default: the MentorNet's.")
+@click.option("--burn-in-2018/--burn-in-exact", default=True, show_default=True,
+              help="2018: the burn-in ends one epoch early (epochs 0..16 for 18); exact: epochs 0..17.")
+@click.option("--loss-moving-average-decay", type=float, default=None,
+              help="Decay of the loss-percentile moving average (2018: --loss_moving_average_decay, 0.5). "
+                   "Default: the MentorNet's.")
+@click.option("--example-dropout-rates", default=None, metavar="RATE,EPOCHS,...",
+              help="Piecewise probability of zeroing a sample's weight over the 100 progress epochs "
+                   "(2018: --example_dropout_rates, e.g. 0.5,17,0.05,83). Default: the MentorNet's.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Passes over the training set.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Stop after this many steps instead (2018: --max_number_of_steps, 39000 for ResNet).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="Peak learning rate (2018: --learning_rate).")
+@click.option("--lr-schedule", type=click.Choice(["auto", "piecewise_2018", "exponential_2018", "cosine",
+                                                  "constant"]), default="auto", show_default=True,
+              help="auto: the 2018 schedule for resnet101 (piecewise) and inception (exponential), "
+                   "cosine for the others.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for inception (2018), "
+                   "0 for mlp, 5e-4 otherwise.")
+@click.option("--augment/--no-augment", default=None,
+              help="Pad-and-crop plus flip. Default: on for CIFAR, off otherwise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise, subset, init, batches, dropout.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=True), metavar="DIR",
+              help="Run folder: config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, with its config.json.")
+@click.option("--force", is_flag=True, help="Start over in an --out folder that already holds a run.")
+def train_student(dataset, data_dir, download, subset, clean_subset_fraction, noise, noise_type, noise_file,
+                  studentnet, mentornet, loss_p_percentile, burn_in_epoch, fixed_epoch_after_burn_in, burn_in_2018,
+                  loss_moving_average_decay, example_dropout_rates, epochs, max_steps, batch_size, lr,
+                  lr_schedule, weight_decay, augment, seed, device, out_dir, resume, force):
+    """Train a StudentNet on noisy labels, weighting each sample's loss with a MentorNet.
+
+    \b
+    Examples:
+      python cli.py train-student --dataset digits --noise 0.4 --studentnet mlp --mentornet mentornet_pd --out runs/pd
+      python cli.py train-student --dataset cifar10 --data-dir data --noise 0.4 --mentornet mentornet_pd --out runs/c10
+      python cli.py train-student --out runs/pd --resume
+    """
+    from student_training.trainer import StudentConfig, prepare_run, summarize, train
+
+    if resume and force:
+        raise click.UsageError("--resume and --force exclude each other")
+    config = StudentConfig(dataset=dataset, data_dir=data_dir, download=download, subset=subset,
+                           clean_subset_fraction=clean_subset_fraction, noise=noise, noise_type=noise_type,
+                           noise_file=noise_file, studentnet=studentnet, mentornet=mentornet, epochs=epochs,
+                           max_steps=max_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                           weight_decay=weight_decay, augment=augment, seed=seed, device=device)
+    overrides = {"loss_p_percentile": loss_p_percentile, "burn_in_epoch": burn_in_epoch,
+                 "fixed_epoch_after_burn_in": fixed_epoch_after_burn_in, "burn_in_2018": burn_in_2018,
+                 "loss_moving_average_decay": loss_moving_average_decay,
+                 "example_dropout_rates": example_dropout_rates}
+    run = prepare_run(config, out_dir, weighter_overrides=overrides, resume=resume, force=force)
+    _describe_run(run)
+    with click.progressbar(length=run.config.epochs, label="training", file=sys.stderr,
+                           item_show_func=lambda row: row) as bar:
+        if run.start_epoch:
+            bar.update(run.start_epoch)
+        train(run, on_epoch=lambda row: bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} "
+                                                      f"test acc {row['test_accuracy']:.4f}"))
+    summary = summarize(run.rows)
+    click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f}); "
+               f"flipped labels fitted {summary['final_fit_noisy']:.3f}; "
+               f"weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
+    click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt)")
+
+
+def _describe_run(run) -> None:
+    config = run.config
+    click.echo(f"{'resuming at epoch ' + str(run.start_epoch) if run.start_epoch else 'run'}: "
+               f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
+               f"clean held out, {len(run.data.test_labels)} test), student {config.studentnet}, "
+               f"mentornet {config.mentornet}, device {run.device}")
+    click.echo(f"labels: {run.noise.summary()}")
+    recipe = config.recipe
+    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe['lr_schedule']}), "
+               f"weight decay {recipe['weight_decay']} ({recipe['decay_mode']}), batch {config.batch_size}, "
+               f"{config.epochs} epochs = {run.total_steps} steps, augment {recipe['augment']}")
+    if run.weighter is not None:
+        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in config.weighter.items()))
 
 
 @cli.command("show")
