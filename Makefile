@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
+# The bundled digits (UCI optdigits) at 40% symmetric noise: the MLP memorises the noise without a MentorNet.
+STUDENT := --dataset digits --studentnet mlp --noise 0.4 --epochs 100
 
 .PHONY: setup demo test clean
 
@@ -23,6 +25,8 @@ demo: $(STAMP)
 	$(PY) cli.py plot --mentornet $(DEMO)/mentornet_pd.pt --compare --kind heatmap \
 		--out $(DEMO)/mentornet_pd_compare.png --force
 	$(PY) cli.py list
+	$(PY) cli.py train-student $(STUDENT) --mentornet none --out $(DEMO)/baseline --force
+	$(PY) cli.py train-student $(STUDENT) --mentornet $(DEMO)/mentornet_pd.pt --out $(DEMO)/mentornet_pd --force
 
 test: $(STAMP)
 	$(PY) -m pytest

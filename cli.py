@@ -41,7 +41,10 @@ def _progress_bar(length: int, label: str):
 
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def cli():
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
+              help="Python file that registers curricula, loaded before the command; repeat for several. "
+                   "Installed packages register through the 'mentornet.curricula' entry-point group instead.")
+def cli(plugin_files):
     """Learn MentorNets (Jiang et al., ICML 2018) and use them to train on noisy labels.
 
     \b
@@ -51,6 +54,11 @@ def cli():
       train-student     train a StudentNet on noisy labels, weighted by a MentorNet
       show, list        describe a checkpoint; list curricula and pretrained MentorNets
     """
+    from curricula.plugins import load_entry_point_plugins, load_plugin_file
+
+    load_entry_point_plugins()  # installed plugins first, so their errors come before any output
+    for path in dict.fromkeys(plugin_files):
+        load_plugin_file(path)
 
 
 @cli.command("learn-curriculum")
@@ -249,6 +257,16 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
                    "0 for mlp, 5e-4 otherwise.")
 @click.option("--augment/--no-augment", default=None,
               help="Pad-and-crop plus flip. Default: on for CIFAR, off otherwise.")
+@click.option("--dump", "dump_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,clean_label,loss) "
+                   "for learn-curriculum --dump. Needs --clean-subset-fraction and --dump-at-epoch.")
+@click.option("--dump-at-epoch", type=int, default=None, metavar="E",
+              help="Training progress epoch (0..99) at which to take the dump (2018: about 18).")
+@click.option("--relearn-mentor", default="never", show_default=True, metavar="never|lr-drops|E1,E2",
+              help="Re-fit the MentorNet from its current weights on a dump of the current student at these "
+                   "progress epochs (paper Algorithm 1, step 6; lr-drops: after the first two 2018 LR drops).")
+@click.option("--relearn-percentile", type=click.FloatRange(0, 100), default=None,
+              help="Loss percentile P of each re-fit's dump. Default: the MentorNet's own, else 90.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise, subset, init, batches, dropout.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=True), metavar="DIR",
@@ -258,7 +276,8 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
 def train_student(dataset, data_dir, download, subset, clean_subset_fraction, noise, noise_type, noise_file,
                   studentnet, mentornet, loss_p_percentile, burn_in_epoch, fixed_epoch_after_burn_in, burn_in_2018,
                   loss_moving_average_decay, example_dropout_rates, epochs, max_steps, batch_size, lr,
-                  lr_schedule, weight_decay, augment, seed, device, out_dir, resume, force):
+                  lr_schedule, weight_decay, augment, dump_path, dump_at_epoch, relearn_mentor, relearn_percentile,
+                  seed, device, out_dir, resume, force):
     """Train a StudentNet on noisy labels, weighting each sample's loss with a MentorNet.
 
     \b
@@ -275,7 +294,9 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
                            clean_subset_fraction=clean_subset_fraction, noise=noise, noise_type=noise_type,
                            noise_file=noise_file, studentnet=studentnet, mentornet=mentornet, epochs=epochs,
                            max_steps=max_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-                           weight_decay=weight_decay, augment=augment, seed=seed, device=device)
+                           weight_decay=weight_decay, augment=augment, seed=seed, device=device, dump=dump_path,
+                           dump_at_epoch=dump_at_epoch, relearn_mentor=relearn_mentor,
+                           relearn_percentile=relearn_percentile)
     overrides = {"loss_p_percentile": loss_p_percentile, "burn_in_epoch": burn_in_epoch,
                  "fixed_epoch_after_burn_in": fixed_epoch_after_burn_in, "burn_in_2018": burn_in_2018,
                  "loss_moving_average_decay": loss_moving_average_decay,
@@ -292,7 +313,13 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
     click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f}); "
                f"flipped labels fitted {summary['final_fit_noisy']:.3f}; "
                f"weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
-    click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt)")
+    for row in run.relearn_rows:
+        click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} clean-subset "
+                   f"samples ({row['noisy_fraction']:.0%} noisy): held-out MAE {row['heldout_mae']:.4f}")
+    if run.config.dump:
+        click.echo(f"wrote the clean-subset dump {run.config.dump}")
+    extra = ", relearn.csv" if run.relearn_rows else ""
+    click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt{extra})")
 
 
 def _describe_run(run) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 
 def detector_auc(scores, is_clean) -> float:
@@ -20,7 +19,8 @@ def detector_auc(scores, is_clean) -> float:
     positives, negatives = int(is_clean.sum()), int((~is_clean).sum())
     if positives == 0 or negatives == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, ties shared
     return float((ranks[is_clean].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 

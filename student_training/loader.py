@@ -72,6 +72,8 @@ class DeviceLoader:
     ) -> None:
         _check_inputs(images_uint8, labels, indices, batch_size, pad)
         self.device = torch.device(device) if device is not None else images_uint8.device
+        if self.device.type == "cuda" and images_uint8.device.type == "cpu":
+            images_uint8 = images_uint8.pin_memory()  # one fast copy; then the data stays on the GPU
         self.images = images_uint8.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         all_indices = torch.arange(len(labels)) if indices is None else indices.detach().cpu().to(torch.int64)
@@ -109,10 +111,14 @@ class DeviceLoader:
             if self.augment:
                 window = slice(start, start + len(sample_indices))
                 images = crop_flip(images, offset_y[window], offset_x[window], flips[window], self.pad)
-            images = per_image_standardize(images.float())
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels[sample_indices], sample_indices
+            yield self.prepare(images), self.labels[sample_indices], sample_indices
+
+    def prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Float, per-image standardised (and channels-last if asked) batch from uint8 images."""
+        images = per_image_standardize(images_uint8.float())
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def _draw(self, epoch: int) -> tuple[torch.Tensor, ...]:
         """The epoch's permutation and augmentation draws, from a CPU generator seeded by (seed, epoch)."""

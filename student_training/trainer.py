@@ -29,6 +29,7 @@ from mentor_training.checkpoint import atomic_write
 from mentor_training.pretrained import load_mentornet
 
 from .data import ImageDataset, load_dataset
+from .data_driven import check_dump_epoch, parse_relearn, run_due_events
 from .evaluation import accuracy, detector_auc
 from .loader import DeviceLoader
 from .models import create_student
@@ -36,7 +37,7 @@ from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_l
 from .weighting import MentorWeighter, WeighterConfig
 
 RUN_FORMAT_VERSION = 1
-RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt")
+RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
 LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "cosine", "constant")
 METRIC_COLUMNS = ("epoch", "step", "lr", "loss", "weighted_loss", "mean_weight", "data_utilization",
                   "train_accuracy", "fit_noisy", "test_accuracy", "weight_clean", "weight_noisy",
@@ -78,6 +79,10 @@ class StudentConfig:
     augment: bool | None = None
     seed: int = 0
     device: str = "auto"
+    dump: str | None = None  # write a dump of the clean subset here ...
+    dump_at_epoch: int | None = None  # ... when training progress reaches this epoch
+    relearn_mentor: str = "never"  # never, lr-drops, or progress epochs "E1,E2"
+    relearn_percentile: float | None = None  # default: the MentorNet's own, else 90
 
     def __post_init__(self):
         if not 0.0 <= float(self.noise) <= 1.0:
@@ -95,6 +100,15 @@ class StudentConfig:
                              f"{', '.join(LR_SCHEDULES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if (self.dump is None) != (self.dump_at_epoch is None):
+            raise ValueError("give --dump FILE and --dump-at-epoch E together")
+        check_dump_epoch(self.dump_at_epoch)
+        parse_relearn(self.relearn_mentor, self.recipe["lr_schedule"])
+        needs_clean = "--dump" if self.dump else "--relearn-mentor" if self.relearn_mentor != "never" else None
+        if needs_clean and not 0.0 < self.clean_subset_fraction < 1.0:
+            raise ValueError(f"{needs_clean} needs a clean subset: pass --clean-subset-fraction in (0, 1)")
+        if self.relearn_mentor != "never" and self.mentornet == "none":
+            raise ValueError("--relearn-mentor needs a MentorNet to re-fit; --mentornet is none")
 
     @property
     def recipe(self) -> dict:
@@ -148,6 +162,20 @@ class Run:
     rows: list = field(default_factory=list)
     start_epoch: int = 0
     best_accuracy: float = -1.0
+    dump_done: bool = False
+    relearn_rows: list = field(default_factory=list)
+
+    @property
+    def relearn_points(self) -> tuple[int, ...]:
+        return parse_relearn(self.config.relearn_mentor, self.config.recipe["lr_schedule"])
+
+    def relearn_pending(self) -> list[int]:
+        done = {row["progress_epoch"] for row in self.relearn_rows}
+        return [point for point in self.relearn_points if point not in done]
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self.config.dump) or bool(self.relearn_points)
 
 
 def _load_mentor(config: StudentConfig, device: torch.device):
@@ -190,6 +218,8 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
         _check_run_folder(out, force=force)
     device = resolve_device(config.device)
     mentor, defaults = _load_mentor(config, device)
+    if config.relearn_mentor != "never" and not hasattr(mentor, "state_dict"):
+        raise ValueError("--relearn-mentor needs a learned MentorNet, not a curriculum")
     if not resume:
         config = replace(config, weighter=asdict(WeighterConfig.from_defaults(defaults, **(weighter_overrides or {}))))
     data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, subset=config.subset,
@@ -200,25 +230,18 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
     channels_last = config.studentnet != "mlp"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    recipe = config.recipe
-    train_loader = DeviceLoader(data.train_images, noise.noisy_labels, data.train_indices,
-                                batch_size=config.batch_size, augment=recipe["augment"], pad=recipe["pad"],
-                                seed=config.seed, device=device, channels_last=channels_last)
-    test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=1000, augment=False,
-                               shuffle=False, drop_last=False, device=device, channels_last=channels_last)
-    steps_per_epoch = len(train_loader)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    train_loader, test_loader = _loaders(config, data, noise, device, channels_last)
+    total_steps = config.max_steps or config.epochs * len(train_loader)
     if config.max_steps:
-        config = replace(config, epochs=math.ceil(config.max_steps / steps_per_epoch))
+        config = replace(config, epochs=math.ceil(config.max_steps / len(train_loader)))
     weighter = None
     if mentor is not None:
         weighter = MentorWeighter(mentor, WeighterConfig(**config.weighter), total_steps=total_steps,
                                   seed=config.seed)
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # fp16 would need a GradScaler: fp32 instead
     run = Run(config=config, out=out, device=device, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config), weighter=weighter, train_loader=train_loader,
-              test_loader=test_loader, total_steps=total_steps,
-              autocast_dtype=torch.bfloat16 if bf16 else (torch.float16 if device.type == "cuda" else None))
+              test_loader=test_loader, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
     if resume:
         _restore(run)
     else:
@@ -226,6 +249,17 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
         save_noisy_labels(out / "noisy_labels.npz", noise)
         _write_json(out / "config.json", {"format_version": RUN_FORMAT_VERSION, "config": asdict(config)})
     return run
+
+
+def _loaders(config: StudentConfig, data: ImageDataset, noise: NoiseResult, device: torch.device,
+             channels_last: bool) -> tuple[DeviceLoader, DeviceLoader]:
+    recipe = config.recipe
+    train_loader = DeviceLoader(data.train_images, noise.noisy_labels, data.train_indices,
+                                batch_size=config.batch_size, augment=recipe["augment"], pad=recipe["pad"],
+                                seed=config.seed, device=device, channels_last=channels_last)
+    test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=1000, augment=False,
+                               shuffle=False, drop_last=False, device=device, channels_last=channels_last)
+    return train_loader, test_loader
 
 
 def _check_run_folder(out: Path, *, force: bool) -> None:
@@ -286,6 +320,8 @@ def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | No
         if step >= run.total_steps:
             break
         _fault_injection(step)
+        if run.has_events:
+            run_due_events(run, step)
         lr = learning_rate(step, run.total_steps, config.lr, config.recipe["lr_schedule"])
         for group in run.optimizer.param_groups:
             group["lr"] = lr
@@ -367,8 +403,16 @@ def _save_epoch(run: Run, epoch: int) -> None:
             "epoch": epoch + 1, "model": model_state, "optimizer": run.optimizer.state_dict(),
             "weighter": run.weighter.state_dict() if run.weighter is not None else None,
             "best_accuracy": run.best_accuracy, "torch_rng": torch.get_rng_state(),
+            "dump_done": run.dump_done, "relearn_rows": run.relearn_rows,
+            "mentornet": _mentor_state(run) if run.relearn_points else None,
             "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None}
     atomic_write(run.out / "last.pt", lambda tmp: torch.save(last, tmp), force=True)
+
+
+def _mentor_state(run: Run) -> dict:
+    mentor = run.weighter.mentor
+    return {"state_dict": {k: v.detach().cpu() for k, v in mentor.state_dict().items()},
+            "source": mentor.source}
 
 
 def _restore(run: Run) -> None:
@@ -383,6 +427,10 @@ def _restore(run: Run) -> None:
     if state["cuda_rng"] is not None and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"])
     run.start_epoch, run.best_accuracy = state["epoch"], state["best_accuracy"]
+    run.dump_done, run.relearn_rows = state["dump_done"], list(state["relearn_rows"])
+    if state["mentornet"] is not None:  # the MentorNet as re-fitted so far
+        run.weighter.mentor.load_state_dict(state["mentornet"]["state_dict"])
+        run.weighter.mentor.source = state["mentornet"]["source"]
     rows = pd.read_csv(run.out / "metrics.csv").to_dict("records")
     run.rows = [row for row in rows if row["epoch"] <= run.start_epoch]
 
