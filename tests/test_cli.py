@@ -1,0 +1,125 @@
+"""The command line: help, learn-curriculum, list, show, and one-line errors that leave no file behind."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--steps", "150", "--sample-size", "5000"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") and fragment in lines[-1], result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_from_the_repository_root_and_the_console_script():
+    for args in ([sys.executable, "cli.py", "--help"], [sys.executable, "cli.py", "learn-curriculum", "--help"]):
+        out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        assert "Usage:" in out
+    script = shutil.which("mentornet", path=str(Path(sys.executable).parent)) or shutil.which("mentornet")
+    if script is None:
+        pytest.skip("the toolkit is not installed (pip install -e .), so there is no mentornet script")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "learn-curriculum" in out and "Usage: mentornet" in out
+
+
+def test_learn_curriculum_writes_a_checkpoint_and_reports_held_out_error(tmp_path):
+    out = tmp_path / "focal.pt"
+    result = invoke("learn-curriculum", "--curriculum", "focal_loss", "-p", "gamma=3", "--out", str(out), *QUICK)
+    assert result.exit_code == 0, result.output
+    assert "held-out" in result.output and "mean abs error" in result.output
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["source"]["params"] == {"gamma": 3.0}
+    assert checkpoint["metrics"]["recipe"]["steps"] == 150
+    assert os.listdir(tmp_path) == ["focal.pt"]
+
+
+def test_learn_from_a_dump(tmp_path):
+    dump = tmp_path / "dump.txt"
+    dump.write_text("".join(f"{i} 18 {i % 10} {(i % 10) if i % 3 else (i + 1) % 10} {(i % 7) * 0.5:.3f}\n"
+                            for i in range(300)))
+    out = tmp_path / "dd.pt"
+    result = invoke("learn-curriculum", "--dump", str(dump), "--percentile", "75", "--out", str(out), "--steps", "50")
+    assert result.exit_code == 0, result.output
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 75.0
+    assert checkpoint["student_defaults"]["burn_in_epoch"] == 18
+    assert checkpoint["feature_spec"]["loss_diff_reference"] == "percentile_of_dump"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--curriculum", "nope"], "unknown curriculum 'nope'"),
+    (["--curriculum", "focal_loss", "-p", "gama=2"], "unknown parameter 'gama'"),
+    (["--curriculum", "focal_loss", "-p", "gamma=0"], "gamma must be a finite number > 0"),
+    (["--curriculum", "focal_loss", "-p", "gamma=-1"], "gamma must be a finite number > 0"),
+    (["--curriculum", "spcl_linear", "-p", "gamma=0"], "non-zero"),
+    (["--curriculum", "self_paced", "--dump", "x.txt"], "exactly one of"),
+    ([], "exactly one of"),
+])
+def test_bad_curriculum_input_is_one_line_and_writes_nothing(tmp_path, args, fragment):
+    out = tmp_path / "m.pt"
+    assert_one_line_error(invoke("learn-curriculum", *args, "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+def test_malformed_dump_is_one_line_naming_the_line(tmp_path):
+    dump = tmp_path / "dump.txt"
+    dump.write_text("1 18 2 2 0.1\n2 18 3 oops 0.2\n")
+    out = tmp_path / "m.pt"
+    assert_one_line_error(invoke("learn-curriculum", "--dump", str(dump), "--out", str(out)), "line 2")
+    assert not out.exists()
+
+
+def test_existing_out_needs_force(tmp_path):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"keep me")
+    assert_one_line_error(invoke("learn-curriculum", "--curriculum", "self_paced", "--out", str(out), *QUICK),
+                          "already exists; pass --force")
+    assert out.read_bytes() == b"keep me"
+    assert invoke("learn-curriculum", "--curriculum", "self_paced", "--out", str(out), "--force", *QUICK).exit_code == 0
+    assert torch.load(out, weights_only=True)["kind"] == "mentornet"
+
+
+def test_missing_output_folder(tmp_path):
+    assert_one_line_error(invoke("learn-curriculum", "--curriculum", "self_paced", "--out",
+                                 str(tmp_path / "no" / "m.pt")), "does not exist")
+
+
+def test_list_shows_curricula_parameters_and_pretrained():
+    result = invoke("list")
+    assert result.exit_code == 0
+    assert "focal_loss" in result.output and "gamma=2.0" in result.output
+    assert "first_threshold=18" in result.output
+    assert "mentornet_pd" in result.output.split("Pretrained")[1]
+
+
+def test_show_describes_a_pretrained_mentornet():
+    result = invoke("show", "mentornet_pd")
+    assert result.exit_code == 0 and '"name": "mentornet_pd"' in result.output
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_bytes(os.urandom(500)), "not a readable checkpoint"),
+    (lambda p: torch.save({"kind": "mentornet", "format_version": 7}, p), "newer than this toolkit"),
+    (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not a MentorNet checkpoint"),
+    (lambda p: torch.save({"kind": "mentornet", "format_version": 1, "x": Path("/")}, p), "refusing to load"),
+])
+def test_bad_checkpoints_are_one_line_errors(tmp_path, make, fragment):
+    path = tmp_path / "bad.pt"
+    make(path)
+    assert_one_line_error(invoke("show", str(path)), fragment)
