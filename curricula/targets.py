@@ -195,9 +195,8 @@ def read_dump(path: str | os.PathLike) -> Dump:
     )
 
 
-def data_driven_targets(dump: Dump, percentile: float, *, train_fraction: float = DEFAULT_TRAIN_FRACTION,
-                        seed: int = 0) -> TargetSplit:
-    """The data-driven set for one percentile P (spec §2.3).
+def data_driven_set(dump: Dump, percentile: float) -> tuple[TargetSet, float]:
+    """Every row of ``dump`` as features and targets (spec §2.3), and the loss threshold Q.
 
     loss_diff = loss − Q with Q the P-th percentile (linear interpolation) of every loss in the dump,
     the label feature is 0, and v* = 1 when the noisy label equals the clean label, else 0.
@@ -206,10 +205,6 @@ def data_driven_targets(dump: Dump, percentile: float, *, train_fraction: float 
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must lie in [0, 100], got {percentile}")
     targets = (dump.noisy_label == dump.clean_label).astype(np.float32)
-    if targets.min() == targets.max():
-        kind = "clean" if targets[0] == 1 else "corrupted"
-        raise ValueError(f"the dump has only {kind} samples (every target is {int(targets[0])}); "
-                         "a data-driven MentorNet needs both clean and corrupted ones")
     threshold = float(np.percentile(dump.loss, percentile))
     n = len(dump)
     features = MentorFeatures(
@@ -218,9 +213,26 @@ def data_driven_targets(dump: Dump, percentile: float, *, train_fraction: float 
         label=torch.zeros(n, dtype=torch.long),
         epoch=torch.from_numpy(np.minimum(dump.epoch, NUM_EPOCHS - 1)),
     )
-    data = TargetSet(features, torch.from_numpy(targets))
-    train, test = split_indices(n, train_fraction=train_fraction, seed=seed)
-    source = {"type": "data_driven", "dump_sha256": dump.sha256, "percentile": percentile,
-              "loss_threshold": threshold, "num_rows": n, "duplicates_dropped": dump.duplicates_dropped,
+    return TargetSet(features, torch.from_numpy(targets)), threshold
+
+
+def data_driven_targets(dump: Dump, percentile: float, *, train_fraction: float = DEFAULT_TRAIN_FRACTION,
+                        seed: int = 0) -> TargetSplit:
+    """The data-driven target set for one percentile P (see :func:`data_driven_set`), split 80/20.
+
+    A dump without both clean and corrupted samples is an error: there is nothing to learn."""
+    data, threshold = data_driven_set(dump, percentile)
+    if float(data.targets.min()) == float(data.targets.max()):
+        kind = "clean" if float(data.targets[0]) == 1 else "corrupted"
+        raise ValueError(f"the dump has only {kind} samples (every target is {int(data.targets[0])}); "
+                         "a data-driven MentorNet needs both clean and corrupted ones")
+    train, test = split_indices(len(data), train_fraction=train_fraction, seed=seed)
+    source = {"type": "data_driven", "dump_sha256": dump.sha256, "percentile": float(percentile),
+              "loss_threshold": threshold, "num_rows": len(data), "duplicates_dropped": dump.duplicates_dropped,
               "train_fraction": train_fraction, "seed": seed}
     return TargetSplit(data.select(train), data.select(test), source)
+
+
+def data_driven_target_sets(dump: Dump, percentiles=DEFAULT_DD_PERCENTILES, **options) -> dict[float, TargetSplit]:
+    """One target set per requested percentile (2018 default: 40, 50, 60, 75, 80, 90)."""
+    return {float(p): data_driven_targets(dump, p, **options) for p in percentiles}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .data import ImageDataset, list_datasets, load_dataset
 from .loader import DeviceLoader
 from .models import create_student, list_students, register_student
+from .weighting import MentorWeighter, WeighterConfig
 from .noise import (
     NoiseResult,
     list_noise_types,
@@ -20,6 +21,8 @@ from .noise import (
 
 __all__ = [
     "DeviceLoader",
+    "MentorWeighter",
+    "WeighterConfig",
     "ImageDataset",
     "NoiseResult",
     "create_student",
