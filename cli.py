@@ -248,10 +248,11 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="Peak learning rate (2018: --learning_rate).")
-@click.option("--lr-schedule", type=click.Choice(["auto", "piecewise_2018", "exponential_2018", "cosine",
-                                                  "constant"]), default="auto", show_default=True,
+@click.option("--lr-schedule", type=click.Choice(["auto", "piecewise_2018", "exponential_2018", "baseline_2018",
+                                                  "cosine", "constant"]), default="auto", show_default=True,
               help="auto: the 2018 schedule for resnet101 (piecewise) and inception (exponential), "
-                   "cosine for the others.")
+                   "cosine for the others; baseline_2018: the 2018 ResNet baseline's (0.1, then 0.01 from "
+                   "step 19531 of 39000).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
               help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for inception (2018), "
                    "0 for mlp, 5e-4 otherwise.")
@@ -268,7 +269,13 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
 @click.option("--relearn-percentile", type=click.FloatRange(0, 100), default=None,
               help="Loss percentile P of each re-fit's dump. Default: the MentorNet's own, else 90.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise, subset, init, batches, dropout.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Under torchrun, cuda means cuda:LOCAL_RANK (one GPU per process).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the student for training (slower start, faster steps on a GPU).")
+@click.option("--sync-bn", is_flag=True,
+              help="Under torchrun on GPUs: SyncBatchNorm, so BN statistics span the global batch as in one "
+                   "process (default: each rank's BN sees its shard).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=True), metavar="DIR",
               help="Run folder: config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, with its config.json.")
@@ -277,7 +284,7 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
                   studentnet, mentornet, loss_p_percentile, burn_in_epoch, fixed_epoch_after_burn_in, burn_in_2018,
                   loss_moving_average_decay, example_dropout_rates, epochs, max_steps, batch_size, lr,
                   lr_schedule, weight_decay, augment, dump_path, dump_at_epoch, relearn_mentor, relearn_percentile,
-                  seed, device, out_dir, resume, force):
+                  seed, device, compile_model, sync_bn, out_dir, resume, force):
     """Train a StudentNet on noisy labels, weighting each sample's loss with a MentorNet.
 
     \b
@@ -285,8 +292,17 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
       python cli.py train-student --dataset digits --noise 0.4 --studentnet mlp --mentornet mentornet_pd --out runs/pd
       python cli.py train-student --dataset cifar10 --data-dir data --noise 0.4 --mentornet mentornet_pd --out runs/c10
       python cli.py train-student --out runs/pd --resume
+      torchrun --standalone --nproc_per_node 2 cli.py train-student --batch-size 128 ... --out runs/ddp
+
+    \b
+    Under torchrun --batch-size is the global batch, split evenly over the processes, and only rank 0
+    prints and writes files.
     """
+    from student_training.distributed import shutdown, world_from_env
     from student_training.trainer import StudentConfig, prepare_run, summarize, train
+
+    if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")
 
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
@@ -296,14 +312,14 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
                            max_steps=max_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                            weight_decay=weight_decay, augment=augment, seed=seed, device=device, dump=dump_path,
                            dump_at_epoch=dump_at_epoch, relearn_mentor=relearn_mentor,
-                           relearn_percentile=relearn_percentile)
+                           relearn_percentile=relearn_percentile, compile=compile_model, sync_bn=sync_bn)
     overrides = {"loss_p_percentile": loss_p_percentile, "burn_in_epoch": burn_in_epoch,
                  "fixed_epoch_after_burn_in": fixed_epoch_after_burn_in, "burn_in_2018": burn_in_2018,
                  "loss_moving_average_decay": loss_moving_average_decay,
                  "example_dropout_rates": example_dropout_rates}
     run = prepare_run(config, out_dir, weighter_overrides=overrides, resume=resume, force=force)
     _describe_run(run)
-    with click.progressbar(length=run.config.epochs, label="training", file=sys.stderr,
+    with click.progressbar(length=run.config.epochs, label="training", file=sys.stderr if run.is_main else sys.stdout,
                            item_show_func=lambda row: row) as bar:
         if run.start_epoch:
             bar.update(run.start_epoch)
@@ -320,6 +336,7 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
     extra = ", relearn.csv" if run.relearn_rows else ""
     click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt{extra})")
+    shutdown(run.world)
 
 
 def _describe_run(run) -> None:
@@ -327,7 +344,8 @@ def _describe_run(run) -> None:
     click.echo(f"{'resuming at epoch ' + str(run.start_epoch) if run.start_epoch else 'run'}: "
                f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
                f"clean held out, {len(run.data.test_labels)} test), student {config.studentnet}, "
-               f"mentornet {config.mentornet}, device {run.device}")
+               f"mentornet {config.mentornet}, device {run.device}"
+               + (f", {run.world.size} processes (DistributedDataParallel)" if run.world.enabled else ""))
     click.echo(f"labels: {run.noise.summary()}")
     recipe = config.recipe
     click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe['lr_schedule']}), "

@@ -12,7 +12,11 @@ For each student, on the same data, network, loader and optimiser:
 * ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses divided by the time
   of one of our training steps.
 
-On a GPU it also reports the peak GPU memory of our loop.
+GPU mode (``--device cuda``): every student by default (small_cnn, resnet32, preact_resnet18, resnet101,
+mlp) on 20,000 Fashion-MNIST images for one timed epoch, under bf16 autocast where the card has it and
+channels-last, with ``--compile`` optional; it names the card and adds our loop's peak GPU memory::
+
+    python benchmarks/student_speed.py --device cuda [--compile] [--subset 20000] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -73,14 +77,20 @@ def weighting_ms(run, repeats: int = 300) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+CPU_DEFAULTS = {"students": "small_cnn,mlp", "subset": 5000, "epochs": 2, "repeats": 3}
+GPU_DEFAULTS = {"students": "small_cnn,resnet32,preact_resnet18,resnet101,mlp", "subset": 20000, "epochs": 1,
+                "repeats": 2}
+
+
 def measure(student: str, args, workdir: Path) -> dict:
     config = StudentConfig(dataset=args.dataset, subset=args.subset, noise=0.4, studentnet=student,
                            mentornet=args.mentornet, epochs=args.epochs, batch_size=args.batch_size,
-                           device=args.device)
+                           device=args.device, compile=args.compile)
     run = prepare_run(config, workdir / student)
     images = args.epochs * len(run.train_loader) * config.batch_size
     minimal, ours = [], []
-    timed(minimal_epoch, run, 1)  # warm-up
+    timed(minimal_epoch, run, 1)  # warm-up (and compilation, with --compile)
+    timed(lambda r, e: train_one_epoch(r, e), run, 1)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(args.repeats):
@@ -94,21 +104,32 @@ def measure(student: str, args, workdir: Path) -> dict:
     row["weighting share"] = f"{row['weighting ms'] / step_ms:.1%}"
     if run.device.type == "cuda":
         row["peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        row["autocast"] = str(run.autocast_dtype).replace("torch.", "") if run.autocast_dtype else "fp32"
     print(row, file=sys.stderr, flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", default="small_cnn,mlp")
+    parser.add_argument("--students", default=None, help=f"CPU: {CPU_DEFAULTS['students']}; GPU: all")
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--subset", type=int, default=None, help="CPU: 5000; GPU: 20000")
+    parser.add_argument("--epochs", type=int, default=None, help="timed epochs per repeat; CPU: 2, GPU: 1")
+    parser.add_argument("--repeats", type=int, default=None, help="CPU: 3, GPU: 2")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--mentornet", default="mentornet_pd")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the student (our loop only)")
     args = parser.parse_args()
+    gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    for key, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if gpu and not torch.cuda.is_available():
+        sys.exit("Error: --device cuda was asked for, but no CUDA GPU is available")
+    if gpu:
+        print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+              f"bf16 {torch.cuda.is_bf16_supported()}, compile {args.compile}")
     with tempfile.TemporaryDirectory() as workdir:
         rows = [measure(student, args, Path(workdir)) for student in args.students.split(",")]
     print(markdown_table(pd.DataFrame(rows), index=False))

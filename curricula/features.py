@@ -29,6 +29,12 @@ DEFAULT_LOSS_P_PERCENTILE = 0.7
 DEFAULT_LOSS_MOVING_AVERAGE_DECAY = 0.5
 
 
+def host_checks(tensor: torch.Tensor) -> bool:
+    """Whether to check a tensor's values. Reading values from a GPU stalls it every step, so value
+    checks run on the CPU only; on a GPU an out-of-range index still fails in the embedding lookup."""
+    return tensor.device.type == "cpu"
+
+
 def _as_1d(name: str, value, dtype: torch.dtype) -> torch.Tensor:
     tensor = torch.as_tensor(value)
     if tensor.dim() == 0:
@@ -68,7 +74,7 @@ class MentorFeatures:
                 "MentorFeatures tensors must have equal length, got "
                 f"loss={len(loss)}, loss_diff={len(loss_diff)}, label={len(label)}, epoch={len(epoch)}"
             )
-        if len(epoch) and int(epoch.min()) < 0:
+        if host_checks(epoch) and len(epoch) and int(epoch.min()) < 0:
             raise ValueError(f"MentorFeatures.epoch must be >= 0, got {int(epoch.min())}")
         object.__setattr__(self, "loss", loss)
         object.__setattr__(self, "loss_diff", loss_diff.to(loss.dtype))
@@ -84,6 +90,8 @@ class MentorFeatures:
         loss = torch.as_tensor(loss).reshape(-1)
 
         def per_sample(value):
+            if isinstance(value, (int, float)):  # a fill, not a host-to-device copy
+                return torch.full((len(loss),), value, dtype=torch.long, device=loss.device)
             value = torch.as_tensor(value, device=loss.device)
             return value.expand(len(loss)) if value.dim() == 0 else value
 
@@ -123,11 +131,11 @@ def encode_epoch(epoch) -> torch.Tensor:
     """
     epoch = torch.as_tensor(epoch)
     if epoch.dtype.is_floating_point:
-        if not bool(torch.isfinite(epoch).all()):
+        if host_checks(epoch) and not bool(torch.isfinite(epoch).all()):
             raise ValueError("epoch values must be finite")
         epoch = torch.trunc(epoch)
     epoch = epoch.long()
-    if epoch.numel() and int(epoch.min()) < 0:
+    if host_checks(epoch) and epoch.numel() and int(epoch.min()) < 0:
         raise ValueError(f"epoch must be >= 0, got {int(epoch.min())}")
     return epoch.clamp(max=MAX_EPOCH)
 

@@ -124,11 +124,14 @@ def run_due_events(run, step: int) -> None:
     """Take the dump and any re-fits whose progress epoch has been reached at ``step``."""
     epoch = progress_percent(step, run.total_steps)
     config = run.config
+    writes = getattr(run, "is_main", True)  # under torchrun only rank 0 writes files
     if config.dump and not run.dump_done and epoch >= config.dump_at_epoch:
-        write_dump(clean_subset_dump(run, step), config.dump)
+        if writes:
+            write_dump(clean_subset_dump(run, step), config.dump)
         run.dump_done = True
     for point in run.relearn_pending():
         if epoch >= point:
             run.relearn_rows.append(relearn(run, step, point))
             frame = pd.DataFrame(run.relearn_rows, columns=list(RELEARN_COLUMNS))
-            atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+            if writes:
+                atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)

@@ -102,16 +102,23 @@ class DeviceLoader:
         self.epoch += 1
         return self.epoch_batches(epoch)
 
-    def epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``, without touching :attr:`epoch`."""
+    def epoch_batches(self, epoch: int, shard: slice | None = None
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch``, without touching :attr:`epoch`.
+
+        With ``shard`` (a slice of positions within a batch, for one data-parallel rank) the images and
+        labels are that part of each batch, and the indices are still those of the whole batch.
+        """
         order, offset_y, offset_x, flips = self._draw(epoch)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            sample_indices = order[start:start + self.batch_size]
+            batch_indices = order[start:start + self.batch_size]
+            window = slice(start, start + len(batch_indices)) if shard is None else \
+                slice(start + shard.start, start + shard.stop)
+            sample_indices = order[window]
             images = self.images[sample_indices]
             if self.augment:
-                window = slice(start, start + len(sample_indices))
                 images = crop_flip(images, offset_y[window], offset_x[window], flips[window], self.pad)
-            yield self.prepare(images), self.labels[sample_indices], sample_indices
+            yield self.prepare(images), self.labels[sample_indices], batch_indices
 
     def prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Float, per-image standardised (and channels-last if asked) batch from uint8 images."""

@@ -9,6 +9,11 @@ The loss is the 2018 one (spec §4.1 step 12): the mean over the batch of ``v_i 
 ``resnet101`` the weight decay ``wd · Σ‖W‖² / 2`` over conv and FC weights is scaled by the mean
 weight, as in 2018; ``inception`` has none (its regulariser was never added); the other students use
 plain SGD weight decay.
+
+Under ``torchrun`` the same loop runs data-parallel (see :mod:`student_training.distributed`): each rank
+trains on its slice of every global batch, the weighting sees the whole batch, and only rank 0 writes
+files. AMP (bf16 where the GPU has it), ``channels_last`` and an optional ``torch.compile`` make it fast
+on a GPU; the inner loop never waits for the host (the epoch's sums stay on the device).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mentor_training.checkpoint import atomic_write
 from mentor_training.pretrained import load_mentornet
 
 from .data import ImageDataset, load_dataset
+from . import distributed
 from .data_driven import check_dump_epoch, parse_relearn, run_due_events
 from .evaluation import accuracy, detector_auc
 from .loader import DeviceLoader
@@ -38,7 +44,7 @@ from .weighting import MentorWeighter, WeighterConfig
 
 RUN_FORMAT_VERSION = 1
 RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
-LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "cosine", "constant")
+LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant")
 METRIC_COLUMNS = ("epoch", "step", "lr", "loss", "weighted_loss", "mean_weight", "data_utilization",
                   "train_accuracy", "fit_noisy", "test_accuracy", "weight_clean", "weight_noisy",
                   "detector_auc", "seconds")
@@ -83,6 +89,8 @@ class StudentConfig:
     dump_at_epoch: int | None = None  # ... when training progress reaches this epoch
     relearn_mentor: str = "never"  # never, lr-drops, or progress epochs "E1,E2"
     relearn_percentile: float | None = None  # default: the MentorNet's own, else 90
+    compile: bool = False  # torch.compile the student for training (checkpoints hold the plain module)
+    sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA only)
 
     def __post_init__(self):
         if not 0.0 <= float(self.noise) <= 1.0:
@@ -130,16 +138,24 @@ def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> fl
         return base * scale
     if schedule == "exponential_2018":  # staircase 0.1^floor(t / 78125) over 120000 steps
         return base * 0.1 ** math.floor(step / (78125 / 120000 * total_steps))
+    if schedule == "baseline_2018":  # the ResNet baseline: staircase 0.1^floor(t / 19531) over 39000 steps
+        return base * 0.1 ** math.floor(step / (19531 / 39000 * total_steps))
     if schedule == "cosine":
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
     return base
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``cuda`` is ``cuda:LOCAL_RANK`` under torchrun, so each rank drives its own GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} are visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -164,6 +180,17 @@ class Run:
     best_accuracy: float = -1.0
     dump_done: bool = False
     relearn_rows: list = field(default_factory=list)
+    world: distributed.World = field(default_factory=distributed.World)
+    train_model: torch.nn.Module | None = None  # the DDP- and/or compile-wrapped student; None: ``model``
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files."""
+        return self.world.is_main
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        return self.model if self.train_model is None else self.train_model
 
     @property
     def relearn_points(self) -> tuple[int, ...]:
@@ -208,15 +235,18 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
 
     The weighter settings come from ``weighter_overrides`` where given (None means not given), then
     from the MentorNet's ``student_defaults``. With ``resume`` the run's own ``config.json`` is used.
+    Under torchrun this joins the process group; every rank checks its input before any rank writes.
     """
     out = Path(out)
+    world = distributed.world_from_env()
     if resume:
-        if not (out / "last.pt").is_file():
-            raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
-        config = StudentConfig(**json.loads((out / "config.json").read_text())["config"])
+        config = _resume_config(out, world)
     else:
-        _check_run_folder(out, force=force)
-    device = resolve_device(config.device)
+        _check_run_folder(out, force=force, delete=False)
+    distributed.check_batch_size(config.batch_size, world)
+    device = resolve_device(config.device, world.local_rank)
+    if config.sync_bn and (device.type != "cuda"):
+        raise ValueError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel), this run is on {device}")
     mentor, defaults = _load_mentor(config, device)
     if config.relearn_mentor != "never" and not hasattr(mentor, "state_dict"):
         raise ValueError("--relearn-mentor needs a learned MentorNet, not a curriculum")
@@ -230,7 +260,7 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
     channels_last = config.studentnet != "mlp"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, test_loader = _loaders(config, data, noise, device, channels_last)
+    train_loader, test_loader = _loaders(config, data, noise, device, channels_last, world)
     total_steps = config.max_steps or config.epochs * len(train_loader)
     if config.max_steps:
         config = replace(config, epochs=math.ceil(config.max_steps / len(train_loader)))
@@ -238,31 +268,72 @@ def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overr
     if mentor is not None:
         weighter = MentorWeighter(mentor, WeighterConfig(**config.weighter), total_steps=total_steps,
                                   seed=config.seed)
+    distributed.init_process_group(world, device)  # after every rank's input checks, before any write
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # fp16 would need a GradScaler: fp32 instead
     run = Run(config=config, out=out, device=device, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config), weighter=weighter, train_loader=train_loader,
-              test_loader=test_loader, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
+              test_loader=test_loader, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None,
+              world=world)
     if resume:
         _restore(run)
-    else:
+    elif run.is_main:
+        _check_run_folder(out, force=force, delete=True)
         out.mkdir(parents=True, exist_ok=True)
         save_noisy_labels(out / "noisy_labels.npz", noise)
-        _write_json(out / "config.json", {"format_version": RUN_FORMAT_VERSION, "config": asdict(config)})
+        _write_json(out / "config.json", {"format_version": RUN_FORMAT_VERSION, "config": asdict(config),
+                                          "world_size": world.size})
+    distributed.barrier(world)
+    run.train_model = _training_module(run)
     return run
 
 
+def _resume_config(out: Path, world: distributed.World) -> StudentConfig:
+    if not (out / "last.pt").is_file():
+        raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
+    saved = json.loads((out / "config.json").read_text())
+    _check_world_size(saved.get("world_size", 1), world, out)
+    return StudentConfig(**saved["config"])
+
+
+def _check_world_size(saved: int, world: distributed.World, out: Path) -> None:
+    if saved != world.size:
+        raise ValueError(f"mismatched resume across world sizes: {out} was trained by {saved} process(es), this "
+                         f"launch has {world.size}; resume it with torchrun --nproc_per_node {saved}"
+                         if saved > 1 else f"mismatched resume across world sizes: {out} was trained by 1 "
+                         f"process, this launch has {world.size}; resume it without torchrun")
+
+
+def _training_module(run: Run) -> torch.nn.Module | None:
+    """The student as the training step calls it: SyncBatchNorm, DDP, then torch.compile, as asked.
+
+    ``run.model`` stays the plain module: checkpoints, evaluation and dumps use it and its state dict.
+    """
+    if not run.world.enabled and not run.config.compile:
+        return None
+    module = run.model
+    if run.config.sync_bn and run.world.enabled:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # same parameters and buffers
+        run.model = module
+    module = distributed.wrap_model(module, run.world, run.device)
+    return torch.compile(module) if run.config.compile else module
+
+
 def _loaders(config: StudentConfig, data: ImageDataset, noise: NoiseResult, device: torch.device,
-             channels_last: bool) -> tuple[DeviceLoader, DeviceLoader]:
+             channels_last: bool, world: distributed.World | None = None) -> tuple[DeviceLoader, DeviceLoader]:
+    """The global-batch training loader, and the test loader over this rank's contiguous part of the test set."""
     recipe = config.recipe
+    world = world or distributed.World()
     train_loader = DeviceLoader(data.train_images, noise.noisy_labels, data.train_indices,
                                 batch_size=config.batch_size, augment=recipe["augment"], pad=recipe["pad"],
                                 seed=config.seed, device=device, channels_last=channels_last)
-    test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=1000, augment=False,
-                               shuffle=False, drop_last=False, device=device, channels_last=channels_last)
+    test_indices = torch.arange(len(data.test_labels)).tensor_split(world.size)[world.rank]
+    test_loader = DeviceLoader(data.test_images, data.test_labels, test_indices if world.enabled else None,
+                               batch_size=1000, augment=False, shuffle=False, drop_last=False, device=device,
+                               channels_last=channels_last)
     return train_loader, test_loader
 
 
-def _check_run_folder(out: Path, *, force: bool) -> None:
+def _check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder")
     if not out.parent.is_dir():
@@ -271,8 +342,8 @@ def _check_run_folder(out: Path, *, force: bool) -> None:
     if present and not force:
         raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
                               "or --force to start over")
-    for name in present:
-        (out / name).unlink()
+    for name in present if delete else ():
+        (out / name).unlink(missing_ok=True)
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -300,28 +371,32 @@ class _EpochStats:
         self.sample_prediction[indices] = predictions
 
 
-def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float) -> torch.Tensor:
+def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float, *,
+                 mean_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Spec §4.1 step 12: mean over the batch (not over Σv) of v·loss, plus for the 2018 ResNet
-    ``mean(v) · wd · Σ‖W‖² / 2`` over ``decayed`` (conv and FC weights)."""
+    ``mean(v) · wd · Σ‖W‖² / 2`` over ``decayed`` (conv and FC weights). Under DDP ``losses`` and
+    ``weights`` are a rank's shard and ``mean_weight`` is the mean weight of the global batch."""
     loss = (weights * losses).mean()
     if decayed and decay:
-        loss = loss + weights.mean() * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
+        mean_weight = weights.mean() if mean_weight is None else mean_weight
+        loss = loss + mean_weight * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
     return loss
 
 
 def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | None = None) -> _EpochStats:
-    model, config = run.model, run.config
+    """One pass; under DDP this rank trains on its shard, and the stats cover the whole global batch."""
+    model, config, world = run.forward_model, run.config, run.world
     model.train()
     stats = _EpochStats(run.data.num_train, run.device)
     decay = run.config.recipe["weight_decay"] if run.config.recipe["decay_mode"] == "scaled" else 0.0
-    decayed = [p for p in model.parameters() if p.ndim > 1] if decay else []
+    decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
-    for images, labels, indices in run.train_loader.epoch_batches(epoch):
+    for images, labels, indices in distributed.shard_batches(run.train_loader, epoch, world):
         if step >= run.total_steps:
             break
         _fault_injection(step)
         if run.has_events:
-            run_due_events(run, step)
+            _run_events(run, step)
         lr = learning_rate(step, run.total_steps, config.lr, config.recipe["lr_schedule"])
         for group in run.optimizer.param_groups:
             group["lr"] = lr
@@ -329,20 +404,30 @@ def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | No
                             enabled=run.autocast_dtype is not None):
             logits = model(images)
         losses = F.cross_entropy(logits.float(), labels, reduction="none")
+        all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
         if run.weighter is None:
-            mentor_weights = weights = torch.ones_like(losses)
+            mentor_weights = all_weights = torch.ones_like(all_losses)
         else:
-            mentor_weights = run.weighter.mentor_weights(losses, step)
-            weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
-        loss = student_loss(losses, weights, decayed, decay)
+            mentor_weights = run.weighter.mentor_weights(all_losses, step)
+            all_weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
+        weights = all_weights[world.shard(len(all_weights))]
+        loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean())
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        stats.add(losses.detach(), weights, mentor_weights, logits.detach().argmax(dim=1), indices)
+        stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
         step += 1
         if on_step is not None:
             on_step(step)
     return stats
+
+
+def _run_events(run: Run, step: int) -> None:
+    """Dumps and MentorNet re-fits (rank 0 writes; every rank then uses rank 0's re-fitted MentorNet)."""
+    refits = len(run.relearn_rows)
+    run_due_events(run, step)
+    if len(run.relearn_rows) != refits:
+        distributed.broadcast_module(run.weighter.mentor, run.world)
 
 
 def _fault_injection(step: int) -> None:
@@ -353,7 +438,15 @@ def _fault_injection(step: int) -> None:
 
 
 def evaluate(run: Run) -> float:
-    return accuracy(run.model, run.test_loader, autocast_dtype=run.autocast_dtype)
+    """Test accuracy; under DDP each rank scores its part of the test set with rank 0's BN statistics."""
+    if not run.world.enabled:
+        return accuracy(run.model, run.test_loader, autocast_dtype=run.autocast_dtype)
+    distributed.broadcast_module(run.model, run.world)  # BN running statistics differ per shard
+    count = len(run.test_loader.indices)
+    correct = round(accuracy(run.model, run.test_loader, autocast_dtype=run.autocast_dtype) * count)
+    totals = torch.tensor([correct, count], dtype=torch.float64, device=run.device)
+    totals = distributed.all_reduce_sum(totals, run.world)
+    return float(totals[0] / totals[1].clamp(min=1))
 
 
 def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, seconds: float) -> dict:
@@ -402,7 +495,7 @@ def _save_epoch(run: Run, epoch: int) -> None:
     last = {"kind": "student_run", "format_version": RUN_FORMAT_VERSION, "config": asdict(run.config),
             "epoch": epoch + 1, "model": model_state, "optimizer": run.optimizer.state_dict(),
             "weighter": run.weighter.state_dict() if run.weighter is not None else None,
-            "best_accuracy": run.best_accuracy, "torch_rng": torch.get_rng_state(),
+            "best_accuracy": run.best_accuracy, "torch_rng": torch.get_rng_state(), "world_size": run.world.size,
             "dump_done": run.dump_done, "relearn_rows": run.relearn_rows,
             "mentornet": _mentor_state(run) if run.relearn_points else None,
             "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None}
@@ -419,6 +512,7 @@ def _restore(run: Run) -> None:
     state = torch.load(run.out / "last.pt", map_location="cpu", weights_only=True)
     if state.get("kind") != "student_run" or state.get("format_version") != RUN_FORMAT_VERSION:
         raise ValueError(f"{run.out / 'last.pt'} is not a student run checkpoint of this toolkit")
+    _check_world_size(state.get("world_size", 1), run.world, run.out)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if run.weighter is not None:
@@ -443,7 +537,8 @@ def train(run: Run, *, on_epoch: Callable[[dict], None] | None = None,
         stats = train_one_epoch(run, epoch, on_step=on_step)
         row = epoch_row(run, epoch, stats, evaluate(run), time.perf_counter() - start)
         run.rows.append(row)
-        _save_epoch(run, epoch)
+        if run.is_main:
+            _save_epoch(run, epoch)
         if on_epoch is not None:
             on_epoch(row)
     return run.rows

@@ -121,14 +121,18 @@ class MentorWeighter:
         loss = loss.detach().reshape(-1).float()
         epoch = self.epoch_at(step)
         loss_diff = self.moving_average.loss_diff(loss)
-        features = MentorFeatures.build(loss, loss_diff, epoch=epoch)
-        weights = self.mentor.weight(features).to(loss.device, torch.float32)
+        weights = self._weight(loss, loss_diff, epoch)
         floor = self.burn_in_floor(epoch)
         if floor:
             weights = weights.clamp(min=floor)
         self.last = {"epoch": epoch, "dropout_rate": self.dropout_rates[epoch], "burn_in": bool(floor),
                      "loss_moving_average": self.moving_average.value}
         return weights
+
+    def _weight(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The mentor's weights for this batch (no host synchronisation on a GPU)."""
+        features = MentorFeatures.build(loss, loss_diff, epoch=epoch)
+        return self.mentor.weight(features).to(loss.device, torch.float32)
 
     def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
         """Step 5: keep ``int(B (1 − r))`` uniformly drawn samples, zero the rest."""
@@ -137,9 +141,9 @@ class MentorWeighter:
             return weights
         batch = weights.numel()
         keep = int(batch * (1.0 - rate))
-        mask = torch.zeros(batch, dtype=weights.dtype)
+        mask = torch.zeros(batch, dtype=weights.dtype, pin_memory=weights.is_cuda)
         mask[torch.randperm(batch, generator=self.generator)[:keep]] = 1.0
-        return weights * mask.to(weights.device)
+        return weights * mask.to(weights.device, non_blocking=True)  # pinned: no wait for the GPU
 
     def __call__(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Detached per-sample weights in [0, 1] for the losses of the batch at global ``step``."""
