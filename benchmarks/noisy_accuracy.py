@@ -5,7 +5,8 @@
         [--out docs/noisy_accuracy]
 
 Every method uses the same student, data subset, noisy labels, epochs, optimiser and seed; only the
-MentorNet differs (``none`` is plain cross-entropy through the same loop). The default setting is the
+MentorNet differs (``none`` is plain cross-entropy through the same loop; ``NAME+relearn`` re-fits MentorNet NAME during
+training at ``--relearn-epochs`` from the clean subset). The default setting is the
 CPU regime in which the baseline memorises the noise: an MLP on 5,000 Fashion-MNIST images for 100
 epochs, SGD with momentum 0.9, cosine learning rate from 0.1, batch 128, no weight decay.
 
@@ -36,9 +37,12 @@ DEFAULT_METHODS = "none,self_paced_mentornet,focal_loss_mentornet,mentornet_pd"
 
 
 def run_one(method: str, noise: float, args, workdir: Path) -> tuple[dict, pd.DataFrame]:
+    mentornet = method.removesuffix("+relearn")
     config = StudentConfig(dataset=args.dataset, subset=args.subset, noise=noise, noise_type=args.noise_type,
-                           studentnet=args.studentnet, mentornet=method, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                           studentnet=args.studentnet, mentornet=mentornet, epochs=args.epochs,
+                           batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                           clean_subset_fraction=args.clean_subset_fraction,
+                           relearn_mentor=args.relearn_epochs if method.endswith("+relearn") else "never")
     run = prepare_run(config, workdir / f"{method}_{noise}")
     start = time.perf_counter()
     rows = train(run)
@@ -85,6 +89,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clean-subset-fraction", type=float, default=0.0,
+                        help="hold this fraction out as a clean subset (for every method, so all train on the same "
+                             "samples); needed by METHOD+relearn")
+    parser.add_argument("--relearn-epochs", default="30,60",
+                        help="progress epochs at which METHOD+relearn re-fits its MentorNet")
     parser.add_argument("--out", default="docs/noisy_accuracy", help="prefix of the files written")
     args = parser.parse_args()
     results, curves = [], []
@@ -98,16 +107,16 @@ def main() -> None:
     curves = pd.concat(curves, ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out.with_suffix(".csv"), index=False)
+    table.to_csv(out.parent / f"{out.name}.csv", index=False)  # not with_suffix: "bench_0.4" has no suffix
     curves.to_csv(out.parent / f"{out.name}_curves.csv", index=False)
     title = (f"{args.studentnet} on {args.subset} {args.dataset} images, {args.epochs} epochs, seed {args.seed}")
-    draw(curves, out.with_suffix(".png"), title)
+    draw(curves, out.parent / f"{out.name}.png", title)
     shown = table.copy()
     for column in ("final_accuracy", "best_accuracy", "fit_noisy", "detector_auc"):
         shown[column] = shown[column].map("{:.4f}".format)
     command = "python benchmarks/noisy_accuracy.py " + shlex.join(sys.argv[1:])
     text = f"{title}\n\n`{command.strip()}`\n\n{markdown_table(shown, index=False)}\n"
-    out.with_suffix(".md").write_text(text)
+    (out.parent / f"{out.name}.md").write_text(text)
     print(text)
 
 

@@ -21,6 +21,7 @@ from .registry import (
     register_curriculum,
 )
 from . import seed  # noqa: F401  (registers the 2018 curricula)
+from . import zoo  # noqa: F401  (registers the curriculum zoo)
 
 __all__ = [
     "FEATURE_NAMES", "LossMovingAverage", "MentorFeatures", "batch_loss_percentile", "encode_epoch",

@@ -116,6 +116,8 @@ class MentorFeatures:
                             self.label.to(dtype), self.epoch.to(dtype)], dim=1)
 
     def to(self, device) -> "MentorFeatures":
+        if all(t.device == torch.device(device) for t in (self.loss, self.loss_diff, self.label, self.epoch)):
+            return self
         return MentorFeatures(self.loss.to(device), self.loss_diff.to(device),
                               self.label.to(device), self.epoch.to(device))
 

@@ -13,10 +13,25 @@ from typing import Callable, Iterable
 
 import torch
 
-from .features import MentorFeatures, NUM_EPOCHS
+from .features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, MentorFeatures,
+                       NUM_EPOCHS)
 
 _REGISTRY: dict[str, type] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# What a curriculum that does not set its own ``student_defaults`` gets: the plain 2018 StudentNet flags
+# (spec §4.3), so that a user's ten-line curriculum can be learned without knowing about them.
+DEFAULT_STUDENT_DEFAULTS = {
+    "loss_p_percentile": DEFAULT_LOSS_P_PERCENTILE,
+    "loss_moving_average_decay": DEFAULT_LOSS_MOVING_AVERAGE_DECAY,
+    "burn_in_epoch": 0,
+    "fixed_epoch_after_burn_in": False,
+    "example_dropout_rates": "0.0,100",
+}
+
+
+class DuplicateCurriculumError(ValueError):
+    """A curriculum name was registered twice (for instance by a plugin)."""
 
 
 def register_curriculum(name: str) -> Callable[[type], type]:
@@ -26,24 +41,37 @@ def register_curriculum(name: str) -> Callable[[type], type]:
 
     def decorator(cls: type) -> type:
         if name in _REGISTRY:
-            raise ValueError(f"curriculum {name!r} is already registered (by {_REGISTRY[name].__module__})")
+            raise DuplicateCurriculumError(
+                f"curriculum {name!r} is already registered (by {_REGISTRY[name].__module__})")
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
             raise TypeError(f"curriculum {name!r} must be a frozen dataclass")
         if not callable(getattr(cls, "weight", None)):
             raise TypeError(f"curriculum {name!r} must define weight(features)")
         cls.name = name
+        if not isinstance(getattr(cls, "student_defaults", None), dict):
+            cls.student_defaults = dict(DEFAULT_STUDENT_DEFAULTS)
         _REGISTRY[name] = cls
         return cls
 
     return decorator
 
 
+def _load_plugins_once() -> None:
+    """Load the ``mentornet.curricula`` entry-point plugins the first time the registry is read."""
+    from .plugins import load_entry_point_plugins  # imported here: plugins imports this module
+
+    load_entry_point_plugins()
+
+
 def list_curricula() -> list[str]:
-    """Registered curriculum names, sorted."""
+    """Registered curriculum names, sorted (installed plugins included)."""
+    _load_plugins_once()
     return sorted(_REGISTRY)
 
 
 def curriculum_class(name: str) -> type:
+    if name not in _REGISTRY:
+        _load_plugins_once()
     try:
         return _REGISTRY[name]
     except KeyError:

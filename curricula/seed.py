@@ -3,7 +3,8 @@
 
 Each is a frozen dataclass: its fields are its parameters and ``weight(features)`` is its target
 weight v*. ``student_defaults`` are the StudentNet flags that the 2018 commands used with each
-MentorNet (spec §4.3); a checkpoint carries them so that users need not re-type them.
+MentorNet (spec §4.3; the registry's plain defaults unless a class sets its own); a checkpoint
+carries them so that users need not re-type them.
 """
 
 from __future__ import annotations
@@ -15,26 +16,13 @@ from typing import ClassVar
 import torch
 
 from .features import MentorFeatures
-from .registry import curriculum_class, register_curriculum
-
-NO_DROPOUT = "0.0,100"
-
-# Spec §4.3: what the released commands pass. p = 0.7 is what every run really used (the flag typo).
-PLAIN_STUDENT_DEFAULTS = {
-    "loss_p_percentile": 0.7,
-    "loss_moving_average_decay": 0.5,
-    "burn_in_epoch": 0,
-    "fixed_epoch_after_burn_in": False,
-    "example_dropout_rates": NO_DROPOUT,
-}
-
+from .registry import DEFAULT_STUDENT_DEFAULTS, curriculum_class, register_curriculum
 
 @register_curriculum("baseline")
 @dataclass(frozen=True)
 class Baseline:
     """No curriculum: every sample has weight 1 (``vstar_baseline``)."""
 
-    student_defaults: ClassVar[dict] = PLAIN_STUDENT_DEFAULTS
 
     def weight(self, features: MentorFeatures) -> torch.Tensor:
         return torch.ones_like(features.loss)
@@ -48,7 +36,6 @@ class SelfPaced:
     Equivalently, keep a sample when its loss is at most the moving-average loss percentile.
     """
 
-    student_defaults: ClassVar[dict] = PLAIN_STUDENT_DEFAULTS
 
     def weight(self, features: MentorFeatures) -> torch.Tensor:
         return (features.loss_diff <= 0).to(features.loss.dtype)
@@ -62,7 +49,6 @@ class HardExampleMining:
     As in 2018, a sample whose label feature is positive always gets 1 (the label is 0 in practice).
     """
 
-    student_defaults: ClassVar[dict] = PLAIN_STUDENT_DEFAULTS
 
     def weight(self, features: MentorFeatures) -> torch.Tensor:
         return ((features.loss_diff >= 0) | (features.label > 0)).to(features.loss.dtype)
@@ -75,7 +61,6 @@ class FocalLoss:
     cross-entropy."""
 
     gamma: float = 2.0
-    student_defaults: ClassVar[dict] = PLAIN_STUDENT_DEFAULTS
 
     def __post_init__(self):
         if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
@@ -92,7 +77,6 @@ class SpclLinear:
     v* = clip(1 - loss_diff / gamma, 0, 1)."""
 
     gamma: float = 1.0
-    student_defaults: ClassVar[dict] = PLAIN_STUDENT_DEFAULTS
 
     def __post_init__(self):
         if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma != 0):
@@ -119,7 +103,7 @@ class MentorNetPD:
     early: str = "baseline"
     middle: str = "self_paced"
     late: str = "spcl_linear"
-    student_defaults: ClassVar[dict] = {**PLAIN_STUDENT_DEFAULTS, "example_dropout_rates": "0.5,17,0.05,83"}
+    student_defaults: ClassVar[dict] = {**DEFAULT_STUDENT_DEFAULTS, "example_dropout_rates": "0.5,17,0.05,83"}
 
     def __post_init__(self):
         for key in ("first_threshold", "second_threshold"):

@@ -18,12 +18,17 @@ from pretrained.build import COMMANDS, GOLDEN_PATH, golden_features
 SEED_SIX = ["baseline_mentornet", "self_paced_mentornet", "spcl_linear_mentornet", "hard_example_mining_mentornet",
             "focal_loss_mentornet", "mentornet_pd"]
 GRADED_BOUND = {"spcl_linear_mentornet": 0.02, "focal_loss_mentornet": 0.02, "mentornet_pd": 0.03}
+# The curriculum zoo (curricula/zoo.py): the same rules, with the spcl_linear/focal bound where graded.
+ZOO = ["spl_linear_mentornet", "spl_logarithmic_mentornet", "spl_mixture_mentornet", "implicit_huber_mentornet",
+       "implicit_cauchy_mentornet", "implicit_l1_l2_mentornet", "implicit_welsch_mentornet", "small_loss_mentornet"]
+GRADED_BOUND.update({name: 0.02 for name in ZOO if name != "small_loss_mentornet"})
+SHIPPED = SEED_SIX + ZOO
 
 
 def test_the_2018_six_are_shipped_with_their_commands():
     manifest = read_manifest()
-    assert set(SEED_SIX) <= set(list_pretrained())
-    for name in SEED_SIX:
+    assert set(SHIPPED) <= set(list_pretrained())
+    for name in SHIPPED:
         entry = manifest[name]
         assert entry["command"].startswith("python cli.py learn-curriculum ")
         assert entry["command"] == (f"python cli.py learn-curriculum {COMMANDS[name]} "
@@ -35,13 +40,13 @@ def test_the_2018_six_are_shipped_with_their_commands():
         assert checkpoint["source"] == entry["source"]
 
 
-@pytest.mark.parametrize("name", SEED_SIX)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_golden_outputs(name):
     golden = json.loads(GOLDEN_PATH.read_text())[name]
     assert_allclose(load_mentornet(name).weight(golden_features()).numpy(), golden, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", SEED_SIX)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_fidelity_to_the_curriculum_on_fresh_points(name):
     model = load_mentornet(name)
     source = model.source

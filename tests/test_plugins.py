@@ -1,0 +1,149 @@
+"""Curricula from outside the toolkit: entry-point packages, ``--plugin FILE``, and one-line errors for
+plugins and curricula that break the rules."""
+
+import sys
+import textwrap
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+import curricula.plugins as plugins
+import curricula.registry as registry
+from curricula import get_curriculum, list_curricula
+from curricula.plugins import PluginWarning, load_entry_point_plugins, load_plugin_file
+
+GOOD_MODULE = '''
+from dataclasses import dataclass
+import torch
+from curricula import register_curriculum
+
+@register_curriculum("{name}")
+@dataclass(frozen=True)
+class Plugged:
+    temperature: float = 0.5
+
+    def weight(self, features):
+        return torch.sigmoid(-features.loss_diff / self.temperature)
+'''
+
+BAD_WEIGHTS = '''
+from dataclasses import dataclass
+import torch
+from curricula import register_curriculum
+
+@register_curriculum("too_big")
+@dataclass(frozen=True)
+class TooBig:
+    def weight(self, features):
+        return features.loss  # up to 29: outside [0, 1]
+
+@register_curriculum("wrong_shape")
+@dataclass(frozen=True)
+class WrongShape:
+    def weight(self, features):
+        return torch.ones(len(features.loss), 2)
+'''
+
+
+@pytest.fixture
+def scratch(monkeypatch):
+    """A registry copy and a fresh plugin state; plugin modules imported by the test are forgotten."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(plugins, "_loaded", False)
+    before = set(sys.modules)
+    yield monkeypatch
+    for name in set(sys.modules) - before:
+        if name.startswith(("ep_plugin_", "mentornet_plugin_")):
+            del sys.modules[name]
+
+
+def make_distribution(root, dist, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    """An installed-looking distribution: modules plus ``DIST-0.1.dist-info`` with its entry points."""
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[mentornet.curricula]\n{lines}")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
+
+
+def test_entry_point_plugin_registers_and_list_shows_it(scratch, tmp_path):
+    make_distribution(tmp_path, "ep_plugin_pkg", {"mine": "ep_plugin_good"},
+                      {"ep_plugin_good": GOOD_MODULE.format(name="ep_soft")})
+    scratch.syspath_prepend(str(tmp_path))
+    assert "ep_soft" in list_curricula()  # loaded lazily on the first read
+    assert load_entry_point_plugins() == []  # and only once
+    assert get_curriculum("ep_soft", temperature=0.25).temperature == 0.25
+    result = invoke("list")
+    assert result.exit_code == 0 and "ep_soft" in result.output and "temperature=0.5" in result.output
+
+
+def test_broken_entry_point_warns_in_one_line_and_the_rest_works(scratch, tmp_path):
+    make_distribution(tmp_path, "ep_plugin_pkg", {"good": "ep_plugin_fine", "broken": "ep_plugin_broken:thing"},
+                      {"ep_plugin_fine": GOOD_MODULE.format(name="ep_fine"),
+                       "ep_plugin_broken": "import a_module_that_is_not_installed\n"})
+    scratch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning) as caught:
+        names = list_curricula()
+    assert "ep_fine" in names and "focal_loss" in names
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "'broken'" in messages[0] and "ModuleNotFoundError" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # already loaded: no second warning
+        assert invoke("list").exit_code == 0
+
+
+def test_entry_point_that_takes_a_registered_name_is_a_one_line_error(scratch, tmp_path):
+    make_distribution(tmp_path, "ep_plugin_pkg", {"clash": "ep_plugin_clash"},
+                      {"ep_plugin_clash": GOOD_MODULE.format(name="focal_loss")})
+    scratch.syspath_prepend(str(tmp_path))
+    assert_one_line_error(invoke("list"), "'clash'", "'focal_loss' is already registered")
+
+
+def test_plugin_file_option_registers_for_the_command(scratch, tmp_path):
+    path = tmp_path / "my_curricula.py"
+    path.write_text(GOOD_MODULE.format(name="file_soft"))
+    result = invoke("--plugin", str(path), "list")
+    assert result.exit_code == 0 and "file_soft" in result.output
+
+
+def test_plugin_file_errors_are_one_line(scratch, tmp_path):
+    assert_one_line_error(invoke("--plugin", str(tmp_path / "missing.py"), "list"), "does not exist")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    assert_one_line_error(invoke("--plugin", str(broken), "list"), "broken.py", "RuntimeError: boom")
+    clash = tmp_path / "clash.py"
+    clash.write_text(GOOD_MODULE.format(name="self_paced"))
+    assert_one_line_error(invoke("--plugin", str(clash), "list"), "'self_paced' is already registered")
+    with pytest.raises(ValueError, match="must be a .py file"):
+        load_plugin_file(tmp_path)  # a folder
+
+
+@pytest.mark.parametrize("name, fragment", [("too_big", "must lie in [0, 1]"), ("wrong_shape", "shape")])
+def test_bad_weights_fail_once_in_one_line_before_learning_or_plotting(scratch, tmp_path, name, fragment):
+    path = tmp_path / "bad.py"
+    path.write_text(BAD_WEIGHTS)
+    out = tmp_path / "m.pt"
+    result = invoke("--plugin", str(path), "learn-curriculum", "--curriculum", name, "--out", str(out))
+    assert_one_line_error(result, f"curriculum {name!r}", fragment)
+    assert not out.exists()
+    figure = tmp_path / "m.png"
+    result = invoke("--plugin", str(path), "plot", "--curriculum", name, "--out", str(figure))
+    assert_one_line_error(result, f"curriculum {name!r}", fragment)
+    assert not figure.exists()
