@@ -83,24 +83,19 @@ class MentorNet(nn.Module):
             for tensor in (self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_beta):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
 
-    @staticmethod
-    def _cell_state(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        # Only the input rows and the i, j gates matter: h_prev is 0 and c_prev is 0.
-        gates = x @ kernel[:2, :2] + bias[:2]
-        return torch.sigmoid(gates[:, 0]) * torch.tanh(gates[:, 1])
-
     def logits_from_tensors(self, loss: torch.Tensor, loss_diff: torch.Tensor,
                             label: torch.Tensor, epoch: torch.Tensor) -> torch.Tensor:
         """Logits from raw 1-D tensors; ``epoch`` must already be encoded (0..99 integers)."""
         dtype = self.fc1_weight.dtype
         x = torch.stack([loss.to(dtype), loss_diff.to(dtype)], dim=1)
-        features = torch.cat([
-            self.label_embedding[label],
-            self.epoch_embedding[epoch],
-            self._cell_state(x, self.lstm_fw_kernel, self.lstm_fw_bias).unsqueeze(1),
-            self._cell_state(x, self.lstm_bw_kernel, self.lstm_bw_bias).unsqueeze(1),
-        ], dim=1)
-        hidden = torch.tanh(features @ self.fc1_weight + self.fc1_bias)
+        # Both directions at once. Only the input rows and the i, j gates matter: h_prev = c_prev = 0,
+        # so each cell state is sigmoid(x·W_i + b_i) * tanh(x·W_j + b_j).
+        kernel = torch.cat([self.lstm_fw_kernel[:2, :2], self.lstm_bw_kernel[:2, :2]], dim=1)
+        bias = torch.cat([self.lstm_fw_bias[:2], self.lstm_bw_bias[:2]])
+        gates = torch.addmm(bias, x, kernel)
+        cells = torch.sigmoid(gates[:, 0::2]) * torch.tanh(gates[:, 1::2])  # (c_fw, c_bw)
+        features = torch.cat([self.label_embedding[label], self.epoch_embedding[epoch], cells], dim=1)
+        hidden = torch.tanh(torch.addmm(self.fc1_bias, features, self.fc1_weight))
         if self.config.additive_output_bias:
             return (hidden @ self.fc2_weight).squeeze(1) + self.fc2_beta
         return (hidden @ (self.fc2_weight + self.fc2_beta)).squeeze(1)
@@ -120,8 +115,7 @@ class MentorNet(nn.Module):
     @torch.no_grad()
     def weight(self, features: MentorFeatures) -> torch.Tensor:
         """The curriculum contract: weights in [0, 1] shaped like ``features.loss``, without gradient."""
-        device = self.fc1_weight.device
-        return self(features.to(device)).to(features.loss.device)
+        return self(features.to(self.fc1_weight.device)).to(features.loss.device)
 
 
 def count_trainable_parameters(module: nn.Module) -> int:
