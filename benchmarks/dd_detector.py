@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     table, rows, noisy = detector_table(args.dump, args.mentornets.split(","), args.percentile)
     print(f"{args.dump}: {rows} samples, {noisy:.1%} with corrupted labels\n")
-    print(markdown_table(table.fillna("–"), index=False))
+    print(markdown_table(table.astype(object).fillna("–"), index=False))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ For each student, on the same data, network, loader and optimiser:
 * ``minimal img/s``: ``for x, y, _ in loader: F.cross_entropy(model(x), y).backward(); opt.step()``;
 * ``ours img/s``: ``student_training.trainer.train_one_epoch`` with the MentorNet weighting, the
   per-sample bookkeeping and the learning-rate schedule;
-* ``ratio``: ours / minimal (best of ``--repeats`` alternating timings each);
+* ``ratio``: ours / minimal images/s, the median over ``--repeats`` back-to-back pairs of timings
+  (pairing cancels the drifts of a shared machine); the images/s columns are the best of the repeats;
 * ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses divided by the time
   of one of our training steps.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -99,7 +101,7 @@ def measure(student: str, args, workdir: Path) -> dict:
     step_ms = min(ours) / (args.epochs * len(run.train_loader)) * 1000
     row = {"student": student, "device": str(run.device), "batch": config.batch_size,
            "minimal img/s": round(images / min(minimal)), "ours img/s": round(images / min(ours)),
-           "ratio": round(min(minimal) / min(ours), 3), "step ms": round(step_ms, 2),
+           "ratio": round(statistics.median(m / o for m, o in zip(minimal, ours)), 3), "step ms": round(step_ms, 2),
            "weighting ms": round(weighting_ms(run), 3)}
     row["weighting share"] = f"{row['weighting ms'] / step_ms:.1%}"
     if run.device.type == "cuda":

@@ -2,8 +2,10 @@
 
     python pretrained/build.py [NAME ...]
 
-Each entry of ``COMMANDS`` is the exact command line that makes one file. The manifest records that
-command, the file's sha256, its source, held-out metrics, fidelity, and the StudentNet defaults. The
+Each entry of ``COMMANDS`` is the exact ``learn-curriculum`` options that make one file; each entry of
+``PIPELINES`` is every command of a data-driven MentorNet, from the student run that dumps the clean
+subset to the fit. The manifest records those commands, the file's sha256, its source, held-out
+metrics, fidelity, and the StudentNet defaults. The
 golden outputs that ``tests/test_pretrained.py`` checks are rewritten as well.
 """
 
@@ -34,6 +36,33 @@ COMMANDS = {
     "hard_example_mining_mentornet": "--curriculum hard_example_mining",
     "focal_loss_mentornet": "--curriculum focal_loss",
     "mentornet_pd": "--curriculum mentornet_pd --balance strata --steps 6000",
+    # The curriculum zoo (curricula/zoo.py): the fast recipe already meets the fidelity bounds.
+    "spl_linear_mentornet": "--curriculum spl_linear",
+    "spl_logarithmic_mentornet": "--curriculum spl_logarithmic",
+    "spl_mixture_mentornet": "--curriculum spl_mixture",
+    "implicit_huber_mentornet": "--curriculum implicit_huber",
+    "implicit_cauchy_mentornet": "--curriculum implicit_cauchy",
+    "implicit_l1_l2_mentornet": "--curriculum implicit_l1_l2",
+    "implicit_welsch_mentornet": "--curriculum implicit_welsch",
+    "small_loss_mentornet": "--curriculum small_loss",
+}
+
+# Data-driven MentorNets: every command of the pipeline, the last one writing the .pt (spec §2.3).
+# A baseline student on Fashion-MNIST at 20% symmetric noise with 10% held out as a clean subset is
+# dumped when training progress reaches epoch 18; the MentorNet is fitted at percentile 90 (as in 2018).
+DD_STUDENT = ("python cli.py train-student --dataset fashion-mnist --subset 20000 --noise 0.2 "
+              "--clean-subset-fraction 0.1 --studentnet mlp --epochs 100 --dump-at-epoch 18")
+PIPELINES = {
+    "mentornet_dd": [
+        f"{DD_STUDENT} --seed 0 --dump pretrained/data/mentornet_dd_dump.csv --out runs/pretrained/dd_seed0 --force",
+        "python cli.py learn-curriculum --dump pretrained/data/mentornet_dd_dump.csv --percentile 90 "
+        "--out pretrained/mentornet_dd.pt --force",
+    ],
+}
+# A fresh dump from another seed (other noise draw, other clean subset) for judging mentornet_dd.
+HELDOUT_COMMANDS = {
+    "mentornet_dd": [f"{DD_STUDENT} --seed 1 --dump pretrained/data/mentornet_dd_heldout_dump.csv "
+                     "--out runs/pretrained/dd_seed1 --force"],
 }
 
 
@@ -47,32 +76,51 @@ def golden_features():
     return MentorFeatures.build(loss, loss_diff, epoch=epoch)
 
 
-def build(name: str) -> dict:
-    out = PRETRAINED_DIR / f"{name}.pt"
-    command = f"python cli.py learn-curriculum {COMMANDS[name]} --out pretrained/{name}.pt --force"
+def run_command(command: str) -> None:
     print(f"$ {command}", flush=True)
     subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, check=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def pipeline(name: str) -> list[str]:
+    if name in PIPELINES:
+        return PIPELINES[name]
+    return [f"python cli.py learn-curriculum {COMMANDS[name]} --out pretrained/{name}.pt --force"]
+
+
+def build(name: str) -> dict:
+    out = PRETRAINED_DIR / f"{name}.pt"
+    (ROOT / "runs" / "pretrained").mkdir(parents=True, exist_ok=True)
+    (PRETRAINED_DIR / "data").mkdir(exist_ok=True)
+    commands = pipeline(name)
+    for command in commands + HELDOUT_COMMANDS.get(name, []):
+        run_command(command)
     checkpoint = read_checkpoint(out)
     metrics = checkpoint["metrics"]
-    return {
+    entry = {
         "file": out.name,
         "sha256": sha256_of(out),
-        "command": command,
+        "command": commands[-1],
         "source": checkpoint["source"],
         "student_defaults": checkpoint["student_defaults"],
         "metrics": {"test": metrics["test"], "fidelity": metrics.get("fidelity"),
                     "fit_seconds": metrics["fit_seconds"]},
     }
+    if len(commands) > 1:
+        entry["pipeline"] = commands
+    if name in HELDOUT_COMMANDS:
+        entry["heldout_commands"] = HELDOUT_COMMANDS[name]
+    return entry
 
 
 def main(names: list[str]) -> None:
     from mentor_training import load_mentornet
 
     manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.exists() else {}
-    for name in names or list(COMMANDS):
-        if name not in COMMANDS:
-            raise SystemExit(f"unknown pretrained name {name!r}; known: {', '.join(COMMANDS)}")
+    known = [*COMMANDS, *PIPELINES]
+    for name in names or known:
+        if name not in known:
+            raise SystemExit(f"unknown pretrained name {name!r}; known: {', '.join(known)}")
         manifest[name] = build(name)
         MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     golden = {name: load_mentornet(name).weight(golden_features()).tolist() for name in sorted(manifest)}
