@@ -356,7 +356,7 @@ class _EpochStats:
 
     def __init__(self, num_samples: int, device: torch.device):
         zeros = lambda: torch.zeros((), device=device)  # noqa: E731
-        self.loss, self.weighted_loss, self.weight, self.utilized, self.correct = (zeros() for _ in range(5))
+        self.loss, self.weighted_loss, self.weight, self.utilized = (zeros() for _ in range(4))
         self.count = 0
         self.sample_weight = torch.full((num_samples,), float("nan"), device=device)
         self.sample_prediction = torch.full((num_samples,), -1, dtype=torch.long, device=device)
