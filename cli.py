@@ -19,7 +19,26 @@ USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyErr
 
 
 class ToolkitGroup(click.Group):
-    """Turns the library's input errors into one-line messages and a non-zero exit."""
+    """Turns the library's input errors, and click's own usage errors, into one-line messages and a
+    non-zero exit."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0  # click returns the exit code of --help
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            code = error.exit_code
+        except click.ClickException as error:
+            error.show()
+            code = error.exit_code
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx):
         try:

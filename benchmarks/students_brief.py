@@ -4,7 +4,7 @@
         [--dataset fashion-mnist] [--subset 2000] [--max-steps 10] [--batch-size 64] [--mentornet mentornet_pd]
 
 Prints, per student: parameters, steps, images/s of the whole run (data, weighting, evaluation
-included), the first and last epoch's mean training loss, and the test accuracy. These runs are far
+included), the last epoch's mean training loss, and the test accuracy. These runs are far
 too short to memorise noise, so they say nothing about robustness: see noisy_accuracy.py for that.
 """
 
@@ -48,7 +48,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             rows.append({"student": student, "parameters": sum(p.numel() for p in run.model.parameters()),
                          "steps": history[-1]["step"], "img/s": round(history[-1]["step"] * args.batch_size / seconds, 1),
-                         "first loss": round(history[0]["loss"], 3), "last loss": round(history[-1]["loss"], 3),
+                         "train loss (last epoch)": round(history[-1]["loss"], 3),
                          "test accuracy": round(history[-1]["test_accuracy"], 4), "device": str(run.device)})
             print(rows[-1], file=sys.stderr, flush=True)
     print(markdown_table(pd.DataFrame(rows), index=False))

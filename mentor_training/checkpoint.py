@@ -39,7 +39,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force
     """
     path = Path(path)
     check_output_path(path, force=force)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary name keeps the extension, for writers that choose the format by it (figures).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         write(tmp)

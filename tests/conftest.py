@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny CIFAR archives in exactly the official "python version" format."""
+"""Shared test helpers: tiny CIFAR archives in exactly the official "python version" format, and the
+one-line CLI error check."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ import torch
 
 from student_training import data
 from student_training.data import CIFAR100_COARSE_OF_FINE
+
+
+def assert_one_line_error(result, *fragments):
+    """A CLI result that failed with exactly one line, ``Error: ...``, containing every fragment."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
 
 
 @pytest.fixture(autouse=True)

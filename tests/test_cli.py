@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--steps", "150", "--sample-size", "5000"]
@@ -19,12 +20,6 @@ QUICK = ["--steps", "150", "--sample-size", "5000"]
 def invoke(*args):
     return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
 
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code != 0
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("Error:") and fragment in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 def test_help_from_the_repository_root_and_the_console_script():

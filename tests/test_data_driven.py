@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import cli
 from curricula.targets import read_dump
 from student_training.data_driven import parse_relearn
+from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "6", "--batch-size", "64",
@@ -23,12 +24,6 @@ BASE = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epoch
 def invoke(*args):
     return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
 
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code != 0
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("Error:") and fragment in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from PIL import Image, ImageSequence
 import cli
 from curricula import list_curricula
 from visualize import draw
+from conftest import assert_one_line_error
 
 FAST = ["--resolution", "21"]
 
@@ -40,14 +41,6 @@ def assert_varied_image(path, size=None):
     assert pixels.std() > 10  # not blank
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
 
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_surface_png_has_the_requested_pixel_size(tmp_path):

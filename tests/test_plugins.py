@@ -13,6 +13,7 @@ import curricula.plugins as plugins
 import curricula.registry as registry
 from curricula import get_curriculum, list_curricula
 from curricula.plugins import PluginWarning, load_entry_point_plugins, load_plugin_file
+from conftest import assert_one_line_error
 
 GOOD_MODULE = '''
 from dataclasses import dataclass
@@ -73,13 +74,6 @@ def make_distribution(root, dist, entry_points: dict[str, str], modules: dict[st
 def invoke(*args):
     return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
 
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], result.output
 
 
 def test_entry_point_plugin_registers_and_list_shows_it(scratch, tmp_path):

@@ -18,6 +18,7 @@ from mentor_training.pretrained import pretrained_path
 from student_training.data import DEBIAN_FASHION_MNIST_DIR
 from student_training.evaluation import detector_auc
 from student_training.trainer import METRIC_COLUMNS, learning_rate, student_loss
+from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "4", "--batch-size", "64"]
@@ -26,12 +27,6 @@ QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epoc
 def invoke(*args):
     return CliRunner().invoke(cli.cli, ["train-student", *args], catch_exceptions=False)
 
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code != 0
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("Error:") and fragment in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 def test_run_folder_contract(tmp_path):

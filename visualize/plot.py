@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from curricula import check_curriculum, curriculum_parameters, get_curriculum, parse_params
 from curricula.features import NUM_EPOCHS
+from mentor_training.checkpoint import atomic_write
 
 from . import draw
 from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANGE, DEFAULT_RESOLUTION,
@@ -99,24 +99,9 @@ def check_output(path, *, extensions: tuple[str, ...], option: str, force: bool)
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` to a temporary file with ``path``'s extension in its folder, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give a figure the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """``write(tmp)`` to a temporary file with ``path``'s extension in its folder, then rename it
+    (the existence of ``path`` was checked when the plot was planned)."""
+    return atomic_write(path, write, force=True)
 
 
 def save_figure(fig, path: Path) -> Path:
