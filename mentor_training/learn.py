@@ -12,7 +12,7 @@ from curricula.targets import (DATA_DRIVEN_STUDENT_DEFAULTS, TargetSplit, curric
 
 from .checkpoint import build_checkpoint, check_output_path, save_checkpoint
 from .fidelity import fidelity
-from .trainer import Recipe, fit_mentornet, get_recipe
+from .trainer import BALANCE_CHOICES, Recipe, fit_mentornet, get_recipe
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
     fit_recipe = get_recipe(recipe, steps=steps)
     if learning_rate is not None:
         fit_recipe = replace(fit_recipe, learning_rate=float(learning_rate))
-    if balance not in ("none", "strata"):
-        raise ValueError(f"unknown balance {balance!r}; choose none or strata")
+    if balance not in BALANCE_CHOICES:
+        raise ValueError(f"unknown balance {balance!r}; choose one of: {', '.join(BALANCE_CHOICES)}")
     if curriculum is not None:
         kwargs = dict(params) if isinstance(params, dict) else parse_params(curriculum, params)
         target_curriculum = get_curriculum(curriculum, **kwargs)

@@ -76,23 +76,29 @@ def clean_subset_dump(run, step: int) -> Dump:
                                       reduction="none").cpu())
     model.train(was_training)
     epoch = run.weighter.epoch_at(step) if run.weighter is not None else progress_percent(step, run.total_steps)
+    # The loss as written (6 decimals), so an in-memory dump equals the file read back, sha256 included.
+    loss = np.array([float(f"{value:.6f}") for value in torch.cat(losses).double().tolist()])
     table = pd.DataFrame({
         "sample_id": run.data.source_indices[indices].numpy(),
         "epoch": np.full(len(indices), epoch, dtype=np.int64),
         "noisy_label": run.noise.noisy_labels[indices].numpy(),
         "clean_label": run.data.train_labels[indices].numpy(),
-        "loss": torch.cat(losses).double().numpy().round(6),
-    })
-    text = table.to_csv(index=False, columns=list(DUMP_COLUMNS))
+        "loss": loss,
+    }, columns=list(DUMP_COLUMNS))
+    text = dump_text(table)
     return Dump(sample_id=table["sample_id"].to_numpy(), epoch=table["epoch"].to_numpy(),
                 noisy_label=table["noisy_label"].to_numpy(), clean_label=table["clean_label"].to_numpy(),
-                loss=table["loss"].to_numpy(), sha256=hashlib.sha256(text.encode()).hexdigest())
+                loss=loss, sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def dump_text(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False, float_format="%.6f", lineterminator="\n")
 
 
 def write_dump(dump: Dump, path: str | Path) -> Path:
     table = pd.DataFrame({"sample_id": dump.sample_id, "epoch": dump.epoch, "noisy_label": dump.noisy_label,
-                          "clean_label": dump.clean_label, "loss": dump.loss})
-    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"), force=True)
+                          "clean_label": dump.clean_label, "loss": dump.loss}, columns=list(DUMP_COLUMNS))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(dump_text(table)), force=True)
 
 
 def relearn_percentile(run) -> float:
