@@ -59,6 +59,11 @@ def _progress_bar(length: int, label: str):
                              update_min_steps=max(1, length // 200))
 
 
+# Options that several commands share, declared once.
+curriculum_params = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+                                 help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
+
+
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
               help="Python file that registers curricula, loaded before the command; repeat for several. "
@@ -83,8 +88,7 @@ def cli(plugin_files):
 @cli.command("learn-curriculum")
 @click.option("--curriculum", "curriculum_name", metavar="NAME",
               help="Registered curriculum to learn (see `list`). Targets come from the 2018 grid.")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
+@curriculum_params
 @click.option("--dump", "dump_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="StudentNet dump (id epoch noisy_label clean_label loss) for a data-driven MentorNet.")
 @click.option("--percentile", type=float, default=90.0, show_default=True,
@@ -149,8 +153,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @cli.command("plot")
 @click.option("--curriculum", "curriculum_name", metavar="NAME",
               help="Registered curriculum to draw (see `list`), or 'all' for a gallery of every one.")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
+@curriculum_params
 @click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Figure to write; .png, .pdf or .svg (the extension picks the format).")
