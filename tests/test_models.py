@@ -74,7 +74,7 @@ def test_mlp_has_exactly_two_hidden_layers_of_512():
     assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 2
 
 
-def _forward_backward(model: nn.Module, batch: int, channels: int, size: int, num_classes: int) -> None:
+def check_forward_backward(model: nn.Module, batch: int, channels: int, size: int, num_classes: int) -> None:
     model.train()
     inputs = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
     logits = model(inputs)
@@ -89,19 +89,19 @@ def _forward_backward(model: nn.Module, batch: int, channels: int, size: int, nu
 @pytest.mark.parametrize("batch", [1, 2])
 def test_forward_backward(name, channels, size, batch):
     model = create_student(name, num_classes=10, in_channels=channels, image_size=size, seed=0)
-    _forward_backward(model, batch, channels, size, 10)
+    check_forward_backward(model, batch, channels, size, 10)
 
 
 @pytest.mark.parametrize(("channels", "size", "batch"), [(3, 32, 1), (1, 28, 2)])
 def test_resnet101_forward_backward_once_per_shape(channels, size, batch):
     model = create_student("resnet101", num_classes=10, in_channels=channels, image_size=size, seed=0)
-    _forward_backward(model, batch, channels, size, 10)
+    check_forward_backward(model, batch, channels, size, 10)
 
 
 @pytest.mark.parametrize("name", ["inception", "mlp", "resnet32", "small_cnn"])
 def test_bundled_digits_shape(name):
     model = create_student(name, num_classes=10, in_channels=1, image_size=8, seed=0)
-    _forward_backward(model, 2, 1, 8, 10)
+    check_forward_backward(model, 2, 1, 8, 10)
 
 
 def test_seed_makes_init_reproducible_and_leaves_global_rng_alone():
