@@ -391,10 +391,12 @@ def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | No
     decay = run.config.recipe["weight_decay"] if run.config.recipe["decay_mode"] == "scaled" else 0.0
     decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
+    kill_at = _fault_injection_step()
     for images, labels, indices in distributed.shard_batches(run.train_loader, epoch, world):
         if step >= run.total_steps:
             break
-        _fault_injection(step)
+        if step == kill_at:
+            os._exit(137)
         if run.has_events:
             _run_events(run, step)
         lr = learning_rate(step, run.total_steps, config.lr, config.recipe["lr_schedule"])
@@ -430,11 +432,10 @@ def _run_events(run: Run, step: int) -> None:
         distributed.broadcast_module(run.weighter.mentor, run.world)
 
 
-def _fault_injection(step: int) -> None:
-    """Tests kill a run part-way with MENTORNET_KILL_AT_STEP; the process dies as if SIGKILLed."""
+def _fault_injection_step() -> int | None:
+    """Tests kill a run part-way with MENTORNET_KILL_AT_STEP: at that step the process dies as if SIGKILLed."""
     kill_at = os.environ.get("MENTORNET_KILL_AT_STEP")
-    if kill_at is not None and step == int(kill_at):
-        os._exit(137)
+    return int(kill_at) if kill_at is not None else None
 
 
 def evaluate(run: Run) -> float:
