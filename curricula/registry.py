@@ -13,21 +13,10 @@ from typing import Callable, Iterable
 
 import torch
 
-from .features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, MentorFeatures,
-                       NUM_EPOCHS)
+from .features import DEFAULT_WEIGHTER, NUM_EPOCHS, MentorFeatures, WeighterConfig
 
 _REGISTRY: dict[str, type] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-# What a curriculum that does not set its own ``student_defaults`` gets: the plain 2018 StudentNet flags
-# (spec §4.3), so that a user's ten-line curriculum can be learned without knowing about them.
-DEFAULT_STUDENT_DEFAULTS = {
-    "loss_p_percentile": DEFAULT_LOSS_P_PERCENTILE,
-    "loss_moving_average_decay": DEFAULT_LOSS_MOVING_AVERAGE_DECAY,
-    "burn_in_epoch": 0,
-    "fixed_epoch_after_burn_in": False,
-    "example_dropout_rates": "0.0,100",
-}
 
 
 class DuplicateCurriculumError(ValueError):
@@ -48,8 +37,12 @@ def register_curriculum(name: str) -> Callable[[type], type]:
         if not callable(getattr(cls, "weight", None)):
             raise TypeError(f"curriculum {name!r} must define weight(features)")
         cls.name = name
-        if not isinstance(getattr(cls, "student_defaults", None), dict):
-            cls.student_defaults = dict(DEFAULT_STUDENT_DEFAULTS)
+        # The StudentNet settings learned MentorNets of this curriculum carry: the curriculum's own
+        # (a WeighterConfig, or a dict of its fields), else the plain 2018 flags (spec §4.3), so that a
+        # user's ten-line curriculum can be learned without knowing about them.
+        defaults = getattr(cls, "student_defaults", None)
+        cls.student_defaults = DEFAULT_WEIGHTER if defaults is None else \
+            WeighterConfig.coerce(defaults, origin=f"curriculum {name!r} student_defaults")
         _REGISTRY[name] = cls
         return cls
 

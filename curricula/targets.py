@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import NUM_EPOCHS, MentorFeatures
+from .features import NUM_EPOCHS, MentorFeatures, WeighterConfig
 
 GRID_SIZE = 1_200_000
 DEFAULT_SAMPLE_SIZE = 100_000
@@ -29,13 +29,8 @@ DUMP_COLUMNS = ("sample_id", "epoch", "noisy_label", "clean_label", "loss")
 # Spec §4.3, MentorNet DD: burn-in 18 with the epoch fixed after it, and 50 % example dropout until
 # then. The 2018 ResNet string ends in "0.9,5", a segment the fixed epoch never reaches, so the
 # equivalent reachable schedule is stored.
-DATA_DRIVEN_STUDENT_DEFAULTS = {
-    "loss_p_percentile": 0.7,
-    "loss_moving_average_decay": 0.5,
-    "burn_in_epoch": 18,
-    "fixed_epoch_after_burn_in": True,
-    "example_dropout_rates": "0.5,17,0.05,83",
-}
+DATA_DRIVEN_WEIGHTER = WeighterConfig(burn_in_epoch=18, fixed_epoch_after_burn_in=True,
+                                      example_dropout_rates="0.5,17,0.05,83")
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from curricula.files import sha256_of
 from pretrained import MANIFEST_PATH, PRETRAINED_DIR
 
 from .checkpoint import CheckpointError, mentornet_from_checkpoint, read_checkpoint
 from .model import MentorNet
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> dict:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mentor_training.checkpoint import read_checkpoint  # noqa: E402
-from mentor_training.pretrained import sha256_of  # noqa: E402
+from curricula.files import sha256_of  # noqa: E402
 from pretrained import MANIFEST_PATH, PRETRAINED_DIR  # noqa: E402
 
 GOLDEN_PATH = ROOT / "tests" / "golden" / "pretrained_outputs.json"

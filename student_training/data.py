@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -34,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write, md5_of
 
 __all__ = [
     "CIFAR100_COARSE_OF_FINE",
@@ -240,18 +239,13 @@ def _child_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), stream]).generate_state(1)[0])
 
 
-def _md5(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
-
-
 def _fetch(url: str, destination: Path, md5: str) -> None:
     """Download ``url`` to ``destination`` atomically, checking its md5."""
     destination.parent.mkdir(parents=True, exist_ok=True)
 
     def download(temporary: str) -> None:
         urllib.request.urlretrieve(url, temporary)
-        actual = _md5(Path(temporary))
+        actual = md5_of(Path(temporary))
         if actual != md5:
             raise DataError(f"downloaded {url} has md5 {actual}, expected {md5}; try again later")
 
@@ -329,7 +323,7 @@ def _read_folder(name: str, folder: Path) -> dict:
 
 def _read_archive(name: str, path: Path, data_dir: Path | None) -> dict:
     archive = CIFAR_ARCHIVES[name]
-    actual = _md5(path)
+    actual = md5_of(path)
     if actual != archive.md5:
         raise DataError(f"{name}: {path} has md5 {actual}, expected {archive.md5} (corrupt or "
                         f"incomplete); delete it and " + _how_to_get(name, data_dir))

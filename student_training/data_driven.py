@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from curricula.features import MAX_EPOCH, progress_percent
+from curricula.features import DEFAULT_WEIGHTER, MAX_EPOCH, progress_percent
 from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write
 from mentor_training.trainer import fit_mentornet
 
 DEFAULT_RELEARN_PERCENTILE = 90.0  # the released DD MentorNet's percentile
@@ -117,7 +117,7 @@ def relearn(run, step: int, point: int) -> dict:
     result = fit_mentornet(split, recipe="fast", steps=RELEARN_STEPS, seed=run.config.seed + point, init=mentor.cpu())
     fitted = result.model.to(run.device)
     fitted.source = {**split.source, "relearned_from": getattr(mentor, "source", None)}
-    fitted.student_defaults = getattr(mentor, "student_defaults", {})
+    fitted.student_defaults = getattr(mentor, "student_defaults", DEFAULT_WEIGHTER)
     run.weighter.mentor = fitted
     test = result.metrics["test"]
     return {"progress_epoch": point, "step": step, "rows": len(dump),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write
 
 from .data import CIFAR100_COARSE_OF_FINE
 

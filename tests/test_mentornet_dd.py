@@ -40,7 +40,7 @@ def test_the_file_was_fitted_on_the_committed_dump():
     model = load_mentornet("mentornet_dd")
     assert model.source["type"] == "data_driven" and model.source["percentile"] == 90.0
     assert model.source["dump_sha256"] == hashlib.sha256(DUMP.read_bytes()).hexdigest()
-    assert model.student_defaults["burn_in_epoch"] == 18 and model.student_defaults["fixed_epoch_after_burn_in"]
+    assert model.student_defaults.burn_in_epoch == 18 and model.student_defaults.fixed_epoch_after_burn_in
     dump = read_dump(DUMP)
     assert len(dump) == 2000 and 0.15 < np.mean(dump.noisy_label != dump.clean_label) < 0.25
 

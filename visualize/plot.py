@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from curricula import check_curriculum, curriculum_parameters, get_curriculum, parse_params
 from curricula.features import NUM_EPOCHS
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write
 
 from . import draw
 from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANGE, DEFAULT_RESOLUTION,
