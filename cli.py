@@ -1,11 +1,15 @@
 """Command-line interface: ``python cli.py --help`` or, once installed, ``mentornet --help``.
 
 Each command parses options, builds a config, calls one API function and says where its output went.
-Errors in the input end in a one-line ``Error: ...`` and exit status 1, never a traceback.
+Errors end in a one-line ``Error: ...``, never a traceback, with exit status 2 for a usage error (a bad
+option, name, combination or input file, found before any work starts: nothing was written) and 1 for
+an error while working.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shlex
 import sys
@@ -14,6 +18,10 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
+
+from curricula.files import TOOLKIT_VERSION  # noqa: E402
+from student_training.callbacks import Callback  # noqa: E402
+from student_training.config import StudentConfig  # noqa: E402
 
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
 
@@ -44,10 +52,27 @@ class ToolkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if isinstance(error, KeyError):
-                message = f"missing key {message}"
-            raise click.ClickException(message) from None
+            raise click.ClickException(_one_line(error)) from None
+
+
+def _one_line(error: BaseException) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"missing key {message}" if isinstance(error, KeyError) else message
+
+
+@contextlib.contextmanager
+def _usage_errors():
+    """Input errors found before any work starts are usage errors (exit status 2)."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise click.UsageError(_one_line(error)) from None
+
+
+def _versions() -> str:
+    import torch
+
+    return f"mentornet-toolkit {TOOLKIT_VERSION} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
 def _command_line() -> str:
@@ -64,10 +89,14 @@ curriculum_params = click.option("-p", "--param", "params", multiple=True, metav
                                  help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
 
 
-@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _, value: (click.echo(_versions()), ctx.exit()) if value else None,
+              help="Show the toolkit, torch and Python versions, and exit.")
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
-              help="Python file that registers curricula, loaded before the command; repeat for several. "
-                   "Installed packages register through the 'mentornet.curricula' entry-point group instead.")
+              help="Python file that registers curricula or training callbacks, loaded before the command; repeat "
+                   "for several. Installed packages register curricula through the 'mentornet.curricula' "
+                   "entry-point group instead.")
 def cli(plugin_files):
     """Learn MentorNets (Jiang et al., ICML 2018) and use them to train on noisy labels.
 
@@ -126,9 +155,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
         raise click.UsageError("give exactly one of --curriculum NAME or --dump FILE")
     if dump_path is not None and params:
         raise click.UsageError("-p/--param applies to --curriculum, not to --dump")
-    plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
-                         out=out_path, recipe=recipe, balance=balance, steps=steps,
-                         learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
+    with _usage_errors():
+        plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
+                             out=out_path, recipe=recipe, balance=balance, steps=steps,
+                             learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
     if dump_path is not None:
         source = plan.split.source
         click.echo(f"dump: {source['num_rows']} samples ({source['duplicates_dropped']} duplicate ids "
@@ -155,6 +185,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
               help="Registered curriculum to draw (see `list`), or 'all' for a gallery of every one.")
 @curriculum_params
 @click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
+@click.option("--run", "run_dirs", multiple=True, type=click.Path(), metavar="DIR",
+              help="A finished train-student run folder: draw its test accuracy, mean weight on clean and "
+                   "corrupted samples, detector AUC and fitted corrupted labels per epoch. Repeat to overlay "
+                   "several runs; the legend names the options in which they differ.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Figure to write; .png, .pdf or .svg (the extension picks the format).")
 @click.option("--kind", type=click.Choice(["surface", "heatmap"]), default=None,
@@ -184,9 +218,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @click.option("--dpi", type=click.FloatRange(min=0, min_open=True), default=100, show_default=True,
               help="Pixels per inch of PNG and GIF output.")
 @click.option("--force", is_flag=True, help="Overwrite --out and --animate if they exist.")
-def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, epochs_text, loss_range_text,
+def plot_command(curriculum_name, params, mentornet, run_dirs, out_path, kind, compare, epochs_text, loss_range_text,
                  loss_diff_range_text, resolution, animate_path, frames, fps, width, height, dpi, force):
-    """Draw the weight a curriculum or MentorNet gives a sample, over (loss, loss_diff), per epoch.
+    """Draw the weight a curriculum or MentorNet gives a sample, over (loss, loss_diff), per epoch; or the
+    training curves of finished runs (--run).
 
     Like the 2018 visualiser, loss and loss_diff are treated as independent (label 0): on a real
     StudentNet they are not, so parts of each surface are never visited in training.
@@ -198,20 +233,22 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
       python cli.py plot --mentornet sp.pt --compare --out sp_vs_self_paced.png
       python cli.py plot --curriculum spcl_linear --animate spcl.gif
       python cli.py plot --curriculum all --out gallery.png
+      python cli.py plot --run runs/baseline --run runs/pd --out curves.png
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, whatever the environment says
     from visualize import parse_epochs, parse_range, plan_plot, run_plot
 
-    if (curriculum_name is None) == (mentornet is None):
-        raise click.UsageError("give exactly one of --curriculum NAME (or 'all') or --mentornet NAME|PATH")
-    plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
-                     compare=compare, animate=animate_path, frames=frames, fps=fps,
-                     epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
-                     loss_range=parse_range(loss_range_text, name="--loss-range"),
-                     loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
-                     resolution=resolution, width=width, height=height, dpi=dpi, force=force)
+    if not run_dirs and (curriculum_name is None) == (mentornet is None):
+        raise click.UsageError("give exactly one of --curriculum NAME (or 'all'), --mentornet NAME|PATH or --run DIR")
+    with _usage_errors():
+        plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
+                         compare=compare, animate=animate_path, frames=frames, fps=fps,
+                         epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
+                         loss_range=parse_range(loss_range_text, name="--loss-range"),
+                         loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
+                         resolution=resolution, width=width, height=height, dpi=dpi, force=force, runs=run_dirs)
     if plan.animate is None:
         result = run_plot(plan)
     else:
@@ -223,96 +260,73 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
         click.echo(f"wrote {path}")
 
 
+def _click_option(cls, f, *, nested: bool = False):
+    """The click option that field ``f`` of ``cls`` declares (see ``curricula.options.option``)."""
+    from curricula.options import choices_of, field_type, flag_name
+
+    meta = f.metadata
+    kind, nullable = field_type(cls, f.name)
+    default = None if nested else f.default
+    help_text = meta["help"]
+    choices = choices_of(f)
+    if choices and not all(choice in help_text for choice in choices):
+        help_text += f" One of: {', '.join(choices)}."
+    if nested:
+        help_text += " Default: the MentorNet's."
+    if kind is bool:
+        flags = meta["flags"] or f"{flag_name(f.name)}/--no-{f.name.replace('_', '-')}"
+        return click.option(flags, f.name, default=default, show_default=default is not None, help=help_text)
+    click_type = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+    return click.option(meta["flags"] or flag_name(f.name), f.name, type=click_type, default=default,
+                        show_default=default is not None, metavar=meta["metavar"], help=help_text)
+
+
+def config_options(cls):
+    """Decorator adding one click option per option field of ``cls`` (nested option groups flattened)."""
+    from curricula.options import option_fields
+
+    def decorate(function):
+        options = []
+        for f in option_fields(cls):
+            if f.metadata["cli"]:
+                options.append(_click_option(cls, f))
+        for f in dataclasses.fields(cls):
+            nested = f.metadata.get("nested")
+            if nested is not None:
+                options += [_click_option(nested, g, nested=True) for g in option_fields(nested) if g.metadata["cli"]]
+        for decorator in reversed(options):
+            function = decorator(function)
+        return function
+
+    return decorate
+
+
+def _given_options(ctx: click.Context, options: dict) -> dict:
+    """The options the user typed on the command line (not defaults)."""
+    return {name: value for name, value in options.items()
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+
+
 @cli.command("train-student")
-@click.option("--dataset", default="digits", show_default=True,
-              help="cifar10, cifar100, fashion-mnist, or the bundled digits (no download needed).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder holding the data set files (CIFAR python archives, Fashion-MNIST idx files).")
-@click.option("--download", is_flag=True, help="Fetch a missing data set from its official address (md5-checked).")
-@click.option("--subset", type=click.IntRange(min=1), default=None,
-              help="Train on a seeded, class-balanced subset of this many training images.")
-@click.option("--clean-subset-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Hold this fraction of the training set out as a clean subset (for data-driven MentorNets).")
-@click.option("--noise", type=float, default=0.0, show_default=True,
-              help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
-@click.option("--noise-type", default="symmetric", show_default=True,
-              help="symmetric (exactly r·N labels moved to another class), uniform (each label redrawn over all "
-                   "classes with probability r), pairflip or asymmetric.")
-@click.option("--noise-file", type=click.Path(dir_okay=False), default=None,
-              help="Use these noisy labels instead (.npy/.npz/.pt, e.g. CIFAR-10N: FILE.pt:worse_label).")
-@click.option("--studentnet", default="small_cnn", show_default=True,
-              help="Student network: resnet101 and inception (the 2018 ones), resnet32, preact_resnet18, "
-                   "small_cnn, mlp.")
-@click.option("--mentornet", default="none", show_default=True, metavar="NAME|PATH|none",
-              help="Pretrained MentorNet name, checkpoint file, or none for the plain cross-entropy baseline "
-                   "(2018: --trained_mentornet_dir).")
-@click.option("--loss-p-percentile", type=float, default=None,
-              help="p of the batch loss percentile whose moving average defines loss_diff "
-                   "(2018: --loss_p_percentile; every released run used 0.7). Default: the MentorNet's.")
-@click.option("--burn-in-epoch", type=click.IntRange(0, 100), default=None,
-              help="Weights are 1 for the first epochs of training progress (2018: --burn_in_epoch). "
-                   "Default: the MentorNet's.")
-@click.option("--fixed-epoch-after-burn-in/--no-fixed-epoch-after-burn-in", default=None,
-              help="Feed the MentorNet the burn-in epoch once past it (2018: --fixed_epoch_after_burn_in; "
-                   "set for MentorNet DD). Default: the MentorNet's.")
-@click.option("--burn-in-2018/--burn-in-exact", default=True, show_default=True,
-              help="2018: the burn-in ends one epoch early (epochs 0..16 for 18); exact: epochs 0..17.")
-@click.option("--loss-moving-average-decay", type=float, default=None,
-              help="Decay of the loss-percentile moving average (2018: --loss_moving_average_decay, 0.5). "
-                   "Default: the MentorNet's.")
-@click.option("--example-dropout-rates", default=None, metavar="RATE,EPOCHS,...",
-              help="Piecewise probability of zeroing a sample's weight over the 100 progress epochs "
-                   "(2018: --example_dropout_rates, e.g. 0.5,17,0.05,83). Default: the MentorNet's.")
-@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Passes over the training set.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None,
-              help="Stop after this many steps instead (2018: --max_number_of_steps, 39000 for ResNet).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="Peak learning rate (2018: --learning_rate).")
-@click.option("--lr-schedule", type=click.Choice(["auto", "piecewise_2018", "exponential_2018", "baseline_2018",
-                                                  "cosine", "constant"]), default="auto", show_default=True,
-              help="auto: the 2018 schedule for resnet101 (piecewise) and inception (exponential), "
-                   "cosine for the others; baseline_2018: the 2018 ResNet baseline's (0.1, then 0.01 from "
-                   "step 19531 of 39000).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
-              help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for inception (2018), "
-                   "0 for mlp, 5e-4 otherwise.")
-@click.option("--augment/--no-augment", default=None,
-              help="Pad-and-crop plus flip. Default: on for CIFAR, off otherwise.")
-@click.option("--dump", "dump_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,clean_label,loss) "
-                   "for learn-curriculum --dump. Needs --clean-subset-fraction and --dump-at-epoch.")
-@click.option("--dump-at-epoch", type=int, default=None, metavar="E",
-              help="Training progress epoch (0..99) at which to take the dump (2018: about 18).")
-@click.option("--relearn-mentor", default="never", show_default=True, metavar="never|lr-drops|E1,E2",
-              help="Re-fit the MentorNet from its current weights on a dump of the current student at these "
-                   "progress epochs (paper Algorithm 1, step 6; lr-drops: after the first two 2018 LR drops).")
-@click.option("--relearn-percentile", type=click.FloatRange(0, 100), default=None,
-              help="Loss percentile P of each re-fit's dump. Default: the MentorNet's own, else 90.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise, subset, init, batches, dropout.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Under torchrun, cuda means cuda:LOCAL_RANK (one GPU per process).")
-@click.option("--compile", "compile_model", is_flag=True,
-              help="torch.compile the student for training (slower start, faster steps on a GPU).")
-@click.option("--sync-bn", is_flag=True,
-              help="Under torchrun on GPUs: SyncBatchNorm, so BN statistics span the global batch as in one "
-                   "process (default: each rank's BN sees its shard).")
+@config_options(StudentConfig)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Start from the options in FILE: a run's config.json (re-runs it exactly) or a JSON/TOML file "
+                   "of options written by hand; options given on the command line override it and are reported.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=True), metavar="DIR",
               help="Run folder: config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, with its config.json.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt, with its config.json. Options given beside it "
+                   "must equal the run's, except --device and --compile.")
 @click.option("--force", is_flag=True, help="Start over in an --out folder that already holds a run.")
-def train_student(dataset, data_dir, download, subset, clean_subset_fraction, noise, noise_type, noise_file,
-                  studentnet, mentornet, loss_p_percentile, burn_in_epoch, fixed_epoch_after_burn_in, burn_in_2018,
-                  loss_moving_average_decay, example_dropout_rates, epochs, max_steps, batch_size, lr,
-                  lr_schedule, weight_decay, augment, dump_path, dump_at_epoch, relearn_mentor, relearn_percentile,
-                  seed, device, compile_model, sync_bn, out_dir, resume, force):
+@click.pass_context
+def train_student(ctx, config_file, out_dir, resume, force, **options):
     """Train a StudentNet on noisy labels, weighting each sample's loss with a MentorNet.
 
     \b
     Examples:
       python cli.py train-student --dataset digits --noise 0.4 --studentnet mlp --mentornet mentornet_pd --out runs/pd
       python cli.py train-student --dataset cifar10 --data-dir data --noise 0.4 --mentornet mentornet_pd --out runs/c10
+      python cli.py train-student --config runs/pd/config.json --seed 1 --out runs/pd_seed1
       python cli.py train-student --out runs/pd --resume
       torchrun --standalone --nproc_per_node 2 cli.py train-student --batch-size 128 ... --out runs/ddp
 
@@ -320,61 +334,82 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
     Under torchrun --batch-size is the global batch, split evenly over the processes, and only rank 0
     prints and writes files.
     """
+    from pathlib import Path
+
+    from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.distributed import shutdown, world_from_env
-    from student_training.trainer import StudentConfig, prepare_run, summarize, train
+    from student_training.trainer import check_run, prepare_run, resume_config, summarize, train
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
-
-    if resume and force:
-        raise click.UsageError("--resume and --force exclude each other")
-    config = StudentConfig(dataset=dataset, data_dir=data_dir, download=download, subset=subset,
-                           clean_subset_fraction=clean_subset_fraction, noise=noise, noise_type=noise_type,
-                           noise_file=noise_file, studentnet=studentnet, mentornet=mentornet, epochs=epochs,
-                           max_steps=max_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-                           weight_decay=weight_decay, augment=augment, seed=seed, device=device, dump=dump_path,
-                           dump_at_epoch=dump_at_epoch, relearn_mentor=relearn_mentor,
-                           relearn_percentile=relearn_percentile, compile=compile_model, sync_bn=sync_bn)
-    overrides = {"loss_p_percentile": loss_p_percentile, "burn_in_epoch": burn_in_epoch,
-                 "fixed_epoch_after_burn_in": fixed_epoch_after_burn_in, "burn_in_2018": burn_in_2018,
-                 "loss_moving_average_decay": loss_moving_average_decay,
-                 "example_dropout_rates": example_dropout_rates}
-    run = prepare_run(config, out_dir, weighter_overrides=overrides, resume=resume, force=force)
+    given = _given_options(ctx, options)
+    with _usage_errors():
+        if resume and force:
+            raise click.UsageError("--resume and --force exclude each other")
+        if resume and config_file:
+            raise click.UsageError("--resume continues with the run's own config.json; drop --config")
+        if resume:
+            config = resume_config(Path(out_dir), None).with_options(given)
+        elif config_file:
+            base = read_config_file(config_file)
+            config = base.with_options(given)
+            for name, old, new in describe_changes(base, config):
+                click.echo(f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
+                           f"from {config_file}")
+        else:
+            config = StudentConfig().with_options(options)
+        config = check_run(config, out_dir, resume=resume, force=force)
+    run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
     _describe_run(run)
-    with click.progressbar(length=run.config.epochs, label="training", file=sys.stderr if run.is_main else sys.stdout,
-                           item_show_func=lambda row: row) as bar:
-        if run.start_epoch:
-            bar.update(run.start_epoch)
-        train(run, on_epoch=lambda row: bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} "
-                                                      f"test acc {row['test_accuracy']:.4f}"))
-    summary = summarize(run.rows)
+    train(run)
+    summary = summarize(run.state.rows)
     click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f}); "
                f"flipped labels fitted {summary['final_fit_noisy']:.3f}; "
                f"weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
-    for row in run.relearn_rows:
-        click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} clean-subset "
-                   f"samples ({row['noisy_fraction']:.0%} noisy): held-out MAE {row['heldout_mae']:.4f}")
+    for callback in run.callbacks:
+        for row in getattr(callback, "rows", []):
+            click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
+                       f"clean-subset samples ({row['noisy_fraction']:.0%} noisy): held-out MAE "
+                       f"{row['heldout_mae']:.4f}")
     if run.config.dump:
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
-    extra = ", relearn.csv" if run.relearn_rows else ""
+    extra = ", relearn.csv" if (Path(out_dir) / "relearn.csv").exists() else ""
     click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt{extra})")
     shutdown(run.world)
 
 
+class _ProgressBar(Callback):
+    """One progress bar over the run's epochs, on stderr (rank 0 only)."""
+
+    name = "progress_bar"
+
+    def on_train_start(self, run):
+        stream = sys.stderr if run.is_main else open(os.devnull, "w")
+        self.bar = click.progressbar(length=run.epochs, label="training", item_show_func=lambda row: row, file=stream)
+        self.bar.__enter__()
+        self.bar.update(run.state.epoch)
+
+    def on_epoch_end(self, run, epoch, row):
+        self.bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} test acc {row['test_accuracy']:.4f}")
+
+    def on_train_end(self, run):
+        self.bar.__exit__(None, None, None)
+
+
 def _describe_run(run) -> None:
     config = run.config
-    click.echo(f"{'resuming at epoch ' + str(run.start_epoch) if run.start_epoch else 'run'}: "
+    click.echo(f"{'resuming at epoch ' + str(run.state.epoch) if run.state.epoch else 'run'}: "
                f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
                f"clean held out, {len(run.data.test_labels)} test), student {config.studentnet}, "
                f"mentornet {config.mentornet}, device {run.device}"
                + (f", {run.world.size} processes (DistributedDataParallel)" if run.world.enabled else ""))
     click.echo(f"labels: {run.noise.summary()}")
-    recipe = config.recipe
-    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe['lr_schedule']}), "
-               f"weight decay {recipe['weight_decay']} ({recipe['decay_mode']}), batch {config.batch_size}, "
-               f"{config.epochs} epochs = {run.total_steps} steps, augment {recipe['augment']}")
-    if run.weighter is not None:
-        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in config.weighter.items()))
+    recipe = run.recipe
+    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
+               f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
+               f"{run.epochs} epochs = {run.total_steps} steps, augment {config.augmented}")
+    if run.weighting is not None:
+        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()))
 
 
 @cli.command("show")
@@ -386,7 +421,8 @@ def show_command(mentornet):
     from mentor_training.checkpoint import read_checkpoint
     from mentor_training.pretrained import resolve_mentornet_path
 
-    checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
+    with _usage_errors():
+        checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
     shown = {key: checkpoint[key] for key in ("source", "student_defaults", "feature_spec", "model_config",
                                               "provenance")}
     shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}

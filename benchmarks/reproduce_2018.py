@@ -73,7 +73,6 @@ PAPER_2018 = {
     ("cifar100", 0.8): {"baseline": 0.084, "self_paced": 0.089, "focal": 0.079, "pd": 0.193, "dd": 0.301},
 }
 FLAG_OF = {"fixed_epoch_after_burn_in": ("--fixed-epoch-after-burn-in", "--no-fixed-epoch-after-burn-in")}
-WEIGHTER_KEYS = ("loss_p_percentile", "burn_in_epoch", "fixed_epoch_after_burn_in", "example_dropout_rates")
 
 
 def cell_options(dataset: str, noise: float, method: str, args) -> dict:
@@ -115,10 +114,9 @@ def mentor_problem(name: str) -> str | None:
 def run_in_process(options: dict, out: Path) -> None:
     from student_training.trainer import StudentConfig, prepare_run, train
 
-    weighter = {key: options[key] for key in WEIGHTER_KEYS if key in options}
-    config = StudentConfig(**{k: v for k, v in options.items() if k not in WEIGHTER_KEYS})
+    config = StudentConfig().with_options(options)
     resume = (out / "last.pt").is_file()
-    train(prepare_run(config, out, weighter_overrides=weighter, resume=resume, force=not resume))
+    train(prepare_run(config, out, resume=resume, force=not resume))
 
 
 def run_on_gpu(options: dict, out: Path, gpus: Queue) -> None:

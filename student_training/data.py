@@ -126,6 +126,7 @@ class ImageDataset:
     clean_subset_indices: torch.Tensor
     source_indices: torch.Tensor
     source: str
+    noisy_train_labels: torch.Tensor | None = None  # labels the data set itself brings as noisy (npz:)
 
     @property
     def in_channels(self) -> int:
@@ -148,14 +149,43 @@ class _RawData:
     test_labels: np.ndarray
     class_names: tuple[str, ...]
     source: str
+    noisy_train_labels: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------- public API
 
 
+_LOADERS: dict[str, Callable[[Path | None, bool], _RawData]] = {}
+NPZ_PREFIX = "npz:"
+
+
+def register_dataset(name: str) -> Callable:
+    """Decorator that registers a loader ``f(data_dir: Path | None, download: bool) -> _RawData``."""
+
+    def decorator(loader: Callable[[Path | None, bool], _RawData]) -> Callable:
+        if name in _LOADERS:
+            raise ValueError(f"data set {name!r} is already registered")
+        _LOADERS[name] = loader
+        return loader
+
+    return decorator
+
+
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`, sorted."""
+    """Names accepted by :func:`load_dataset`, sorted; ``npz:PATH`` reads a user's own arrays besides."""
     return sorted(_LOADERS)
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if :func:`load_dataset` accepts it (a registered name or ``npz:PATH``), else ``ValueError``."""
+    if isinstance(name, str) and name.startswith(NPZ_PREFIX):
+        if not name[len(NPZ_PREFIX):]:
+            raise ValueError("npz: needs a file path, e.g. npz:my_data.npz")
+        return name
+    if name not in _LOADERS:
+        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(list_datasets())}, "
+                         f"or npz:PATH for your own arrays")
+    return name
 
 
 def load_dataset(
@@ -173,10 +203,12 @@ def load_dataset(
     kept whole). ``clean_subset_fraction`` holds that fraction of the pool out of ``train_indices``
     as a seeded, class-balanced clean split.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(list_datasets())}")
+    check_dataset_name(name)
     fraction = _check_fraction(clean_subset_fraction)
-    raw = _LOADERS[name](Path(data_dir) if data_dir is not None else None, download)
+    if name.startswith(NPZ_PREFIX):
+        raw = _load_npz(Path(name[len(NPZ_PREFIX):]))
+    else:
+        raw = _LOADERS[name](Path(data_dir) if data_dir is not None else None, download)
     source_indices = np.arange(len(raw.train_labels))
     if subset is not None:
         source_indices = _subset_indices(raw.train_labels, subset, seed)
@@ -197,6 +229,8 @@ def load_dataset(
         clean_subset_indices=torch.from_numpy(clean.astype(np.int64)),
         source_indices=torch.from_numpy(source_indices.astype(np.int64)),
         source=raw.source,
+        noisy_train_labels=None if raw.noisy_train_labels is None else
+        torch.from_numpy(raw.noisy_train_labels[source_indices].astype(np.int64)),
     )
 
 
@@ -350,6 +384,16 @@ def _cifar_labels(batch: dict, key: str, count: int, source: str) -> np.ndarray:
     return labels
 
 
+@register_dataset("cifar10")
+def _load_cifar10(data_dir: Path | None, download: bool) -> _RawData:
+    return _load_cifar("cifar10", data_dir, download)
+
+
+@register_dataset("cifar100")
+def _load_cifar100(data_dir: Path | None, download: bool) -> _RawData:
+    return _load_cifar("cifar100", data_dir, download)
+
+
 def _load_cifar(name: str, data_dir: Path | None, download: bool) -> _RawData:
     files, source = _read_cifar_files(name, data_dir, download)
     try:
@@ -438,6 +482,7 @@ def _fashion_path(stem: str, data_dir: Path | None, download: bool) -> Path:
     return found
 
 
+@register_dataset("fashion-mnist")
 def _load_fashion_mnist(data_dir: Path | None, download: bool) -> _RawData:
     arrays = {stem: _read_idx(_fashion_path(stem, data_dir, download)) for stem in FASHION_MNIST_FILES}
     parts = []
@@ -455,6 +500,7 @@ def _load_fashion_mnist(data_dir: Path | None, download: bool) -> _RawData:
 # ------------------------------------------------------------------------------------------- digits
 
 
+@register_dataset("digits")
 def _load_digits(data_dir: Path | None, download: bool) -> _RawData:
     with np.load(DIGITS_FILE, allow_pickle=False) as bundle:
         images, labels, is_test = bundle["images"], bundle["labels"], bundle["is_test"]
@@ -464,9 +510,58 @@ def _load_digits(data_dir: Path | None, download: bool) -> _RawData:
                     tuple(str(digit) for digit in range(10)), str(DIGITS_FILE))
 
 
-_LOADERS: dict[str, Callable[[Path | None, bool], _RawData]] = {
-    "cifar10": lambda data_dir, download: _load_cifar("cifar10", data_dir, download),
-    "cifar100": lambda data_dir, download: _load_cifar("cifar100", data_dir, download),
-    "fashion-mnist": _load_fashion_mnist,
-    "digits": _load_digits,
-}
+# ------------------------------------------------------------------------------------- npz:PATH
+
+NPZ_REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _load_npz(path: Path) -> _RawData:
+    """A user's own data set: ``train_images`` and ``test_images`` (N x H x W or N x H x W x C, uint8,
+    square), ``train_labels`` and ``test_labels`` (integers in [0, C)), optional ``clean_labels`` (the
+    true labels of the training images when ``train_labels`` are noisy) and optional ``class_names``."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"npz data set {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as bundle:
+            arrays = {key: bundle[key] for key in bundle.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"cannot read npz data set {path}: {str(error).splitlines()[0]}") from None
+    missing = [key for key in NPZ_REQUIRED if key not in arrays]
+    if missing:
+        raise DataError(f"npz data set {path} lacks {', '.join(missing)} (it needs {', '.join(NPZ_REQUIRED)})")
+    train_images = _npz_images(arrays["train_images"], "train_images", path)
+    test_images = _npz_images(arrays["test_images"], "test_images", path)
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(f"{path}: train_images are {train_images.shape[1:]} (C x H x W) but test_images are "
+                        f"{test_images.shape[1:]}")
+    given = _npz_labels(arrays["train_labels"], "train_labels", len(train_images), path)
+    test_labels = _npz_labels(arrays["test_labels"], "test_labels", len(test_images), path)
+    clean = _npz_labels(arrays["clean_labels"], "clean_labels", len(train_images), path) \
+        if "clean_labels" in arrays else None
+    num_classes = int(max(given.max(initial=0), test_labels.max(initial=0),
+                          clean.max(initial=0) if clean is not None else 0)) + 1
+    class_names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else \
+        tuple(str(c) for c in range(max(num_classes, 2)))
+    if len(class_names) < num_classes:
+        raise DataError(f"{path}: {len(class_names)} class_names for labels up to {num_classes - 1}")
+    train_labels, noisy = (given, None) if clean is None else (clean, given)
+    return _RawData(train_images, train_labels, test_images, test_labels, class_names, str(path), noisy)
+
+
+def _npz_images(images: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise DataError(f"{path}: {key} must be uint8 N x H x W or N x H x W x C, got {images.dtype} "
+                        f"{images.shape}")
+    images = images[:, None] if images.ndim == 3 else np.moveaxis(images, 3, 1)
+    if images.shape[2] != images.shape[3] or images.shape[2] < 4 or len(images) == 0:
+        raise DataError(f"{path}: {key} must hold square images of at least 4 x 4, got H x W = "
+                        f"{images.shape[2]} x {images.shape[3]} for {len(images)} images")
+    return np.ascontiguousarray(images)
+
+
+def _npz_labels(labels: np.ndarray, key: str, count: int, path: Path) -> np.ndarray:
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: {key} must be {count} integers (one per image), got {labels.dtype} {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{path}: {key} must be >= 0, found {labels.min()}")
+    return labels.astype(np.int64)

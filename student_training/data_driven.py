@@ -20,46 +20,26 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from curricula.features import DEFAULT_WEIGHTER, MAX_EPOCH, progress_percent
-from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets
+from typing import TYPE_CHECKING
+
+from curricula.features import DEFAULT_WEIGHTER, progress_percent
 from curricula.files import atomic_write
+from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets
 from mentor_training.trainer import fit_mentornet
+
+from . import distributed
+from .callbacks import Callback
+from .config import parse_relearn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Run
 
 DEFAULT_RELEARN_PERCENTILE = 90.0  # the released DD MentorNet's percentile
 RELEARN_STEPS = 500  # a re-fit starts from the current MentorNet, so it needs fewer steps than a fresh fit
 RELEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "percentile", "loss_threshold",
                    "heldout_mae", "heldout_accuracy", "fit_seconds")
-# Progress epochs at which the 2018 schedules drop the learning rate (spec §4.6).
-LR_DROP_EPOCHS = {"piecewise_2018": (50, 64), "exponential_2018": (65,)}
-
-
-def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
-    """``never``, ``lr-drops`` (the first two drops of the 2018 schedule, as in the paper), or progress
-    epochs ``E1,E2,...`` in 0..99."""
-    text = str(text).strip()
-    if text == "never":
-        return ()
-    if text == "lr-drops":
-        if lr_schedule not in LR_DROP_EPOCHS:
-            raise ValueError(f"--relearn-mentor lr-drops needs a stepped learning-rate schedule (piecewise_2018 "
-                             f"or exponential_2018), this run uses {lr_schedule}; give progress epochs, e.g. 30,60")
-        return LR_DROP_EPOCHS[lr_schedule]
-    try:
-        epochs = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise ValueError(f"--relearn-mentor must be never, lr-drops or progress epochs like 30,60; got {text!r}") from None
-    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
-        raise ValueError(f"--relearn-mentor epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
-    return tuple(epochs)
-
-
-def check_dump_epoch(epoch: int | None) -> None:
-    if epoch is not None and not 0 <= epoch <= MAX_EPOCH:
-        raise ValueError(f"dump epoch {epoch} is beyond the run: training progress runs over epochs 0..{MAX_EPOCH}")
-
-
 @torch.no_grad()
-def clean_subset_dump(run, step: int) -> Dump:
+def clean_subset_dump(run: "Run", step: int) -> Dump:
     """The dump of the clean subset for the student as it is at ``step`` (eval mode)."""
     indices = run.data.clean_subset_indices
     model = run.model
@@ -101,14 +81,14 @@ def write_dump(dump: Dump, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(dump_text(table)), force=True)
 
 
-def relearn_percentile(run) -> float:
+def relearn_percentile(run: "Run") -> float:
     if run.config.relearn_percentile is not None:
         return float(run.config.relearn_percentile)
     source = getattr(run.weighter.mentor, "source", {}) or {}
     return float(source["percentile"]) if source.get("type") == "data_driven" else DEFAULT_RELEARN_PERCENTILE
 
 
-def relearn(run, step: int, point: int) -> dict:
+def relearn(run: "Run", step: int, point: int) -> dict:
     """Re-fit the MentorNet from its current weights on a dump of the current student; returns the log row."""
     mentor = run.weighter.mentor
     percentile = relearn_percentile(run)
@@ -126,18 +106,79 @@ def relearn(run, step: int, point: int) -> dict:
             "heldout_accuracy": test.get("binary_accuracy", float("nan")), "fit_seconds": round(result.seconds, 3)}
 
 
-def run_due_events(run, step: int) -> None:
-    """Take the dump and any re-fits whose progress epoch has been reached at ``step``."""
-    epoch = progress_percent(step, run.total_steps)
-    config = run.config
-    writes = getattr(run, "is_main", True)  # under torchrun only rank 0 writes files
-    if config.dump and not run.dump_done and epoch >= config.dump_at_epoch:
-        if writes:
-            write_dump(clean_subset_dump(run, step), config.dump)
-        run.dump_done = True
-    for point in run.relearn_pending():
-        if epoch >= point:
-            run.relearn_rows.append(relearn(run, step, point))
-            frame = pd.DataFrame(run.relearn_rows, columns=list(RELEARN_COLUMNS))
-            if writes:
+class CleanSubsetDump(Callback):
+    """Writes the clean subset's dump to ``config.dump`` once training progress reaches ``dump_at_epoch``."""
+
+    name = "clean_subset_dump"
+
+    def __init__(self):
+        self.done = False
+
+    def on_step(self, run: "Run", step: int) -> None:
+        if self.done or progress_percent(step, run.total_steps) < run.config.dump_at_epoch:
+            return
+        if run.is_main:  # under torchrun only rank 0 writes files
+            write_dump(clean_subset_dump(run, step), run.config.dump)
+        self.done = True
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done = bool(state["done"])
+
+
+class Relearn(Callback):
+    """Re-fits the MentorNet at the progress epochs of ``--relearn-mentor`` and logs each fit to ``relearn.csv``.
+
+    Its state (the fits so far and the MentorNet as re-fitted) is saved in ``last.pt``, so a resumed run
+    continues with the re-fitted MentorNet.
+    """
+
+    name = "relearn"
+
+    def __init__(self, points: tuple[int, ...], weighter):
+        self.points = points
+        self.weighter = weighter  # its ``mentor`` is the MentorNet being re-fitted
+        self.rows: list[dict] = []
+
+    def pending(self) -> list[int]:
+        done = {row["progress_epoch"] for row in self.rows}
+        return [point for point in self.points if point not in done]
+
+    def on_step(self, run: "Run", step: int) -> None:
+        epoch = progress_percent(step, run.total_steps)
+        due = [point for point in self.pending() if epoch >= point]
+        for point in due:
+            self.rows.append(relearn(run, step, point))
+            if run.is_main:
+                frame = pd.DataFrame(self.rows, columns=list(RELEARN_COLUMNS))
                 atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+        if due:  # every rank re-fits deterministically; rank 0's MentorNet is made the one for all
+            distributed.broadcast_module(self.weighter.mentor, run.world)
+
+    def state_dict(self) -> dict:
+        mentor = self.weighter.mentor
+        return {"rows": list(self.rows),
+                "mentornet": {"state_dict": {k: v.detach().cpu() for k, v in mentor.state_dict().items()},
+                              "source": mentor.source}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        if state["mentornet"] is not None:  # the MentorNet as re-fitted so far
+            self.weighter.mentor.load_state_dict(state["mentornet"]["state_dict"])
+            self.weighter.mentor.source = state["mentornet"]["source"]
+
+
+def data_driven_callbacks(run: "Run") -> list[Callback]:
+    """The dump and re-fit callbacks ``run.config`` asks for."""
+    config = run.config
+    callbacks: list[Callback] = []
+    if config.dump:
+        callbacks.append(CleanSubsetDump())
+    points = parse_relearn(config.relearn_mentor, run.recipe.lr_schedule)
+    if points:
+        if not hasattr(run.weighter.mentor, "state_dict"):
+            raise ValueError("--relearn-mentor needs a learned MentorNet, not a curriculum")
+        callbacks.append(Relearn(points, run.weighter))
+    return callbacks

@@ -39,6 +39,7 @@ __all__ = [
     "load_noise_file",
     "load_noisy_labels",
     "make_noisy_labels",
+    "noise_from_labels",
     "save_noisy_labels",
     "transition_matrix",
 ]
@@ -208,6 +209,16 @@ def _result(noisy: np.ndarray, clean: np.ndarray, num_classes: int, **fields) ->
         noise_rate=rate,
         **fields,
     )
+
+
+def noise_from_labels(noisy_labels, clean_labels, num_classes: int, *, source: str) -> NoiseResult:
+    """A :class:`NoiseResult` for labels that came noisy with the data (e.g. ``npz:`` with ``clean_labels``)."""
+    clean = _check_labels(clean_labels, num_classes, what="clean labels")
+    noisy = _check_labels(noisy_labels, num_classes, what=f"noisy labels of {source}")
+    if len(noisy) != len(clean):
+        raise ValueError(f"{source} holds {len(noisy)} noisy labels for {len(clean)} clean ones")
+    return _result(noisy, clean, num_classes, noise_type="given", nominal_rate=float(np.mean(noisy != clean)),
+                   seed=None, source=source)
 
 
 # ----------------------------------------------------------------------------------- label files

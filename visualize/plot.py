@@ -18,6 +18,7 @@ from curricula.features import NUM_EPOCHS
 from curricula.files import atomic_write
 
 from . import draw
+from .runs import read_runs
 from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANGE, DEFAULT_RESOLUTION,
                       SUMMARY_EPOCHS, check_epochs, check_loss_range, check_range,
                       check_resolution, compare_surfaces, evenly_spaced_epochs, gallery_surfaces,
@@ -134,9 +135,17 @@ class _Grid:
         return dict(loss_range=self.loss_range, loss_diff_range=self.loss_diff_range, resolution=self.resolution)
 
 
-def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out) -> None:
+def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out, runs, kind, epochs) -> None:
+    if runs:
+        if curriculum is not None or mentornet is not None or compare or animate is not None or params \
+                or kind is not None or epochs is not None:
+            raise ValueError("--run draws the training curves of finished runs; drop --curriculum, --mentornet, "
+                             "-p, --compare, --animate, --kind and --epochs")
+        if out is None:
+            raise ValueError("--run needs an output file (--out)")
+        return
     if (curriculum is None) == (mentornet is None):
-        raise ValueError("give exactly one of a curriculum (or 'all') or a MentorNet")
+        raise ValueError("give exactly one of a curriculum (or 'all'), a MentorNet, or run folders (--run)")
     if out is None and animate is None:
         raise ValueError("give an output file (--out) or an animation (--animate FILE.gif)")
     if compare and mentornet is None:
@@ -161,6 +170,7 @@ class PlotPlan:
     grid: _Grid
     fps: float
     size: dict
+    runs: object = None  # with --run: the runs' curves (visualize.runs.read_runs)
 
 
 def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] | dict = (), mentornet=None,
@@ -168,10 +178,12 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
               loss_range=DEFAULT_LOSS_RANGE, loss_diff_range=DEFAULT_LOSS_DIFF_RANGE,
               resolution: int = DEFAULT_RESOLUTION, animate=None, frames: int = NUM_EPOCHS, fps: float = 10,
               width: int | None = None, height: int | None = None, dpi: float = 100,
-              force: bool = False) -> PlotPlan:
-    """Check every input and load the weighter, so a bad value never costs a drawing or leaves a file."""
+              force: bool = False, runs: Iterable[str | os.PathLike] = ()) -> PlotPlan:
+    """Check every input and load the weighter (or the runs), so a bad value never costs a drawing or
+    leaves a file."""
+    runs = list(runs)
     _check_combination(curriculum=curriculum, params=params, mentornet=mentornet, compare=compare,
-                       animate=animate, out=out)
+                       animate=animate, out=out, runs=runs, kind=kind, epochs=epochs)
     out = None if out is None else check_output(out, extensions=FIGURE_EXTENSIONS, option="--out", force=force)
     animate = None if animate is None else check_output(animate, extensions=ANIMATION_EXTENSIONS,
                                                         option="--animate", force=force)
@@ -185,6 +197,9 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
     figure_size((1.0, 1.0), **size)  # checks the sizes
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
+    if runs:
+        return PlotPlan(out=out, animate=None, subject=None, reference=None, kind="heatmap", epochs=epochs,
+                        frame_epochs=(), grid=grid, fps=float(fps), size=size, runs=read_runs(runs))
     if curriculum == ALL_CURRICULA:
         subject = None
     else:
@@ -200,7 +215,9 @@ def run_plot(plan: PlotPlan, *, progress: Callable[[int, int], None] | None = No
     """Compute, draw and atomically write what ``plan`` asks for. ``progress(done, total)`` is called
     once per animation frame."""
     result = PlotResult()
-    if plan.out is not None and plan.subject is None:
+    if plan.runs is not None:
+        _plot_runs(result, plan)
+    elif plan.out is not None and plan.subject is None:
         _plot_gallery(result, plan)
     elif plan.out is not None and plan.reference is not None:
         _plot_compare(result, plan)
@@ -246,6 +263,18 @@ def _plot_compare(result: PlotResult, plan: PlotPlan) -> None:
         f"|MentorNet - {described}| over the plotted grid: mean {frame['abs_diff'].mean():.4f}, "
         f"max {worst['abs_diff']:.4f} at loss {worst['loss']:.2f}, loss_diff {worst['loss_diff']:.2f}, "
         f"epoch {int(worst['epoch'])}")
+
+
+def _plot_runs(result: PlotResult, plan: PlotPlan) -> None:
+    runs = plan.runs
+    count = runs["run"].nunique()
+    title = f"{count} run{'s' * (count > 1)}: " + ", ".join(dict.fromkeys(runs["folder"].map(lambda f: Path(f).name)))
+    fig = draw.runs_figure(runs, title=title if len(title) < 110 else f"{count} runs",
+                           figsize=_figsize(plan, draw.RUNS_INCHES), dpi=plan.size["dpi"])
+    result.paths.append(save_figure(fig, plan.out))
+    for label, run in runs.groupby("run", sort=False):
+        last = run.iloc[-1]
+        result.notes.append(f"{label}: {int(last['epoch'])} epochs, final test accuracy {last['test_accuracy']:.4f}")
 
 
 def _plot_gallery(result: PlotResult, plan: PlotPlan) -> None:
