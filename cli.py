@@ -2,8 +2,8 @@
 
 Each command parses options, builds a config, calls one API function and says where its output went.
 Errors end in a one-line ``Error: ...``, never a traceback, with exit status 2 for a usage error (a bad
-option, name, combination or input file, found before any work starts: nothing was written) and 1 for
-an error while working.
+option, name, combination or input file, found before the work starts: nothing was written) and 1 for
+a failure of the work itself (a diverging loss, a full disk).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shlex
 import sys
+import warnings
 
 # Two OpenMP threads spinning on a busy 2-core machine stall the tiny MentorNet ops.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -22,8 +23,10 @@ import click  # noqa: E402
 from curricula.files import TOOLKIT_VERSION  # noqa: E402
 from student_training.callbacks import Callback  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
+from student_training.trainer import TrainingDiverged  # noqa: E402
 
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
+WORK_ERRORS = (TrainingDiverged,)  # failures of the work itself, reported as they are
 
 
 class ToolkitGroup(click.Group):
@@ -44,15 +47,35 @@ class ToolkitGroup(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             code = 1
+        except OSError as error:  # a read-only folder, a full disk, no network: one line naming the file
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"Error: {error.strerror or type(error).__name__}{where}", err=True)
+            code = 1
+        except MemoryError:
+            click.echo("Error: out of memory (a figure or batch too large for this machine?)", err=True)
+            code = 1
+        except Exception as error:  # noqa: BLE001 - never a traceback; MENTORNET_DEBUG=1 shows it
+            if os.environ.get("MENTORNET_DEBUG"):
+                raise
+            click.echo(f"Error: {type(error).__name__}: {_one_line(error)} (MENTORNET_DEBUG=1 shows the traceback)",
+                       err=True)
+            code = 1
         if standalone_mode:
             sys.exit(code)
         return code
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except USER_ERRORS as error:
-            raise click.ClickException(_one_line(error)) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except USER_ERRORS + WORK_ERRORS as error:
+                raise click.ClickException(_one_line(error)) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning is one line on stderr, ``Warning: ...``, never a source excerpt."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 def _one_line(error: BaseException) -> str:
@@ -109,9 +132,10 @@ def cli(plugin_files):
     """
     from curricula.plugins import load_entry_point_plugins, load_plugin_file
 
-    load_entry_point_plugins()  # installed plugins first, so their errors come before any output
-    for path in dict.fromkeys(plugin_files):
-        load_plugin_file(path)
+    with _usage_errors():
+        load_entry_point_plugins()  # installed plugins first, so their errors come before any output
+        for path in dict.fromkeys(plugin_files):
+            load_plugin_file(path)
 
 
 @cli.command("learn-curriculum")
@@ -120,8 +144,10 @@ def cli(plugin_files):
 @curriculum_params
 @click.option("--dump", "dump_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="StudentNet dump (id epoch noisy_label clean_label loss) for a data-driven MentorNet.")
-@click.option("--percentile", type=float, default=90.0, show_default=True,
-              help="With --dump: loss percentile P (0-100) of the whole dump that defines loss_diff.")
+@click.option("--percentile", type=float, default=None,
+              help="With --dump: the percentile P of the dump's losses that defines loss_diff, a fraction in "
+                   "(0, 1] as every percentile of this toolkit (0.9 is the 90th percentile, the 2018 value). "
+                   "[default: 0.9]")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write the MentorNet checkpoint (.pt).")
 @click.option("--recipe", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
@@ -147,7 +173,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
     Examples:
       python cli.py learn-curriculum --curriculum self_paced --out sp.pt
       python cli.py learn-curriculum --curriculum focal_loss -p gamma=3 --out focal3.pt
-      python cli.py learn-curriculum --dump dump.txt --percentile 90 --out dd.pt
+      python cli.py learn-curriculum --dump dump.txt --percentile 0.9 --out dd.pt
     """
     from mentor_training.learn import plan_learning, run_learning
 
@@ -155,6 +181,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
         raise click.UsageError("give exactly one of --curriculum NAME or --dump FILE")
     if dump_path is not None and params:
         raise click.UsageError("-p/--param applies to --curriculum, not to --dump")
+    if dump_path is None and percentile is not None:
+        raise click.UsageError("--percentile applies to --dump (it defines loss_diff of a data-driven fit); a "
+                               "curriculum's targets do not use it")
+    percentile = 0.9 if percentile is None else percentile
     with _usage_errors():
         plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
                              out=out_path, recipe=recipe, balance=balance, steps=steps,
@@ -162,7 +192,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
     if dump_path is not None:
         source = plan.split.source
         click.echo(f"dump: {source['num_rows']} samples ({source['duplicates_dropped']} duplicate ids "
-                   f"dropped, last line kept), loss threshold {source['loss_threshold']:.4f} at P={percentile:g}")
+                   f"dropped, last line kept), loss threshold {source['loss_threshold']:.4f} at percentile {percentile:g}")
     with _progress_bar(plan.recipe.steps, "fitting MentorNet") as bar:
         checkpoint = run_learning(plan, command=_command_line(),
                                   progress=lambda step, loss: bar.update(step - bar.pos))
@@ -359,22 +389,34 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         else:
             config = StudentConfig().with_options(options)
         config = check_run(config, out_dir, resume=resume, force=force)
-    run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
-    _describe_run(run)
-    train(run)
+        run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
+    try:
+        _describe_run(run)
+        train(run)
+    finally:
+        run.release()
     summary = summarize(run.state.rows)
-    click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f}); "
-               f"flipped labels fitted {summary['final_fit_noisy']:.3f}; "
-               f"weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
+    click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f}; flipped labels fitted "
+               f"{summary['final_fit_noisy']:.3f}; weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
+    if summary["selected_epoch"] is not None:
+        click.echo(f"best.pt: epoch {summary['selected_epoch']}, chosen on {run.validation_description()} "
+                   f"(validation accuracy {summary['selected_val_accuracy']:.4f}, test accuracy "
+                   f"{summary['selected_test_accuracy']:.4f})")
+    else:
+        click.echo("no validation split (--validation-fraction 0): best.pt not written; last.pt holds the final student")
     for callback in run.callbacks:
         for row in getattr(callback, "rows", []):
+            if row.get("status", "fitted") != "fitted":
+                click.echo(f"re-fit at progress epoch {row['progress_epoch']} {row['status']}")
+                continue
             click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
                        f"clean-subset samples ({row['noisy_fraction']:.0%} noisy): held-out MAE "
                        f"{row['heldout_mae']:.4f}")
-    if run.config.dump:
+    if run.config.dump and Path(run.config.dump).is_file():
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
-    extra = ", relearn.csv" if (Path(out_dir) / "relearn.csv").exists() else ""
-    click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt{extra})")
+    written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
+               if (Path(out_dir) / name).exists()]
+    click.echo(f"wrote {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
 
 
@@ -453,7 +495,16 @@ def list_command():
         click.echo(f"  {name:<30} from {origin:<22} held-out MAE {test.get('mae', float('nan')):.4f}")
 
 
+def _terminate(signum, frame):
+    """SIGTERM (e.g. torchrun stopping its workers, a job scheduler's timeout) unwinds like Ctrl-C, so
+    temporary files are removed and the run folder's lock is released."""
+    raise KeyboardInterrupt
+
+
 def main():
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="mentornet" if os.path.basename(sys.argv[0]) == "mentornet" else "cli.py")
 
 

@@ -153,10 +153,20 @@ def progress_percent(step: int, total_steps: int) -> int:
     return min((100 * step) // total_steps, MAX_EPOCH)
 
 
-def check_percentile(p: float) -> float:
+PERCENTILE_SCALE = "a fraction in (0, 1]"  # every percentile of this toolkit: 0.7 is the 70th percentile
+
+
+def check_percentile(p: float, *, name: str = "loss percentile p") -> float:
+    """``p`` as a float if it is a percentile on the toolkit's one scale, a fraction in (0, 1].
+
+    A value that looks like a percent (1 < p <= 100) is refused with the fraction it probably meant.
+    """
     p = float(p)
+    if 1.0 < p <= 100.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {p:g}: percentiles are fractions throughout this toolkit "
+                         f"(0.7 is the 70th percentile); did you mean {p / 100:g}?")
     if not (0.0 < p <= 1.0) or math.isnan(p):
-        raise ValueError(f"loss percentile p must lie in (0, 1], got {p}")
+        raise ValueError(f"{name} must lie in (0, 1], got {p:g}")
     return p
 
 
@@ -288,8 +298,8 @@ class WeighterConfig:
 
     loss_p_percentile: float = option(
         DEFAULT_LOSS_P_PERCENTILE, metavar="P",
-        help="p in (0, 1] of the batch loss percentile whose moving average defines loss_diff "
-             "(2018: --loss_p_percentile; every released run used 0.7).")
+        help="Percentile p of the batch losses whose moving average defines loss_diff, a fraction in (0, 1] "
+             "(0.7 is the 70th percentile; 2018: --loss_p_percentile, which every released run used at 0.7).")
     loss_moving_average_decay: float = option(
         DEFAULT_LOSS_MOVING_AVERAGE_DECAY, metavar="DECAY",
         help="Decay in [0, 1) of the loss-percentile moving average (2018: --loss_moving_average_decay, 0.5).")

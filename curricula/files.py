@@ -6,7 +6,12 @@ visualize, the CLI) writes files the same way and no stage imports another stage
 Every file a command writes goes through :func:`atomic_write`: the content is written to a hidden
 temporary file in the destination's folder (same extension, for writers that choose the format by
 it), flushed to disk and moved into place with one rename, so a crash or a kill never leaves a
-half-written file behind, and an existing file is replaced only with ``force``.
+half-written file behind, and an existing file is replaced only with ``force``. A temporary file
+names the process that writes it; one left by a process that was killed (SIGKILL leaves no chance to
+clean up) is removed the next time anything is written beside it (:func:`sweep_stale_temporaries`).
+
+:func:`load_plain` reads a ``torch.save`` file without ever running code from it, and turns every way
+such a file can be wrong into one ``ValueError`` that names it.
 """
 
 from __future__ import annotations
@@ -14,12 +19,60 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 TOOLKIT_VERSION = "0.2.0"
 _CHUNK = 1 << 20
+_TEMPORARY = re.compile(r"^\..+\.pid(\d+)\.[^.]+\.tmp")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove this toolkit's temporary files in ``folder`` whose writing process no longer runs."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+def check_writable_folder(folder: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Raise ``ValueError`` unless a file can be created in ``folder`` (tried, then removed): a read-only
+    folder or file system is found before any work, not after it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{what} {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"cannot write in {what} {folder}: {error.strerror or error}") from None
+    return folder
 
 
 def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -35,6 +88,7 @@ def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
         raise ValueError(f"{path} is a folder, expected a file path")
     if not path.parent.is_dir():
         raise ValueError(f"output folder {path.parent} does not exist")
+    check_writable_folder(path.parent)
     return path
 
 
@@ -46,7 +100,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force
     """
     path = Path(path)
     check_output_path(path, force=force)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    sweep_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.pid{os.getpid()}.",
+                               suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         write(tmp)
@@ -56,9 +112,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno is not None:  # name the file meant, not the temporary one
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
         raise
     return path
 
@@ -82,6 +140,36 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def load_plain(path: str | os.PathLike, *, what: str, allowed: Iterable = ()):
+    """``torch.load(path, weights_only=True)``: plain data and tensors only, never code.
+
+    ``allowed`` lists extra globals the file may name (e.g. numpy array reconstruction). Every failure
+    is a ``ValueError`` naming ``path`` and ``what`` it should have been: missing, unreadable, truncated
+    or corrupt, or holding objects other than plain data (then refused, never executed).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed)):
+            warnings.simplefilter("ignore")  # e.g. torch's notice about old pickle protocols
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if unsafe:
+            detail = unsafe[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
+            raise ValueError(f"{path} holds objects other than plain data and tensors; refusing to load it as a "
+                             f"{what} ({detail})") from None
+        raise ValueError(f"{path} is not a readable {what} (corrupt, truncated, or not plain data); refusing to "
+                         "load it") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
+        raise ValueError(f"{path} is not a readable {what} (corrupt or truncated: {type(error).__name__})") from None
+
+
 def md5_of(path: str | os.PathLike) -> str:
     """Hex md5 of a file's bytes (the checksum data-set publishers give)."""
     digest = hashlib.md5()
@@ -91,5 +179,5 @@ def md5_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["TOOLKIT_VERSION", "atomic_write", "check_output_path", "md5_of", "sha256_of", "write_json",
-           "write_text"]
+__all__ = ["TOOLKIT_VERSION", "atomic_write", "check_output_path", "check_writable_folder", "load_plain", "md5_of", "process_alive",
+           "sha256_of", "sweep_stale_temporaries", "write_json", "write_text"]

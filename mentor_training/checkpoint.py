@@ -10,15 +10,13 @@ then a rename, so a crash never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from curricula.features import WeighterConfig, check_feature_spec
-from curricula.files import TOOLKIT_VERSION, atomic_write
+from curricula.files import TOOLKIT_VERSION, atomic_write, load_plain
 
 from .model import MentorNet, MentorNetConfig
 
@@ -84,21 +82,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no MentorNet checkpoint at {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's notice about old pickle protocols
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        if not unsafe:
-            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated, or not plain data); "
-                                  "refusing to load it") from None
-        detail = unsafe[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
-        raise CheckpointError(
-            f"{path} holds objects other than plain data and tensors; refusing to load it ({detail})"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
-                              f"{type(error).__name__})") from None
+        checkpoint = load_plain(path, what="checkpoint")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     validate_checkpoint(checkpoint, origin=str(path))
     return checkpoint
 
@@ -121,6 +107,13 @@ def validate_checkpoint(checkpoint, *, origin: str = "checkpoint") -> None:
         check_feature_spec(checkpoint["feature_spec"])
     except ValueError as error:
         raise CheckpointError(f"{origin}: {error}") from None
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{origin}: state_dict must map names to tensors")
+    broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise CheckpointError(f"{origin}: the weights {', '.join(broken)} hold NaN or infinite values; "
+                              "this MentorNet would weight every sample NaN")
 
 
 def mentornet_from_checkpoint(checkpoint: dict, *, origin: str = "checkpoint") -> MentorNet:

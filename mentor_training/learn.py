@@ -31,7 +31,7 @@ class LearningPlan:
 
 
 def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] | dict = (), dump=None,
-                  percentile: float = 90.0, recipe: str = "fast", balance: str = "none",
+                  percentile: float = 0.9, recipe: str = "fast", balance: str = "none",
                   steps: int | None = None, learning_rate: float | None = None, sample_size: int = 100_000,
                   seed: int = 0, force: bool = False) -> LearningPlan:
     """Check every input and build the target set, so a bad value never costs a fit or leaves a file."""
@@ -55,7 +55,7 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
         target_curriculum = None
         split = data_driven_targets(read_dump(dump), percentile, seed=seed)
         defaults = DATA_DRIVEN_WEIGHTER
-        spec = feature_spec(loss_p_percentile=float(percentile) / 100.0, loss_moving_average_decay=None,
+        spec = feature_spec(loss_p_percentile=float(percentile), loss_moving_average_decay=None,
                             loss_diff_reference="percentile_of_dump")
     return LearningPlan(out=str(out), split=split, recipe=fit_recipe, balance=balance, seed=seed, force=force,
                         curriculum=target_curriculum, student_defaults=defaults, feature_spec=spec)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from curricula.features import MAX_EPOCH, WeighterConfig
+from curricula.features import MAX_EPOCH, WeighterConfig, check_percentile
 from curricula.options import check_option_types, flag_name, option, option_fields, options_from_mapping
 
 from .data import check_dataset_name, list_datasets
@@ -32,6 +32,7 @@ LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTED_DATASETS = ("cifar10", "cifar100")
 CONFIG_SUFFIXES = (".json", ".toml")
+DEFAULT_VALIDATION_FRACTION = 0.1
 
 
 # Progress epochs at which the 2018 schedules drop the learning rate (spec §4.6).
@@ -83,6 +84,11 @@ class StudentConfig:
     clean_subset_fraction: float = option(0.0, metavar="F",
                                           help="Hold this fraction of the training set out as a clean subset "
                                                "(for data-driven MentorNets), in [0, 1).")
+    validation_fraction: float | None = option(
+        None, metavar="F",
+        help="Fraction of the training pool held out, with its noisy labels, as the validation split that "
+             "chooses best.pt (the test set never does). Default: the clean subset, with its clean labels, when "
+             "there is one, else 0.1; 0: no validation split, and no best.pt.")
     noise: float = option(0.0, metavar="RATE",
                           help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
     noise_type: str = option("symmetric", metavar="TYPE", choices=list_noise_types,
@@ -136,8 +142,9 @@ class StudentConfig:
                                       "student at these progress epochs (paper Algorithm 1, step 6; lr-drops: after "
                                       "the first two 2018 LR drops).")
     relearn_percentile: float | None = option(None, metavar="P",
-                                              help="Loss percentile P (0-100) of each re-fit's dump. Default: the "
-                                                   "MentorNet's own, else 90.")
+                                              help="Loss percentile P of each re-fit's dump, a fraction in (0, 1] "
+                                                   "(0.9 is the 90th percentile). Default: the MentorNet's own, "
+                                                   "else 0.9.")
 
     def __post_init__(self):
         check_option_types(self)
@@ -154,12 +161,29 @@ class StudentConfig:
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
         self._check_ranges()
         self._check_data_driven()
+        self._check_nothing_ignored()
+
+    def _check_nothing_ignored(self) -> None:
+        """An option that would have no effect in this combination is an error, not silently dropped."""
+        if self.noise_file and (self.noise or self.noise_type != "symmetric"):
+            raise ValueError("--noise-file gives the noisy labels; --noise and --noise-type would be ignored, drop them")
+        if not self.noise_file and not self.noise and self.noise_type != "symmetric":
+            raise ValueError(f"--noise-type {self.noise_type} needs a noise rate (--noise)")
+        if self.relearn_percentile is not None and self.relearn_mentor == "never":
+            raise ValueError("--relearn-percentile applies to re-fits; give --relearn-mentor too")
+        if self.mentornet == "none" and self.weighter:
+            given = ", ".join("--" + name.replace("_", "-") for name in self.weighter)
+            raise ValueError(f"{given} set the MentorNet weighting; --mentornet is none, so there is none")
+        if self.download and (self.dataset == "digits" or self.dataset.startswith("npz:")):
+            raise ValueError(f"--download does not apply to {self.dataset} (nothing to fetch)")
 
     def _check_ranges(self) -> None:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise rate must lie in [0, 1], got {self.noise}")
         if not 0.0 <= self.clean_subset_fraction < 1.0:
             raise ValueError(f"--clean-subset-fraction must lie in [0, 1), got {self.clean_subset_fraction}")
+        if self.validation_fraction is not None and not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"--validation-fraction must lie in [0, 1), got {self.validation_fraction}")
         for name, low in (("epochs", 1), ("max_steps", 1), ("batch_size", 1), ("subset", 1)):
             value = getattr(self, name)
             if value is not None and value < low:
@@ -170,8 +194,8 @@ class StudentConfig:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if self.weight_decay is not None and not self.weight_decay >= 0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if self.relearn_percentile is not None and not 0.0 <= self.relearn_percentile <= 100.0:
-            raise ValueError(f"--relearn-percentile must lie in [0, 100], got {self.relearn_percentile}")
+        if self.relearn_percentile is not None:
+            check_percentile(self.relearn_percentile, name="--relearn-percentile")
 
     def _check_data_driven(self) -> None:
         if (self.dump is None) != (self.dump_at_epoch is None):
@@ -201,6 +225,20 @@ class StudentConfig:
     @property
     def augmented(self) -> bool:
         return self.dataset in AUGMENTED_DATASETS if self.augment is None else self.augment
+
+    @property
+    def validation(self) -> str:
+        """Where checkpoints are chosen: ``clean_subset``, ``noisy_holdout`` or ``none``."""
+        if self.validation_fraction is None:
+            return "clean_subset" if self.clean_subset_fraction > 0 else "noisy_holdout"
+        return "noisy_holdout" if self.validation_fraction > 0 else "none"
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The fraction of the pool held out as a noisy validation split (0 when there is none)."""
+        if self.validation != "noisy_holdout":
+            return 0.0
+        return DEFAULT_VALIDATION_FRACTION if self.validation_fraction is None else self.validation_fraction
 
     def weighter_config(self, defaults: WeighterConfig) -> WeighterConfig:
         """The weighting this run uses: the MentorNet's ``defaults`` with this run's options applied."""
@@ -268,8 +306,9 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
     """The option values of a run's ``config.json`` payload, format 1 (toolkit 0.1) or 2."""
     version = payload.get("format_version")
     values = dict(payload.get("config") or {})
-    if version == 1:  # 0.1 stored the resolved weighting and did not declare momentum on the command line
+    if version == 1:  # 0.1 stored the resolved weighting as the options, and had no validation split
         values["weighter"] = {k: v for k, v in (values.get("weighter") or {}).items()}
+        values.setdefault("validation_fraction", 0.0)
         return values
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")

@@ -110,7 +110,8 @@ class ImageDataset:
     """A data set in memory. Images are uint8 ``N x C x H x W``; labels are clean int64.
 
     ``train_images``/``train_labels`` are the whole training pool. ``train_indices`` (the samples for
-    noisy training) and ``clean_subset_indices`` (the clean held-out split) partition it.
+    noisy training), ``clean_subset_indices`` (the clean held-out split) and ``validation_indices`` (a
+    noisy held-out split for choosing checkpoints) partition it.
     ``source_indices`` maps each pool sample to its position in the official training set, so
     that per-sample label files (CIFAR-10N) can be indexed after ``subset``.
     """
@@ -127,6 +128,8 @@ class ImageDataset:
     source_indices: torch.Tensor
     source: str
     noisy_train_labels: torch.Tensor | None = None  # labels the data set itself brings as noisy (npz:)
+    source_size: int = 0  # images in the official training set, before ``subset``
+    validation_indices: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
 
     @property
     def in_channels(self) -> int:
@@ -195,16 +198,27 @@ def load_dataset(
     download: bool = False,
     subset: int | None = None,
     clean_subset_fraction: float = 0.0,
+    validation_fraction: float = 0.0,
     seed: int = 0,
 ) -> ImageDataset:
     """Load data set ``name`` into memory.
 
     ``subset`` keeps a seeded, class-balanced subset of that many training images (the test set is
     kept whole). ``clean_subset_fraction`` holds that fraction of the pool out of ``train_indices``
-    as a seeded, class-balanced clean split.
+    as a seeded, class-balanced clean split. ``validation_fraction`` holds a further fraction of the
+    pool out as a validation split, drawn at random (not balanced: that would consult the clean labels),
+    which keeps its noisy labels.
     """
     check_dataset_name(name)
     fraction = _check_fraction(clean_subset_fraction)
+    validation_fraction = _check_fraction(validation_fraction, what="validation fraction")
+    if fraction + validation_fraction >= 1.0:
+        raise ValueError(f"the clean subset ({fraction:g}) and the validation split ({validation_fraction:g}) "
+                         "leave no training images")
+    if data_dir is not None and (name in ("digits",) or name.startswith(NPZ_PREFIX)):
+        raise ValueError(f"--data-dir does not apply to {name} (it reads no data folder)")
+    if data_dir is not None and not download and not Path(data_dir).is_dir():
+        raise ValueError(f"data folder {data_dir} does not exist")
     if name.startswith(NPZ_PREFIX):
         raw = _load_npz(Path(name[len(NPZ_PREFIX):]))
     else:
@@ -216,7 +230,10 @@ def load_dataset(
     num_classes = len(raw.class_names)
     num_clean = int(round(fraction * len(labels)))
     clean = np.sort(balanced_subset(labels, num_clean, seed=_child_seed(seed, 2)))
-    train = np.setdiff1d(np.arange(len(labels)), clean)
+    rest = np.setdiff1d(np.arange(len(labels)), clean)
+    num_validation = int(round(validation_fraction * len(labels)))
+    validation = np.sort(np.random.default_rng(_child_seed(seed, 3)).permutation(rest)[:num_validation])
+    train = np.setdiff1d(rest, validation)
     return ImageDataset(
         name=name,
         train_images=torch.from_numpy(np.ascontiguousarray(raw.train_images[source_indices])),
@@ -227,10 +244,12 @@ def load_dataset(
         class_names=raw.class_names,
         train_indices=torch.from_numpy(train.astype(np.int64)),
         clean_subset_indices=torch.from_numpy(clean.astype(np.int64)),
+        validation_indices=torch.from_numpy(validation.astype(np.int64)),
         source_indices=torch.from_numpy(source_indices.astype(np.int64)),
         source=raw.source,
         noisy_train_labels=None if raw.noisy_train_labels is None else
         torch.from_numpy(raw.noisy_train_labels[source_indices].astype(np.int64)),
+        source_size=len(raw.train_labels),
     )
 
 
@@ -255,9 +274,9 @@ def balanced_subset(labels: np.ndarray, size: int, *, seed: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _check_fraction(fraction: float) -> float:
+def _check_fraction(fraction: float, *, what: str = "clean subset fraction") -> float:
     if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) < 1.0:
-        raise ValueError(f"clean subset fraction must be in [0, 1), got {fraction!r}")
+        raise ValueError(f"{what} must be in [0, 1), got {fraction!r}")
     return float(fraction)
 
 
@@ -461,10 +480,11 @@ def _find_idx(stem: str, folders: list[Path]) -> Path | None:
 
 
 def _fashion_folders(data_dir: Path | None) -> list[Path]:
-    folders = []
+    """Where the idx files are looked for: only in ``data_dir`` when one is given (never silently another
+    copy), else where Debian's ``dataset-fashion-mnist`` puts them."""
     if data_dir is not None:
-        folders += [data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw"]
-    return folders + [DEBIAN_FASHION_MNIST_DIR]
+        return [data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw"]
+    return [DEBIAN_FASHION_MNIST_DIR]
 
 
 def _fashion_path(stem: str, data_dir: Path | None, download: bool) -> Path:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from curricula.features import DEFAULT_WEIGHTER, progress_percent
 from curricula.files import atomic_write
-from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets
+from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets, dump_percentile
 from mentor_training.trainer import fit_mentornet
 
 from . import distributed
@@ -34,10 +34,10 @@ from .config import parse_relearn
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
 
-DEFAULT_RELEARN_PERCENTILE = 90.0  # the released DD MentorNet's percentile
+DEFAULT_RELEARN_PERCENTILE = 0.9  # the released DD MentorNet's percentile (the 90th)
 RELEARN_STEPS = 500  # a re-fit starts from the current MentorNet, so it needs fewer steps than a fresh fit
 RELEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "percentile", "loss_threshold",
-                   "heldout_mae", "heldout_accuracy", "fit_seconds")
+                   "heldout_mae", "heldout_accuracy", "fit_seconds", "status")
 @torch.no_grad()
 def clean_subset_dump(run: "Run", step: int) -> Dump:
     """The dump of the clean subset for the student as it is at ``step`` (eval mode)."""
@@ -85,7 +85,7 @@ def relearn_percentile(run: "Run") -> float:
     if run.config.relearn_percentile is not None:
         return float(run.config.relearn_percentile)
     source = getattr(run.weighter.mentor, "source", {}) or {}
-    return float(source["percentile"]) if source.get("type") == "data_driven" else DEFAULT_RELEARN_PERCENTILE
+    return dump_percentile(source) if source.get("type") == "data_driven" else DEFAULT_RELEARN_PERCENTILE
 
 
 def relearn(run: "Run", step: int, point: int) -> dict:
@@ -93,6 +93,12 @@ def relearn(run: "Run", step: int, point: int) -> dict:
     mentor = run.weighter.mentor
     percentile = relearn_percentile(run)
     dump = clean_subset_dump(run, step)
+    row = {"progress_epoch": point, "step": step, "rows": len(dump),
+           "noisy_fraction": float(np.mean(dump.noisy_label != dump.clean_label)), "percentile": percentile}
+    if row["noisy_fraction"] in (0.0, 1.0):  # nothing to learn: keep the MentorNet, log why, train on
+        kind = "clean" if row["noisy_fraction"] == 0.0 else "corrupted"
+        return {**row, "loss_threshold": float("nan"), "heldout_mae": float("nan"), "heldout_accuracy": float("nan"),
+                "fit_seconds": 0.0, "status": f"skipped: the dump holds only {kind} samples"}
     split = data_driven_targets(dump, percentile, seed=run.config.seed + point)
     result = fit_mentornet(split, recipe="fast", steps=RELEARN_STEPS, seed=run.config.seed + point, init=mentor.cpu())
     fitted = result.model.to(run.device)
@@ -100,10 +106,9 @@ def relearn(run: "Run", step: int, point: int) -> dict:
     fitted.student_defaults = getattr(mentor, "student_defaults", DEFAULT_WEIGHTER)
     run.weighter.mentor = fitted
     test = result.metrics["test"]
-    return {"progress_epoch": point, "step": step, "rows": len(dump),
-            "noisy_fraction": float(np.mean(dump.noisy_label != dump.clean_label)), "percentile": percentile,
-            "loss_threshold": split.source["loss_threshold"], "heldout_mae": test["mae"],
-            "heldout_accuracy": test.get("binary_accuracy", float("nan")), "fit_seconds": round(result.seconds, 3)}
+    return {**row, "loss_threshold": split.source["loss_threshold"], "heldout_mae": test["mae"],
+            "heldout_accuracy": test.get("binary_accuracy", float("nan")), "fit_seconds": round(result.seconds, 3),
+            "status": "fitted"}
 
 
 class CleanSubsetDump(Callback):

@@ -30,24 +30,30 @@ import torch
 import torch.nn.functional as F
 
 from curricula.features import WeighterConfig
-from curricula.files import sha256_of
+from curricula.files import check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
 from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 
 from . import distributed, run_folder
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
-from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value
+from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
 from .data import ImageDataset, load_dataset
 from .data_driven import data_driven_callbacks
 from .evaluation import accuracy, detector_auc
 from .loader import DeviceLoader
 from .models import TrainingRecipe, create_student
 from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, noise_from_labels, \
-    save_noisy_labels
+    save_noisy_labels, split_noise_path
 from .weighting import MentorWeighter
 
 METRIC_COLUMNS = ("epoch", "step", "lr", "loss", "weighted_loss", "mean_weight", "data_utilization",
-                  "train_accuracy", "fit_noisy", "test_accuracy", "weight_clean", "weight_noisy",
+                  "train_accuracy", "fit_noisy", "test_accuracy", "val_accuracy", "weight_clean", "weight_noisy",
                   "detector_auc", "seconds")
+VALIDATION_NAMES = {"clean_subset": "the clean subset (clean labels)", "noisy_holdout": "a noisy hold-out",
+                    "none": "none"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the epoch was not saved."""
 
 
 def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> float:
@@ -82,10 +88,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 @dataclass
 class RunState:
-    """What training has done so far: epochs completed, the best test accuracy, one metrics row per epoch."""
+    """What training has done so far: epochs completed, the best validation accuracy and its epoch (which
+    best.pt holds), one metrics row per epoch."""
 
     epoch: int = 0
-    best_accuracy: float = -1.0
+    best_validation: float = -math.inf
+    best_epoch: int = 0
     rows: list[dict] = field(default_factory=list)
 
 
@@ -108,6 +116,7 @@ class Run:
     recipe: TrainingRecipe
     train_loader: DeviceLoader
     test_loader: DeviceLoader
+    validation_loader: DeviceLoader | None  # the split best.pt is chosen on (None: no validation split)
     epochs: int
     total_steps: int
     autocast_dtype: torch.dtype | None
@@ -115,6 +124,12 @@ class Run:
     callbacks: list[Callback] = field(default_factory=list)
     state: RunState = field(default_factory=RunState)
     metric_columns: tuple[str, ...] = METRIC_COLUMNS
+    lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
+
+    def release(self) -> None:
+        """Release the run folder's lock (:func:`train` does when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def is_main(self) -> bool:
@@ -132,7 +147,16 @@ class Run:
                 "mentornet_sha256": self.mentornet_sha256, "lr_schedule": recipe.lr_schedule,
                 "weight_decay": recipe.weight_decay, "decay_mode": recipe.decay_mode, "pad": recipe.pad,
                 "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
-                "device": str(self.device)}
+                "device": str(self.device), "validation": self.validation_description()}
+
+    def validation_description(self) -> str:
+        """Which split chooses best.pt, in words (recorded in config.json and best.pt)."""
+        config = self.config
+        if config.validation == "noisy_holdout":
+            return f"a noisy hold-out of {len(self.data.validation_indices)} training images ({config.holdout_fraction:g})"
+        if config.validation == "clean_subset":
+            return f"the clean subset of {len(self.data.clean_subset_indices)} images, with their clean labels"
+        return "none"
 
     def check_world_size(self, saved: int) -> None:
         if saved != self.world.size:
@@ -192,14 +216,21 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         config = resume_config(out, config)
         if not (out / "last.pt").is_file():
             raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
+        check_writable_folder(out, what="run folder")
     else:
         run_folder.check_run_folder(out, force=force, delete=False)
+    if config.dump:  # the run's own dump may exist on resume; any other file there needs --force
+        check_output_path(config.dump, force=force or resume)
     distributed.check_batch_size(config.batch_size, world)
     device = resolve_device(config.device, world.local_rank)
     if config.sync_bn and device.type != "cuda":
         raise ValueError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel), this run is on {device}")
+    if config.sync_bn and not world.enabled:
+        raise ValueError("--sync-bn synchronises BatchNorm across torchrun processes; this run has one process")
+    if config.noise_file:
+        split_noise_path(config.noise_file)
     if config.mentornet != "none":
-        resolve_mentornet_path(config.mentornet)
+        load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
     return config
 
 
@@ -214,7 +245,7 @@ def _mentornet(config: StudentConfig, device: torch.device):
 def _noisy_labels(config: StudentConfig, data: ImageDataset) -> NoiseResult:
     if config.noise_file:
         return load_noise_file(config.noise_file, data.train_labels, data.num_classes,
-                               indices=data.source_indices)
+                               indices=data.source_indices, source_size=data.source_size)
     if data.noisy_train_labels is not None:
         if config.noise:
             raise ValueError(f"{config.dataset} brings its own noisy labels (train_labels beside clean_labels); "
@@ -243,14 +274,39 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
     ``callbacks`` are added to the built-in ones (data-driven events, the run folder's writer) and to
     those registered with :func:`~student_training.callbacks.register_callback`.
     Under torchrun this joins the process group; every rank checks its input before any rank writes.
+
+    The run folder is locked (:class:`~student_training.run_folder.RunLock`) from here until :func:`train`
+    ends or :meth:`Run.release` is called; a second run on the same folder is refused meanwhile. If
+    preparing fails, the lock is released and a folder this call created is removed again.
     """
     out = Path(out)
     config = check_run(config, out, resume=resume, force=force)
     world = distributed.world_from_env()
+    lock, created = None, False
+    if world.is_main:
+        created = not out.exists()
+        out.mkdir(exist_ok=True)
+        lock = run_folder.RunLock(out).acquire()
+        sweep_stale_temporaries(out)  # what a killed run's atomic writes left behind
+    try:
+        run = _build_run(config, out, world, resume=resume, force=force, callbacks=callbacks)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, resume: bool, force: bool,
+               callbacks: tuple[Callback, ...]) -> Run:
     device = resolve_device(config.device, world.local_rank)
     mentor, mentor_sha256 = _mentornet(config, device)
     data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, subset=config.subset,
-                        clean_subset_fraction=config.clean_subset_fraction, seed=config.seed)
+                        clean_subset_fraction=config.clean_subset_fraction,
+                        validation_fraction=config.holdout_fraction, seed=config.seed)
     noise = load_noisy_labels(out / "noisy_labels.npz") if resume else _noisy_labels(config, data)
     recipe = config.recipe
     model = create_student(config.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -260,6 +316,8 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
     train_loader, test_loader = _loaders(config, recipe, data, noise, device, world)
     total_steps = config.max_steps or config.epochs * len(train_loader)
     epochs = math.ceil(config.max_steps / len(train_loader)) if config.max_steps else config.epochs
+    _check_event_epochs(config, total_steps)
+    _check_clean_subset(config, data, noise)
     weighting = config.weighter_config(mentor.student_defaults) if mentor is not None else None
     weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) if mentor else None
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
@@ -267,19 +325,48 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
-              epochs=epochs, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
+              validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
+              total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
     for callback in (*data_driven_callbacks(run), *registered_callbacks(run), *callbacks, RunFolderWriter()):
         run.add_callback(callback)
     if resume:
         run_folder.restore(run)
     elif run.is_main:
         run_folder.check_run_folder(out, force=force, delete=True)
-        out.mkdir(parents=True, exist_ok=True)
         save_noisy_labels(out / "noisy_labels.npz", noise)
         run_folder.write_config(run)
     distributed.barrier(world)
     run.train_model = _training_module(run)
     return run
+
+
+def _check_event_epochs(config: StudentConfig, total_steps: int) -> None:
+    """A dump or re-fit at a progress epoch the run never reaches is refused before training starts."""
+    events = [("--dump-at-epoch", config.dump_at_epoch)] if config.dump else []
+    events += [("--relearn-mentor", point) for point in parse_relearn(config.relearn_mentor, config.recipe.lr_schedule)]
+    for option, epoch in events:
+        first_step = math.ceil(epoch * total_steps / 100)  # the first step whose progress epoch is >= epoch
+        if first_step >= total_steps:
+            needed = math.floor(100 * (total_steps - 1) / total_steps)
+            raise ValueError(f"{option} epoch {epoch} is never reached: {total_steps} steps reach progress epoch "
+                             f"{needed} at most; run at least {math.ceil(100 / (100 - epoch))} steps "
+                             f"(--epochs or --max-steps) or pick an earlier epoch")
+
+
+def _check_clean_subset(config: StudentConfig, data: ImageDataset, noise: NoiseResult) -> None:
+    """A data-driven dump or re-fit needs clean and corrupted samples in the clean subset."""
+    if not (config.dump or config.relearn_mentor != "never"):
+        return
+    held = data.clean_subset_indices
+    corrupted = int(noise.is_noisy[held].sum())
+    if 0 < corrupted < len(held):
+        return
+    rate = max(noise.noise_rate, 1e-3)
+    smallest = min(0.99, math.ceil(1000 * 10 / (rate * len(data.train_labels))) / 1000)
+    kind = "no corrupted" if corrupted == 0 else "only corrupted"
+    raise ValueError(f"the clean subset of {len(held)} images holds {kind} labels at noise rate "
+                     f"{noise.noise_rate:.3f}, so a data-driven MentorNet has nothing to learn; use "
+                     f"--clean-subset-fraction {smallest:g} or more (about 10 corrupted samples)")
 
 
 def _training_module(run: Run) -> torch.nn.Module | None:
@@ -309,6 +396,22 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
                                batch_size=1000, augment=False, shuffle=False, drop_last=False, device=device,
                                channels_last=recipe.channels_last)
     return train_loader, test_loader
+
+
+def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
+                       device: torch.device) -> DeviceLoader | None:
+    """The split best.pt is chosen on: the clean subset with its clean labels, or a noisy hold-out."""
+    if config.validation == "clean_subset":
+        indices, labels = data.clean_subset_indices, data.train_labels
+    elif config.validation == "noisy_holdout":
+        indices, labels = data.validation_indices, noise.noisy_labels
+    else:
+        return None
+    if not len(indices):
+        raise ValueError(f"the validation split ({config.validation.replace('_', ' ')}) is empty: the training pool "
+                         f"of {len(data.train_labels)} images is too small for it")
+    return DeviceLoader(data.train_images, labels, indices, batch_size=1000, augment=False, shuffle=False,
+                        drop_last=False, device=device, channels_last=recipe.channels_last)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -385,6 +488,13 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
     return stats
 
 
+def validate(run: Run) -> float:
+    """Accuracy on the validation split (NaN without one); every rank scores the whole split."""
+    if run.validation_loader is None:
+        return float("nan")
+    return accuracy(run.model, run.validation_loader, autocast_dtype=run.autocast_dtype)
+
+
 def evaluate(run: Run) -> float:
     """Test accuracy; under DDP each rank scores its part of the test set with rank 0's BN statistics."""
     if not run.world.enabled:
@@ -397,7 +507,8 @@ def evaluate(run: Run) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, seconds: float) -> dict:
+def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, val_accuracy: float,
+              seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
     weights = stats.sample_weight[seen].cpu().numpy()
@@ -418,6 +529,7 @@ def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, se
         "train_accuracy": float((predictions == noisy_labels).float().mean()),
         "fit_noisy": _mean((predictions == noisy_labels)[flipped]),
         "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
         "weight_clean": float(weights[clean].mean()) if clean.any() else float("nan"),
         "weight_noisy": float(weights[~clean].mean()) if (~clean).any() else float("nan"),
         "detector_auc": detector_auc(weights, clean),
@@ -437,23 +549,42 @@ def train(run: Run) -> list[dict]:
     for epoch in range(run.state.epoch, run.epochs):
         start = time.perf_counter()
         stats = train_one_epoch(run, epoch, stepping)
-        row = epoch_row(run, epoch, stats, evaluate(run), time.perf_counter() - start)
+        check_finite(stats, epoch)
+        test_accuracy = evaluate(run)  # under DDP this also gives every rank rank 0's BN statistics
+        row = epoch_row(run, epoch, stats, test_accuracy, validate(run), time.perf_counter() - start)
         run.state.rows.append(row)
         run.state.epoch = epoch + 1
         for callback in run.callbacks:
             callback.on_epoch_end(run, epoch, row)
     for callback in run.callbacks:
         callback.on_train_end(run)
+    run.release()
     return run.state.rows
 
 
+def check_finite(stats: _EpochStats, epoch: int) -> None:
+    """Stop a run whose loss became NaN or infinite, before the epoch is saved (one host read per epoch)."""
+    total = float(stats.weighted_loss) + float(stats.loss)
+    if not math.isfinite(total):
+        kept = f"last.pt keeps epoch {epoch}" if epoch else "nothing was saved"
+        raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the loss became {float(stats.loss):g}; "
+                               f"{kept}; lower --lr and start over")
+
+
 def summarize(rows: list[dict]) -> dict:
+    """The final row, the epoch the validation split chose (its test accuracy is what best.pt scores), and
+    the best test accuracy over epochs (an oracle no checkpoint choice may use)."""
     final = rows[-1]
+    scored = [r for r in rows if math.isfinite(r.get("val_accuracy", float("nan")))]
+    chosen = max(scored, key=lambda r: r["val_accuracy"]) if scored else None
     return {"final_test_accuracy": final["test_accuracy"],
             "best_test_accuracy": max(r["test_accuracy"] for r in rows),
+            "selected_epoch": chosen["epoch"] if chosen else None,
+            "selected_test_accuracy": chosen["test_accuracy"] if chosen else float("nan"),
+            "selected_val_accuracy": chosen["val_accuracy"] if chosen else float("nan"),
             "final_fit_noisy": final["fit_noisy"], "final_detector_auc": final["detector_auc"],
             "epochs": final["epoch"], "steps": final["step"]}
 
-__all__ = ["METRIC_COLUMNS", "Run", "RunFolderWriter", "RunState", "StudentConfig",
+__all__ = ["METRIC_COLUMNS", "Run", "RunFolderWriter", "RunState", "StudentConfig", "TrainingDiverged",
            "check_run", "evaluate", "epoch_row", "learning_rate", "prepare_run", "resume_config", "student_loss", "summarize",
-           "train", "train_one_epoch"]
+           "train", "train_one_epoch", "validate"]

@@ -52,11 +52,11 @@ def test_dump_holds_the_clean_subset_with_clean_and_corrupted_samples(dump_run):
 
 def test_learn_curriculum_reads_the_dump(dump_run):
     out = dump_run / "dd.pt"
-    result = invoke("learn-curriculum", "--dump", str(dump_run / "dump.csv"), "--percentile", "90", "--out", str(out),
+    result = invoke("learn-curriculum", "--dump", str(dump_run / "dump.csv"), "--percentile", "0.9", "--out", str(out),
                     "--steps", "300")
     assert result.exit_code == 0, result.output
     checkpoint = torch.load(out, weights_only=True)
-    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 90.0
+    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 0.9
     assert checkpoint["student_defaults"]["fixed_epoch_after_burn_in"] is True
 
 

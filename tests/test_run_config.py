@@ -301,13 +301,15 @@ def test_version_names_the_toolkit_and_torch():
     assert f"mentornet-toolkit {TOOLKIT_VERSION}" in result.output and f"torch {torch.__version__}" in result.output
 
 
-def test_usage_errors_exit_2_and_errors_while_working_exit_1(tmp_path):
+def test_usage_errors_exit_2_and_failures_of_the_work_exit_1(tmp_path):
     assert invoke("train-student", "--noise", "2", "--out", str(tmp_path / "r")).exit_code == 2
     assert invoke("plot", "--curriculum", "focal_loss", "-p", "gamma=-1", "--out", str(tmp_path / "p.png")).exit_code == 2
     (tmp_path / "empty").mkdir()
     missing = train("--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
     assert_one_line_error(missing, "cifar-10")
-    assert missing.exit_code == 1  # the options were fine; the data set was not there
+    assert missing.exit_code == 2  # refused before the work started
+    diverged = train(*QUICK, "--lr", "1e7", "--out", str(tmp_path / "d"))
+    assert diverged.exit_code == 1 and "training diverged" in diverged.output  # the work itself failed
 
 
 def test_every_declared_dependency_is_imported_by_the_toolkit():
@@ -328,20 +330,24 @@ def test_every_declared_dependency_is_imported_by_the_toolkit():
 
 
 def _as_format_1(folder: Path) -> None:
-    """Rewrite a killed format-2 run folder exactly as toolkit 0.1 laid it out (checked against a real 0.1 run:
-    config.json held the resolved weighting under config.weighter; last.pt kept dump_done, relearn_rows and
-    mentornet at its top level and had no student or callbacks)."""
+    """Rewrite a killed format-2 run folder (trained without a validation split, as 0.1 was) exactly as
+    toolkit 0.1 laid it out, checked against a real 0.1 run: config.json held the resolved weighting under
+    config.weighter and no validation option; last.pt kept dump_done, relearn_rows, mentornet and
+    best_accuracy (the best test accuracy) at its top level, and had no student, callbacks or files."""
     saved = json.loads((folder / "config.json").read_text())
     config = {**saved["config"], "weighter": saved["resolved"]["weighter"]}
+    del config["validation_fraction"]
     (folder / "config.json").write_text(json.dumps({"config": config, "format_version": 1, "world_size": 1}))
     last = torch.load(folder / "last.pt", weights_only=True)
-    del last["callbacks"], last["student"]
-    last.update(format_version=1, config=config, dump_done=False, relearn_rows=[], mentornet=None)
+    del last["callbacks"], last["student"], last["best_validation"], last["best_epoch"], last["files"]
+    best_test = pd.read_csv(folder / "metrics.csv")["test_accuracy"].max()
+    last.update(format_version=1, config=config, dump_done=False, relearn_rows=[], mentornet=None,
+                best_accuracy=float(best_test))
     torch.save(last, folder / "last.pt")
 
 
 def test_a_run_folder_of_format_1_resumes_to_the_same_result(tmp_path):
-    args = [*QUICK, "--epochs", "4", "--seed", "2"]
+    args = [*QUICK, "--epochs", "4", "--seed", "2", "--validation-fraction", "0"]
     assert train(*args, "--out", str(tmp_path / "whole")).exit_code == 0
     killed = subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *args,
                              "--out", str(tmp_path / "old")], cwd=ROOT, capture_output=True, text=True,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from curricula import check_curriculum, curriculum_parameters, get_curriculum, parse_params
+from curricula import check_curriculum, curriculum_parameters, get_curriculum, list_curricula, parse_params
 from curricula.features import NUM_EPOCHS
 from curricula.files import atomic_write
 
@@ -109,19 +109,30 @@ def save_figure(fig, path: Path) -> Path:
     return write_atomically(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower()))
 
 
+MAX_SIDE_PIXELS = 20_000  # matplotlib's own limit is 2^16 per side; far below what memory allows
+MAX_PIXELS = 100_000_000  # 400 MB of RGBA: a canvas beyond this is refused before it is drawn
+
+
 def figure_size(default: tuple[float, float], *, width: int | None, height: int | None,
                 dpi: float) -> tuple[float, float]:
-    """Inches from pixel sizes; one missing side keeps the default aspect ratio."""
+    """Inches from pixel sizes; one missing side keeps the default aspect ratio. A canvas beyond
+    :data:`MAX_SIDE_PIXELS` per side or :data:`MAX_PIXELS` in all is a ``ValueError``."""
     for name, value in (("width", width), ("height", height)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 50):
             raise ValueError(f"{name} must be an integer number of pixels >= 50, got {value!r}")
     if not dpi > 0:
         raise ValueError(f"dpi must be positive, got {dpi!r}")
     if width is None and height is None:
-        return default
-    aspect = default[1] / default[0]
-    width_in = width / dpi if width is not None else height / dpi / aspect
-    height_in = height / dpi if height is not None else width_in * aspect
+        width_in, height_in = default
+    else:
+        aspect = default[1] / default[0]
+        width_in = width / dpi if width is not None else height / dpi / aspect
+        height_in = height / dpi if height is not None else width_in * aspect
+    pixels = (round(width_in * dpi), round(height_in * dpi))
+    if max(pixels) > MAX_SIDE_PIXELS or pixels[0] * pixels[1] > MAX_PIXELS:
+        raise ValueError(f"a {pixels[0]} x {pixels[1]} pixel canvas is too large to draw (at most "
+                         f"{MAX_SIDE_PIXELS} per side and {MAX_PIXELS // 1_000_000} million in all); lower --width, "
+                         "--height or --dpi")
     return width_in, height_in
 
 
@@ -150,6 +161,8 @@ def _check_combination(*, curriculum, params, mentornet, compare: bool, animate,
         raise ValueError("give an output file (--out) or an animation (--animate FILE.gif)")
     if compare and mentornet is None:
         raise ValueError("--compare needs a MentorNet: it draws the MentorNet beside its curriculum")
+    if mentornet is not None and params:
+        raise ValueError("-p/--param sets a curriculum's parameters; a MentorNet's were fixed when it was learned")
     if curriculum == ALL_CURRICULA and params:
         raise ValueError("-p/--param applies to one curriculum, not to 'all'")
     if animate is not None and (compare or curriculum == ALL_CURRICULA):
@@ -198,17 +211,21 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
     if runs:
-        return PlotPlan(out=out, animate=None, subject=None, reference=None, kind="heatmap", epochs=epochs,
+        plan = PlotPlan(out=out, animate=None, subject=None, reference=None, kind="heatmap", epochs=epochs,
                         frame_epochs=(), grid=grid, fps=float(fps), size=size, runs=read_runs(runs))
+        _check_canvases(plan)
+        return plan
     if curriculum == ALL_CURRICULA:
         subject = None
     else:
         subject = curriculum_subject(curriculum, params) if curriculum is not None else mentornet_subject(mentornet)
-    return PlotPlan(out=out, animate=animate, subject=subject,
+    plan = PlotPlan(out=out, animate=animate, subject=subject,
                     reference=reference_curriculum(subject.weighter) if compare else None,
                     kind=draw.check_kind(kind or ("surface" if single else "heatmap")), epochs=epochs,
                     frame_epochs=evenly_spaced_epochs(frames) if animate is not None else (),
                     grid=grid, fps=float(fps), size=size)
+    _check_canvases(plan)
+    return plan
 
 
 def run_plot(plan: PlotPlan, *, progress: Callable[[int, int], None] | None = None) -> PlotResult:
@@ -241,6 +258,21 @@ def plot(*, progress: Callable[[int, int], None] | None = None, **options) -> Pl
 
 def _figsize(plan: PlotPlan, default: tuple[float, float]) -> tuple[float, float]:
     return figure_size(default, **plan.size)
+
+
+def _check_canvases(plan: PlotPlan) -> None:
+    """Every figure the plan will draw fits the canvas limits (checked before anything is computed)."""
+    epochs, kind = len(plan.epochs), plan.kind
+    defaults = []
+    if plan.out is not None:
+        defaults.append(draw.RUNS_INCHES if plan.runs is not None else
+                        draw.gallery_figure_size(len(list_curricula()), epochs, kind) if plan.subject is None else
+                        draw.compare_figure_size(epochs, kind) if plan.reference is not None else
+                        draw.surface_figure_size(epochs, kind))
+    if plan.animate is not None:
+        defaults.append(draw.ANIMATION_INCHES)
+    for default in defaults:
+        _figsize(plan, default)
 
 
 def _plot_surfaces(result: PlotResult, plan: PlotPlan) -> None:
