@@ -166,8 +166,8 @@ def _check_floating(name: str, tensor, batch_size: int | None = None) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if not tensor.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point to be mixed, got {tensor.dtype} "
-                        "(a student whose input cannot be mixed cannot use MentorMix)")
+        why = " (a student whose input cannot be mixed cannot use MentorMix)" if name == "inputs" else ""
+        raise TypeError(f"{name} must be floating point, got {tensor.dtype}{why}")
     if tensor.dim() < 1 or tensor.shape[0] < 1:
         raise ValueError(f"{name} must hold a batch of at least one sample, got shape {tuple(tensor.shape)}")
     if batch_size is not None and tensor.shape[0] != batch_size:
@@ -210,8 +210,11 @@ class MentorMix:
 
     ``mentor`` is a MentorNet or any object with a ``weight(features)`` method (a curriculum), and
     ``config`` the :class:`WeighterConfig` of both weightings (MentorMix's code: p from the command,
-    decay 0.5, ``burn_in_epoch`` 10, no example dropout). The first weighting, the optional second one
-    and the mixing randomness each get a seed derived from ``seed``.
+    decay 0.5, ``burn_in_epoch`` 10, no example dropout). ``WeighterConfig()`` has the 2018 defaults and a
+    2018 checkpoint's ``student_defaults`` carry the 2018 dropout schedule, so pass the MentorMix values
+    explicitly. The first weighting, the optional second one and the mixing randomness each get a seed
+    derived from ``seed`` (``numpy.random.SeedSequence``). Everything works on the batch it is given:
+    the percentiles and the partners come from that batch (on one device, the official setting).
 
     Example, in any loop::
 
