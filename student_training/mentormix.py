@@ -31,7 +31,11 @@ Choices where the official code is TF-specific or accidental (spec §5), all del
   unseeded): per batch B Beta(α, α) draws, then B uniforms u_i. The partner is the inverse CDF of
   softmax(v) at u_i, computed on v's device; the draws go there from pinned memory with
   ``non_blocking=True``. The same seed gives the same numbers on the CPU and the same draws on any
-  device, and a step neither reads a device value on the host nor branches on one.
+  device (partners can differ between devices only where u_i lies within float32 rounding of a CDF
+  step). A step neither reads a device value on the host nor branches on one; the one blocking copy is
+  a weighter's moving average moving to the device at its first step (after construction or a load).
+  Beta draws use ``torch._sample_dirichlet``, the sampler behind ``torch.distributions.Beta``, because
+  only it takes a generator.
 * **α ≤ 0**: :func:`mentor_mix_up` returns the batch unmixed, as ``utils.mentor_mix_up`` does;
   :class:`MentorMix` refuses α ≤ 0, because MentorMix without mixing is not MentorMix.
 * **Resume**: both moving averages and all generators are in :meth:`MentorMix.state_dict`. The official

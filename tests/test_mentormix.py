@@ -126,12 +126,14 @@ def test_partner_frequencies_match_softmax_per_index():
 def test_all_equal_weights_give_uniform_partners_and_no_nan(value):
     mix = make(FixedWeights(value))
     inputs, labels, losses = batch_of(8)
-    counts = np.zeros(8)
+    counts, self_pairs = np.zeros(8), 0
     for step in range(500):
         batch = mix.mix(inputs, labels, losses, step)
         counts += np.bincount(batch.partners.numpy(), minlength=8)
+        self_pairs += int((batch.partners == torch.arange(8)).sum())
         assert all(bool(torch.isfinite(t).all()) for t in (batch.inputs, batch.targets, batch.mixing))
     assert stats.chisquare(counts).pvalue > 1e-3
+    assert abs(self_pairs / 4000 - 1 / 8) < 0.02  # with replacement, j_i = i allowed (spec S4)
     if value < 0.5:  # every partner dominates
         assert float(batch.mixing.max()) <= 0.5 and float(mix.metrics["partner_high_weight_share"]) == 0.0
     else:
