@@ -61,10 +61,30 @@ from curricula import get_curriculum
 
 from .weighting import MentorWeighter, WeighterConfig
 
-__all__ = ["MentorMix", "MixedBatch", "draw_mixup_noise", "frozen_bn_statistics", "mentor_mix_up",
-           "soft_target_cross_entropy"]
+__all__ = ["DEFAULT_MIXUP_ALPHA", "DEFAULT_SECOND_REWEIGHT", "MENTORMIX_WEIGHTING", "OFFICIAL_SETTINGS",
+           "OFFICIAL_WEIGHT_DECAY", "MentorMix", "MixedBatch", "draw_mixup_noise", "frozen_bn_statistics",
+           "mentor_mix_up", "soft_target_cross_entropy"]
 
 RUNNING_STAT_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+# The weighting both MentorNet passes use in the official runs (spec §3.1, S3): burn-in 10 (with the 2018
+# off-by-one), moving-average decay 0.5, no example dropout ("0.0, 100"), the epoch never fixed, and p =
+# 0.7, the flag default (each official command sets its own p: OFFICIAL_SETTINGS). A 2018 checkpoint's
+# ``student_defaults`` carry the 2018 dropout schedule instead, which the MentorMix runs did not use.
+MENTORMIX_WEIGHTING = WeighterConfig(loss_p_percentile=0.7, loss_moving_average_decay=0.5, burn_in_epoch=10,
+                                     fixed_epoch_after_burn_in=False, example_dropout_rates="0.0,100",
+                                     burn_in_2018=True)
+DEFAULT_MIXUP_ALPHA = 8.0  # the official --mixup_alpha default
+DEFAULT_SECOND_REWEIGHT = True  # the official --second_reweight default (the README's own example keeps it)
+# Spec §3.1 (training_mentormix_command.sh): (data set, noise) -> (alpha, p, second reweight). With second
+# reweighting on, the official runs had no weight decay (spec §5 item 5); without it, 2e-4.
+OFFICIAL_SETTINGS = {
+    ("cifar10", 0.2): (2.0, 0.8, False), ("cifar10", 0.4): (8.0, 0.6, False),
+    ("cifar10", 0.6): (8.0, 0.6, True), ("cifar10", 0.8): (4.0, 0.2, True),
+    ("cifar100", 0.2): (2.0, 0.7, False), ("cifar100", 0.4): (8.0, 0.5, False),
+    ("cifar100", 0.6): (4.0, 0.3, True), ("cifar100", 0.8): (8.0, 0.1, True),
+}
+OFFICIAL_WEIGHT_DECAY = 2e-4
 
 
 @dataclass(frozen=True)
@@ -216,7 +236,7 @@ class MentorMix:
     ``config`` the :class:`WeighterConfig` of both weightings (MentorMix's code: p from the command,
     decay 0.5, ``burn_in_epoch`` 10, no example dropout). ``WeighterConfig()`` has the 2018 defaults and a
     2018 checkpoint's ``student_defaults`` carry the 2018 dropout schedule, so pass the MentorMix values
-    explicitly. The first weighting, the optional second one and the mixing randomness each get a seed
+    explicitly (:data:`MENTORMIX_WEIGHTING`, with your p). The first weighting, the optional second one and the mixing randomness each get a seed
     derived from ``seed`` (``numpy.random.SeedSequence``). Everything works on the batch it is given:
     the percentiles and the partners come from that batch (on one device, the official setting).
 
