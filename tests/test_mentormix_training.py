@@ -1,10 +1,11 @@
-"""train-student --mentormix end to end: outputs, weighting defaults, resume after a kill, bad input, and
-old run folders without the MentorMix columns."""
+"""train-student --mentormix end to end: outputs, weighting defaults, resume after a kill, bad input, the
+README's MentorMix examples, and old run folders without the MentorMix columns."""
 
 import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ import torch
 from click.testing import CliRunner
 
 import cli
-from student_training import MENTORMIX_WEIGHTING
+from student_training import MENTORMIX_WEIGHTING, MentorMix
 from student_training import models as models_module
 from student_training.config import StudentConfig
+from student_training.mentormix import OFFICIAL_SETTINGS, OFFICIAL_WEIGHT_DECAY
 from student_training.models import TrainingRecipe
 from student_training.trainer import MENTORMIX_COLUMNS, METRIC_COLUMNS, learning_rate
 from conftest import assert_one_line_error
@@ -220,3 +222,49 @@ def test_mentormix_under_torchrun_is_refused_before_anything_starts(tmp_path, mo
     result = train(*MIX, "--out", str(out))
     assert_one_line_error(result, "--mentormix runs in one process", "2 torchrun processes")
     assert result.exit_code == 2 and not out.exists()
+
+
+# ------------------------------------------------------------------------------------- README
+
+
+def test_the_readme_mentormix_loop_trains_a_model():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("From any training loop, MentorMix is")[1].split("```python\n")[1].split("```")[0]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    before = [p.detach().clone() for p in model.parameters()]
+    running_mean = model[2].running_mean.clone()
+    namespace = {"model": model, "x": torch.randn(64, 1, 4, 4), "y": torch.randint(0, 10, (64,)), "step": 50,
+                 "num_steps": 100, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert isinstance(namespace["mix"], MentorMix) and torch.isfinite(namespace["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not torch.equal(running_mean, model[2].running_mean)  # the mixed pass updated the BN statistics
+
+
+def _readme_cifar_commands() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("The official CIFAR runs")[1].split("```bash\n")[1].split("```")[0]
+    text = block.replace("\\\n", " ")
+    prefix = re.search(r'^MM="(.*?)"', text, re.M | re.S).group(1)
+    return [shlex.split(line.replace("$MM", prefix)) for line in text.splitlines() if "$MM" in line]
+
+
+def test_the_readme_cifar_commands_are_the_official_settings():
+    commands = _readme_cifar_commands()
+    assert len(commands) == 8
+    seen = set()
+    for argv in commands:
+        assert argv[:3] == ["python", "cli.py", "train-student"]
+        context = cli.train_student.make_context("train-student", argv[3:])
+        options = {k: v for k, v in context.params.items() if k not in ("config_file", "out_dir", "resume", "force")}
+        config = StudentConfig().with_options(options)
+        alpha, p, second = OFFICIAL_SETTINGS[(config.dataset, config.noise)]
+        seen.add((config.dataset, config.noise))
+        assert (config.resolved_mixup_alpha, config.weighter_config(MENTORMIX_WEIGHTING).loss_p_percentile,
+                config.resolved_second_reweight) == (alpha, p, second)
+        assert config.recipe.weight_decay == (0.0 if second else OFFICIAL_WEIGHT_DECAY)
+        assert (config.studentnet, config.mentornet, config.max_steps, config.batch_size, config.lr,
+                config.recipe.lr_schedule) == ("resnet32", "mentornet_pd", 200000, 128, 0.1, "mentormix_2020")
+    assert seen == set(OFFICIAL_SETTINGS)
