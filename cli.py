@@ -302,7 +302,7 @@ def _click_option(cls, f, *, nested: bool = False):
     if choices and not all(choice in help_text for choice in choices):
         help_text += f" One of: {', '.join(choices)}."
     if nested:
-        help_text += " Default: the MentorNet's."
+        help_text += " Default: the MentorNet's (with --mentormix: MentorMix's, see --mentormix)."
     if kind is bool:
         flags = meta["flags"] or f"{flag_name(f.name)}/--no-{f.name.replace('_', '-')}"
         return click.option(flags, f.name, default=default, show_default=default is not None, help=help_text)
@@ -451,7 +451,15 @@ def _describe_run(run) -> None:
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
                f"{run.epochs} epochs = {run.total_steps} steps, augment {config.augmented}")
     if run.weighting is not None:
-        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()))
+        origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
+                  "no example dropout; weighting options given override them)" if run.mentormix is not None else "")
+        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()) + origin)
+    if run.mentormix is not None:
+        second = run.mentormix.second_reweight
+        decay = ("no weight decay unless --weight-decay is given, as in the official code" if second and
+                 config.weight_decay is None else f"weight decay {recipe.weight_decay}")
+        click.echo(f"mentormix: mixup alpha {run.mentormix.alpha:g}, second reweighting {'on' if second else 'off'} "
+                   f"({decay}); clean pass keeps the BN statistics; evaluated with the raw weights (no EMA)")
 
 
 @cli.command("show")

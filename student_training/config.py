@@ -25,10 +25,11 @@ from curricula.features import MAX_EPOCH, WeighterConfig, check_percentile
 from curricula.options import check_option_types, flag_name, option, option_fields, options_from_mapping
 
 from .data import check_dataset_name, list_datasets
+from .mentormix import DEFAULT_MIXUP_ALPHA, DEFAULT_SECOND_REWEIGHT
 from .models import TrainingRecipe, list_students, student_recipe
 from .noise import list_noise_types
 
-LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant")
+LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant", "mentormix_2020")
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTED_DATASETS = ("cifar10", "cifar100")
 CONFIG_SUFFIXES = (".json", ".toml")
@@ -115,7 +116,8 @@ class StudentConfig:
     lr_schedule: str = option("auto", metavar="NAME", choices=LR_SCHEDULES,
                               help="auto: the student's own (the 2018 piecewise schedule for resnet101, exponential "
                                    "for inception, cosine for the others); baseline_2018: the 2018 ResNet "
-                                   "baseline's (0.1, then 0.01 from step 19531 of 39000).")
+                                   "baseline's (0.1, then 0.01 from step 19531 of 39000); mentormix_2020: "
+                                   "MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to the run).")
     momentum: float = option(0.9, metavar="M", help="SGD momentum.")
     weight_decay: float | None = option(None, metavar="WD",
                                         help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for "
@@ -145,6 +147,21 @@ class StudentConfig:
                                               help="Loss percentile P of each re-fit's dump, a fraction in (0, 1] "
                                                    "(0.9 is the 90th percentile). Default: the MentorNet's own, "
                                                    "else 0.9.")
+    # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
+    mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
+                                         "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
+                                         "Weighting defaults are MentorMix's, not the MentorNet's student_defaults: "
+                                         "p 0.7, decay 0.5, burn-in 10, no example dropout (--loss-p-percentile "
+                                         "and the other weighting options override them). Plain mixup: "
+                                         "--mentornet baseline_mentornet.")
+    mixup_alpha: float | None = option(None, metavar="A",
+                                       help="With --mentormix: alpha > 0 of the Beta(alpha, alpha) mixing "
+                                            "coefficient (2020: --mixup_alpha; 2, 8, 8, 4 for CIFAR-10 at noise 0.2, "
+                                            "0.4, 0.6, 0.8). Default: 8, the official default.")
+    second_reweight: bool | None = option(None, help="With --mentormix: weight the mixed losses with the MentorNet "
+                                                     "again (2020: --second_reweight; on for noise 0.6 and 0.8). "
+                                                     "Default: on, the official default; then, as in the official "
+                                                     "code, no weight decay unless --weight-decay is given.")
 
     def __post_init__(self):
         check_option_types(self)
@@ -160,6 +177,7 @@ class StudentConfig:
             if value not in values:
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
         self._check_ranges()
+        self._check_mentormix()
         self._check_data_driven()
         self._check_nothing_ignored()
 
@@ -210,7 +228,38 @@ class StudentConfig:
         if self.relearn_mentor != "never" and self.mentornet == "none":
             raise ValueError("--relearn-mentor needs a MentorNet to re-fit; --mentornet is none")
 
+    def _check_mentormix(self) -> None:
+        if not self.mentormix:
+            given = [flag_name(name) for name in ("mixup_alpha", "second_reweight") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{given[0]} applies only with --mentormix (without it, it would be ignored)")
+            return
+        if self.mentornet == "none":
+            raise ValueError("--mentormix needs a MentorNet to weight the samples, but --mentornet is none; for "
+                             "plain mixup give --mentornet baseline_mentornet (every weight 1)")
+        if self.mixup_alpha is not None and not self.mixup_alpha > 0:
+            raise ValueError(f"--mixup-alpha must be > 0 (Beta(alpha, alpha); 0 would not mix), got {self.mixup_alpha}")
+        if not student_recipe(self.studentnet).mixable:
+            raise ValueError(f"--mentormix mixes the inputs, and student {self.studentnet!r} takes inputs that cannot "
+                             "be mixed (its recipe says mixable=False)")
+        if self.relearn_mentor != "never":
+            raise ValueError("--mentormix cannot re-fit its MentorNet during training: drop --relearn-mentor")
+
     # ------------------------------------------------------------------------------ derived values
+
+    @property
+    def resolved_mixup_alpha(self) -> float | None:
+        """MentorMix's alpha in force (None without --mentormix)."""
+        if not self.mentormix:
+            return None
+        return DEFAULT_MIXUP_ALPHA if self.mixup_alpha is None else self.mixup_alpha
+
+    @property
+    def resolved_second_reweight(self) -> bool | None:
+        """Whether MentorMix weights the mixed losses again (None without --mentormix)."""
+        if not self.mentormix:
+            return None
+        return DEFAULT_SECOND_REWEIGHT if self.second_reweight is None else self.second_reweight
 
     @property
     def recipe(self) -> TrainingRecipe:
@@ -220,6 +269,8 @@ class StudentConfig:
             recipe = replace(recipe, lr_schedule=self.lr_schedule)
         if self.weight_decay is not None:
             recipe = replace(recipe, weight_decay=self.weight_decay)
+        elif self.resolved_second_reweight:  # the official code's regulariser is 0 then (2020 spec §5 item 5)
+            recipe = replace(recipe, weight_decay=0.0)
         return recipe
 
     @property

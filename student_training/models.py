@@ -43,7 +43,8 @@ class TrainingRecipe:
     is ``sgd`` (plain SGD weight decay on weight matrices), ``scaled`` (the 2018 ResNet's
     ``wd · Σ‖W‖² / 2`` times the mean sample weight) or ``none``; ``pad`` is the random crop's padding
     in pixels (2018: 2 for the ResNets, 8 for CifarNet); ``channels_last`` is the memory format the
-    student runs fastest in.
+    student runs fastest in. ``mixable``: the student's input is a float tensor that mixup may interpolate
+    (``--mentormix`` refuses a student with ``mixable=False``, e.g. one that reads token ids).
     """
 
     lr_schedule: str = "cosine"
@@ -51,6 +52,7 @@ class TrainingRecipe:
     decay_mode: str = "sgd"
     pad: int = 4
     channels_last: bool = True
+    mixable: bool = True
 
     def __post_init__(self):
         if self.decay_mode not in DECAY_MODES:

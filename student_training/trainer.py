@@ -40,6 +40,7 @@ from .data import ImageDataset, load_dataset
 from .data_driven import data_driven_callbacks
 from .evaluation import accuracy, detector_auc
 from .loader import DeviceLoader
+from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
 from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, noise_from_labels, \
     save_noisy_labels, split_noise_path
@@ -54,6 +55,11 @@ VALIDATION_NAMES = {"clean_subset": "the clean subset (clean labels)", "noisy_ho
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the epoch was not saved."""
+# What MentorMix (--mentormix) does, per epoch: the mean of its training loss, of the mixing coefficient m, the
+# share of partners whose weight v is >= 0.5, and the mean second weight. NaN in other runs (and in second_weight_mean
+# without second reweighting), so every metrics.csv has the same columns.
+MENTORMIX_COLUMNS = ("mixed_loss", "mixing_mean", "partner_high_weight_share", "second_weight_mean")
+METRIC_COLUMNS += MENTORMIX_COLUMNS
 
 
 def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> float:
@@ -69,6 +75,8 @@ def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> fl
         return base * 0.1 ** math.floor(step / (19531 / 39000 * total_steps))
     if schedule == "cosine":
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "mentormix_2020":  # 2020 spec §3.2: staircase 0.9^floor(t / 11718.75) over 200000 steps
+        return base * 0.9 ** math.floor(step / (11718.75 / 200000 * total_steps))
     return base
 
 
@@ -124,6 +132,7 @@ class Run:
     callbacks: list[Callback] = field(default_factory=list)
     state: RunState = field(default_factory=RunState)
     metric_columns: tuple[str, ...] = METRIC_COLUMNS
+    mentormix: MentorMix | None = None  # with --mentormix (then ``weighter`` is None: MentorMix holds both weightings)
     lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
 
     def release(self) -> None:
@@ -147,7 +156,8 @@ class Run:
                 "mentornet_sha256": self.mentornet_sha256, "lr_schedule": recipe.lr_schedule,
                 "weight_decay": recipe.weight_decay, "decay_mode": recipe.decay_mode, "pad": recipe.pad,
                 "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
-                "device": str(self.device), "validation": self.validation_description()}
+                "device": str(self.device), "validation": self.validation_description(),
+                "mentormix": self._resolved_mentormix()}
 
     def validation_description(self) -> str:
         """Which split chooses best.pt, in words (recorded in config.json and best.pt)."""
@@ -157,6 +167,12 @@ class Run:
         if config.validation == "clean_subset":
             return f"the clean subset of {len(self.data.clean_subset_indices)} images, with their clean labels"
         return "none"
+
+    def _resolved_mentormix(self) -> dict | None:
+        if self.mentormix is None:
+            return None
+        return {"mixup_alpha": self.mentormix.alpha, "second_reweight": self.mentormix.second_reweight,
+                "weighting_defaults": "mentormix", "clean_pass_updates_bn": self.mentormix.clean_pass_updates_bn}
 
     def check_world_size(self, saved: int) -> None:
         if saved != self.world.size:
@@ -180,6 +196,22 @@ class RunFolderWriter(Callback):
     def on_epoch_end(self, run: Run, epoch: int, row: dict) -> None:
         if run.is_main:
             run_folder.save_epoch(run)
+
+
+class MentorMixState(Callback):
+    """Carries the run's :class:`MentorMix` state (both moving averages, all generators) in ``last.pt``, so a
+    resumed MentorMix run continues exactly."""
+
+    name = "mentormix"
+
+    def __init__(self, mentormix: MentorMix):
+        self.mentormix = mentormix
+
+    def state_dict(self) -> dict:
+        return self.mentormix.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mentormix.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------- preparing
@@ -219,6 +251,9 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         check_writable_folder(out, what="run folder")
     else:
         run_folder.check_run_folder(out, force=force, delete=False)
+    if config.mentormix and world.enabled:
+        raise ValueError(f"--mentormix runs in one process (partners and percentiles come from the whole batch on "
+                         f"one device); this launch has {world.size} torchrun processes")
     if config.dump:  # the run's own dump may exist on resume; any other file there needs --force
         check_output_path(config.dump, force=force or resume)
     distributed.check_batch_size(config.batch_size, world)
@@ -240,6 +275,13 @@ def _mentornet(config: StudentConfig, device: torch.device):
         return None, None
     path = resolve_mentornet_path(config.mentornet)
     return load_mentornet(config.mentornet, device=device), sha256_of(path)
+
+
+def weighting_defaults(config: StudentConfig, mentor) -> WeighterConfig:
+    """What the weighting options override: MentorMix's settings with ``--mentormix`` (2020 spec §3.1: burn-in
+    10, decay 0.5, no example dropout; a 2018 checkpoint's defaults carry the 2018 dropout schedule, which
+    the MentorMix runs did not use), else the MentorNet's own ``student_defaults``."""
+    return MENTORMIX_WEIGHTING if config.mentormix else mentor.student_defaults
 
 
 def _noisy_labels(config: StudentConfig, data: ImageDataset) -> NoiseResult:
@@ -318,16 +360,22 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     epochs = math.ceil(config.max_steps / len(train_loader)) if config.max_steps else config.epochs
     _check_event_epochs(config, total_steps)
     _check_clean_subset(config, data, noise)
-    weighting = config.weighter_config(mentor.student_defaults) if mentor is not None else None
-    weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) if mentor else None
+    weighting = config.weighter_config(weighting_defaults(config, mentor)) if mentor is not None else None
+    weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) \
+        if mentor and not config.mentormix else None
+    mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
+                          second_reweight=config.resolved_second_reweight, total_steps=total_steps,
+                          seed=config.seed) if config.mentormix else None
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # fp16 would need a GradScaler: fp32 instead
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
               validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
-              total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
-    for callback in (*data_driven_callbacks(run), *registered_callbacks(run), *callbacks, RunFolderWriter()):
+              total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None, mentormix=mentormix)
+    mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
+    for callback in (*data_driven_callbacks(run), *mentormix_state, *registered_callbacks(run), *callbacks,
+                     RunFolderWriter()):
         run.add_callback(callback)
     if resume:
         run_folder.restore(run)
@@ -437,6 +485,21 @@ class _EpochStats:
         self.sample_prediction[indices] = predictions
 
 
+class _MentorMixStats(_EpochStats):
+    """The epoch's sums of what MentorMix did (:data:`MENTORMIX_COLUMNS`), on the device as well."""
+
+    def __init__(self, num_samples: int, device: torch.device):
+        super().__init__(num_samples, device)
+        zeros = lambda: torch.zeros((), device=device)  # noqa: E731
+        self.mixed_loss, self.mixing, self.partner_share, self.second_weight = (zeros() for _ in range(4))
+
+    def add_mix(self, mixed_loss: torch.Tensor, metrics: dict, batch_size: int) -> None:
+        self.mixed_loss += mixed_loss.detach() * batch_size
+        self.mixing += metrics["mixing_mean"] * batch_size
+        self.partner_share += metrics["partner_high_weight_share"] * batch_size
+        self.second_weight += metrics["second_weight_mean"] * batch_size  # NaN without second reweighting
+
+
 def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float, *,
                  mean_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Spec §4.1 step 12: mean over the batch (not over Σv) of v·loss, plus for the 2018 ResNet
@@ -456,7 +519,7 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
     """
     model, config, world = run.forward_model, run.config, run.world
     model.train()
-    stats = _EpochStats(run.data.num_train, run.device)
+    stats = (_EpochStats if run.mentormix is None else _MentorMixStats)(run.data.num_train, run.device)
     decay = run.recipe.weight_decay if run.recipe.decay_mode == "scaled" else 0.0
     decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
@@ -468,6 +531,10 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
         lr = learning_rate(step, run.total_steps, config.lr, run.recipe.lr_schedule)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
+        if run.mentormix is not None:
+            mentormix_step(run, images, labels, indices, step, stats, decayed, decay)
+            step += 1
+            continue
         with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
                             enabled=run.autocast_dtype is not None):
             logits = model(images)
@@ -493,6 +560,35 @@ def validate(run: Run) -> float:
     if run.validation_loader is None:
         return float("nan")
     return accuracy(run.model, run.validation_loader, autocast_dtype=run.autocast_dtype)
+
+
+def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
+                   stats: _MentorMixStats, decayed: list, decay: float) -> None:
+    """One MentorMix step (2020 spec §2, S1-S9) with the run's :class:`MentorMix`: the clean pass in train mode
+    without gradient (its BN statistics kept), weighting, mixing, the mixed pass and the update.
+
+    ``weight_clean``, ``weight_noisy``, ``detector_auc``, ``mean_weight`` and ``weighted_loss`` describe the
+    first weighting on the clean pass; the mixed pass's loss and the mixing go to :data:`MENTORMIX_COLUMNS`.
+    """
+    mix, model = run.mentormix, run.forward_model
+    autocast = dict(device_type=run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
+                    enabled=run.autocast_dtype is not None)
+    with mix.clean_pass(run.model), torch.autocast(**autocast):
+        logits = model(images)
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    batch = mix.mix(images, labels, losses, step)
+    with torch.autocast(**autocast):
+        mixed_logits = model(batch.inputs)
+    loss = mix.loss(mixed_logits.float(), batch)
+    mixed_loss = loss.detach()
+    if decayed and decay:  # the 2018 ResNet's decay, scaled by the mean (second) weight the loss used
+        mean_weight = mix.metrics["second_weight_mean"] if mix.second_reweight else 1.0
+        loss = loss + mean_weight * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    stats.add(losses, batch.weights, batch.mentor_weights, logits.argmax(dim=1), indices)
+    stats.add_mix(mixed_loss, mix.metrics, len(losses))
 
 
 def evaluate(run: Run) -> float:
@@ -534,7 +630,17 @@ def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, va
         "weight_noisy": float(weights[~clean].mean()) if (~clean).any() else float("nan"),
         "detector_auc": detector_auc(weights, clean),
         "seconds": round(seconds, 3),
+        **mentormix_columns(stats),
     }
+
+
+def mentormix_columns(stats: _EpochStats) -> dict:
+    """The epoch's :data:`MENTORMIX_COLUMNS`: means over its samples, NaN for a run without MentorMix."""
+    if not isinstance(stats, _MentorMixStats):
+        return dict.fromkeys(MENTORMIX_COLUMNS, float("nan"))
+    count = max(stats.count, 1)
+    sums = (stats.mixed_loss, stats.mixing, stats.partner_share, stats.second_weight)
+    return {name: float(total) / count for name, total in zip(MENTORMIX_COLUMNS, sums)}
 
 
 def _mean(values: torch.Tensor) -> float:
@@ -585,6 +691,7 @@ def summarize(rows: list[dict]) -> dict:
             "final_fit_noisy": final["fit_noisy"], "final_detector_auc": final["detector_auc"],
             "epochs": final["epoch"], "steps": final["step"]}
 
-__all__ = ["METRIC_COLUMNS", "Run", "RunFolderWriter", "RunState", "StudentConfig", "TrainingDiverged",
+__all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "Run", "RunFolderWriter", "RunState",
+           "StudentConfig", "TrainingDiverged", "mentormix_step", "weighting_defaults",
            "check_run", "evaluate", "epoch_row", "learning_rate", "prepare_run", "resume_config", "student_loss", "summarize",
            "train", "train_one_epoch", "validate"]
