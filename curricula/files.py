@@ -131,13 +131,17 @@ def write_json(path: str | os.PathLike, payload, *, force: bool = False) -> Path
     return write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n", force=force)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def _digest(path: str | os.PathLike, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    return _digest(path, "sha256")
 
 
 def load_plain(path: str | os.PathLike, *, what: str, allowed: Iterable = ()):
@@ -172,11 +176,7 @@ def load_plain(path: str | os.PathLike, *, what: str, allowed: Iterable = ()):
 
 def md5_of(path: str | os.PathLike) -> str:
     """Hex md5 of a file's bytes (the checksum data-set publishers give)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _digest(path, "md5")
 
 
 __all__ = ["TOOLKIT_VERSION", "atomic_write", "check_output_path", "check_writable_folder", "load_plain", "md5_of", "process_alive",
