@@ -39,6 +39,7 @@ from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value
 from .data import ImageDataset, load_dataset
 from .data_driven import data_driven_callbacks
 from .evaluation import accuracy, detector_auc
+from .label_issues import SampleRecordCallback
 from .loader import DeviceLoader
 from .models import TrainingRecipe, create_student
 from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, noise_from_labels, \
@@ -268,7 +269,8 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
               optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
               epochs=epochs, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None)
-    for callback in (*data_driven_callbacks(run), *registered_callbacks(run), *callbacks, RunFolderWriter()):
+    for callback in (*data_driven_callbacks(run), SampleRecordCallback(), *registered_callbacks(run), *callbacks,
+                     RunFolderWriter()):
         run.add_callback(callback)
     if resume:
         run_folder.restore(run)
