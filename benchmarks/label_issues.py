@@ -144,7 +144,11 @@ def main() -> None:
     parser.add_argument("--cleanlab-epochs", type=int, default=20, help="epochs of each fold's plain mlp")
     parser.add_argument("--workdir", default="runs/label_issues", help="run folders (finished ones are reused)")
     parser.add_argument("--out", default="docs/label_issues", help="prefix of the files written")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from OUT.csv")
     args = parser.parse_args()
+    if args.report_only:
+        report(pd.read_csv(f"{args.out}.csv"), args, Path(args.out))
+        return
     args.methods = args.methods.split(",")
     settings = [(kind, float(rate)) for kind, rate in (item.split(":") for item in args.settings.split(","))]
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -253,8 +253,8 @@ class SampleRecordCallback(Callback):
     """Records every noisy training sample's loss, MentorNet weight and prediction after each epoch
     (see the module docstring); its :class:`SampleRecord` is saved in ``last.pt`` under ``sample_record``.
 
-    Cost: one eval-mode forward pass over the noisy training set per epoch (for the Fashion-MNIST MLP of
-    the README's evidence, well under 1% of the epoch). Under torchrun only rank 0 records.
+    Cost: one eval-mode forward pass over the noisy training set per epoch, on top of the epoch's own
+    forward and backward passes over it. Under torchrun only rank 0 records.
     """
 
     name = RECORD_NAME
