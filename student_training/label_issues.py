@@ -249,6 +249,13 @@ def mentor_opinion(run: "Run", losses: torch.Tensor, step: int) -> torch.Tensor:
     return weighter.mentor.weight(features).to(losses.device, torch.float32)
 
 
+def _weighs(run: "Run") -> bool:
+    """Whether the run's weighter is a MentorNet one whose opinion :func:`mentor_opinion` can ask for (a
+    weighting scheme without a mentor, a loss moving average and an epoch is recorded by its losses alone)."""
+    weighter = run.weighter
+    return weighter is not None and all(hasattr(weighter, name) for name in ("mentor", "moving_average", "epoch_at"))
+
+
 class SampleRecordCallback(Callback):
     """Records every noisy training sample's loss, MentorNet weight and prediction after each epoch
     (see the module docstring); its :class:`SampleRecord` is saved in ``last.pt`` under ``sample_record``.
@@ -267,11 +274,10 @@ class SampleRecordCallback(Callback):
             return
         if self.record is None:
             indices = run.data.train_indices
-            self.record = SampleRecord.empty(indices, run.data.source_indices[indices],
-                                             weighted=run.weighter is not None)
+            self.record = SampleRecord.empty(indices, run.data.source_indices[indices], weighted=_weighs(run))
         losses, predictions = training_set_losses(run)
         weights = None
-        if run.weighter is not None:
+        if self.record.weight_sum is not None:
             step = min((epoch + 1) * len(run.train_loader), run.total_steps) - 1
             weights = mentor_opinion(run, losses, step)
         self.record.add_epoch(losses, weights, predictions)
