@@ -253,15 +253,16 @@ def evaluation_data(model: StudentClassifier, config: StudentConfig, *, dataset:
 
 
 def check_compatible(model: StudentClassifier, data: ImageDataset) -> None:
-    """``ValueError`` unless ``data``'s classes and image shape are the student's."""
+    """``ValueError`` unless ``data``'s image shape (C x H x W) and number of classes are the student's, and
+    its class names too where both name their classes (names ``"0"``, ``"1"``, ... mean unnamed)."""
     shape = tuple(data.train_images.shape[1:])
     if shape != model.image_shape:
         raise ValueError(f"data set {data.name} has images of shape {'x'.join(map(str, shape))} (C x H x W), the "
                          f"student takes {'x'.join(map(str, model.image_shape))}")
     if data.num_classes != model.num_classes:
         raise ValueError(f"data set {data.name} has {data.num_classes} classes, the student {model.num_classes}")
-    numbered = tuple(str(c) for c in range(data.num_classes))
-    if tuple(data.class_names) not in (model.class_names, numbered):
+    numbered = tuple(str(c) for c in range(data.num_classes))  # what a data set without class names gets
+    if numbered not in (tuple(data.class_names), model.class_names) and tuple(data.class_names) != model.class_names:
         differ = next(i for i, (a, b) in enumerate(zip(data.class_names, model.class_names)) if a != b)
         raise ValueError(f"data set {data.name} names its classes differently from the student's (class {differ}: "
                          f"{data.class_names[differ]!r} vs {model.class_names[differ]!r})")

@@ -373,3 +373,18 @@ def test_each_new_command_explains_every_option():
             if param.name == "help":
                 continue
             assert param.opts[0] in text and param.help, (name, param.name)
+
+
+def test_class_names_must_agree_where_both_sides_name_their_classes():
+    from types import SimpleNamespace
+
+    from student_training.inference import check_compatible
+
+    network = create_student("mlp", num_classes=3, in_channels=1, image_size=8)
+    named = StudentClassifier(network, class_names=["cat", "dog", "cow"], image_shape=(1, 8, 8))
+    data = lambda names: SimpleNamespace(name="mine", train_images=torch.zeros(2, 1, 8, 8, dtype=torch.uint8),  # noqa: E731
+                                         num_classes=3, class_names=tuple(names))
+    check_compatible(named, data(["cat", "dog", "cow"]))
+    check_compatible(named, data(["0", "1", "2"]))  # a data set that does not name its classes
+    with pytest.raises(ValueError, match="class 1: 'pig' vs 'dog'"):
+        check_compatible(named, data(["cat", "pig", "cow"]))
