@@ -1,6 +1,7 @@
 """Using a trained student (issue #16): load_student, evaluate, find-label-issues, export, and the bad inputs."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -388,3 +389,21 @@ def test_class_names_must_agree_where_both_sides_name_their_classes():
     check_compatible(named, data(["0", "1", "2"]))  # a data set that does not name its classes
     with pytest.raises(ValueError, match="class 1: 'pig' vs 'dog'"):
         check_compatible(named, data(["cat", "pig", "cow"]))
+
+
+def test_the_record_survives_a_kill_and_resume(tmp_path):
+    root = Path(cli.__file__).parent
+    args = ["train-student", "--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "3",
+            "--batch-size", "64", "--mentornet", "mentornet_pd", "--seed", "2"]
+    assert invoke(*args, "--out", tmp_path / "whole").exit_code == 0
+    killed = subprocess.run([sys.executable, "cli.py", "--plugin", str(root / "tests" / "fault_injection.py"), *args,
+                             "--out", str(tmp_path / "cut")], cwd=root, capture_output=True, text=True,
+                            env={**os.environ, "MENTORNET_KILL_AT_STEP": "30"})
+    assert killed.returncode == 137, killed.stderr
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["callbacks"]["sample_record"]["epochs"] == 1
+    assert invoke("train-student", "--out", tmp_path / "cut", "--resume").exit_code == 0
+    whole, cut = (torch.load(tmp_path / name / "last.pt", weights_only=True)["callbacks"]["sample_record"]
+                  for name in ("whole", "cut"))
+    assert whole["epochs"] == cut["epochs"] == 3
+    for key in ("positions", "sample_ids", "loss_sum", "weight_sum", "final_loss", "final_weight", "prediction"):
+        torch.testing.assert_close(cut[key], whole[key], rtol=0, atol=0, msg=key)
