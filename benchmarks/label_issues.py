@@ -10,7 +10,7 @@ For each label-noise setting and seed, every method trains the README's mlp regi
 images, 100 epochs, SGD momentum 0.9, cosine from 0.1, batch 128) on the same noisy labels, and
 :func:`student_training.label_issues.find_label_issues` ranks its training samples by each candidate
 score. The score is chosen on the ``--select-seed`` runs only (highest mean AUC over every setting and
-method there), then reported for every seed. cleanlab gets out-of-sample probabilities from the same
+MentorNet there; ``none``, the plain baseline, has only the loss scores), then reported for every seed. cleanlab gets out-of-sample probabilities from the same
 student: ``--folds`` stratified folds of the same noisy training set, each predicted by a plain
 cross-entropy mlp trained on the other folds (same recipe, cosine schedule over its own epochs), and
 ``cleanlab.filter.find_label_issues`` runs on those probabilities and the same labels. Its ranking is
@@ -190,7 +190,7 @@ def report(table: pd.DataFrame, args, out: Path) -> None:
     table = table.assign(ranking=[f"cleanlab ({int(e)} epochs)" if m == "cleanlab" else r for m, r, e in
                                   zip(table["method"], table["ranking"], table["cleanlab_epochs"].fillna(0))])
     ours = table[table["method"] != "cleanlab"]
-    chosen_runs = ours[ours["seed"] == args.select_seed]
+    chosen_runs = ours[(ours["seed"] == args.select_seed) & (ours["method"] != "none")]  # runs with every score
     selection = chosen_runs.groupby("score", sort=False)[["auc", "precision_top20"]].mean() \
         .sort_values("auc", ascending=False)
     chosen = selection.index[0]
