@@ -138,6 +138,10 @@ class StudentConfig:
     relearn_percentile: float | None = option(None, metavar="P",
                                               help="Loss percentile P (0-100) of each re-fit's dump. Default: the "
                                                    "MentorNet's own, else 90.")
+    # what the run records
+    record_samples: bool = option(True, help="After every epoch, record each training sample's loss and MentorNet "
+                                             "weight (one extra eval pass over the training set) for "
+                                             "find-label-issues.")
 
     def __post_init__(self):
         check_option_types(self)

@@ -1,6 +1,6 @@
 """Which training labels does a run believe are wrong? A ranking from per-sample losses and MentorNet weights.
 
-During every ``train-student`` run the :class:`SampleRecordCallback` scores the whole noisy training set
+During every ``train-student`` run (unless ``--no-record-samples``) the :class:`SampleRecordCallback` scores the whole noisy training set
 once per epoch, after the epoch's test evaluation: the student's cross-entropy against each sample's given
 label (eval mode, no augmentation), and the weight the run's MentorNet gives that loss at that point of
 training (``mentor.weight`` of the loss, ``loss − M`` with the run's moving-average percentile ``M``, and the
@@ -273,7 +273,7 @@ class SampleRecordCallback(Callback):
         self.record: SampleRecord | None = None
 
     def on_epoch_end(self, run: "Run", epoch: int, row: dict) -> None:
-        if not run.is_main:
+        if not run.is_main or not getattr(run.config, "record_samples", True):
             return
         if self.record is None:
             indices = run.data.train_indices
@@ -327,7 +327,7 @@ def read_sample_record(run_dir: str | os.PathLike) -> SampleRecord:
     """The per-sample record of the finished run in ``run_dir``, from its ``last.pt``.
 
     Raises ``ValueError`` when the folder has no ``config.json`` or ``last.pt``, the run has not finished
-    its epochs, or it was trained without the record (toolkit 0.2.0 and earlier).
+    its epochs, or it was trained without the record (``--no-record-samples``, or toolkit 0.2.0 and earlier).
     """
     run_dir = Path(run_dir)
     _, payload = read_config(run_dir)
@@ -345,8 +345,8 @@ def read_sample_record(run_dir: str | os.PathLike) -> SampleRecord:
                          f"{epochs}; continue it with train-student --out {run_dir} --resume")
     saved = (state.get("callbacks") or {}).get(RECORD_NAME)
     if not saved:
-        raise ValueError(f"the run in {run_dir} has no per-sample record (it was trained by a toolkit without "
-                         "the sample_record callback); train it again to rank its labels")
+        raise ValueError(f"the run in {run_dir} has no per-sample record (it was trained with --no-record-samples, "
+                         "or by a toolkit without the record); train it again to rank its labels")
     return SampleRecord.from_state_dict(saved)
 
 

@@ -407,3 +407,12 @@ def test_the_record_survives_a_kill_and_resume(tmp_path):
     assert whole["epochs"] == cut["epochs"] == 3
     for key in ("positions", "sample_ids", "loss_sum", "weight_sum", "final_loss", "final_weight", "prediction"):
         torch.testing.assert_close(cut[key], whole[key], rtol=0, atol=0, msg=key)
+
+
+def test_no_record_samples_skips_the_record_and_find_label_issues_says_so(tmp_path):
+    args = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "1", "--batch-size", "64"]
+    assert invoke("train-student", *args, "--no-record-samples", "--out", tmp_path / "r").exit_code == 0
+    assert not torch.load(tmp_path / "r" / "last.pt", weights_only=True)["callbacks"]["sample_record"]
+    result = invoke("find-label-issues", "--run", tmp_path / "r")
+    assert_one_line_error(result, "--no-record-samples")
+    assert result.exit_code == 2 and not (tmp_path / "r" / "label_issues.csv").exists()
