@@ -24,6 +24,7 @@ from curricula.files import TOOLKIT_VERSION  # noqa: E402
 from student_training.callbacks import Callback  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 from student_training.trainer import TrainingDiverged  # noqa: E402
+from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
 
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
 WORK_ERRORS = (TrainingDiverged,)  # failures of the work itself, reported as they are
@@ -129,6 +130,10 @@ def cli(plugin_files):
       plot              draw weight surfaces of a curriculum or MentorNet
       train-student     train a StudentNet on noisy labels, weighted by a MentorNet
       show, list        describe a checkpoint; list curricula and pretrained MentorNets
+    Using a trained student:
+      evaluate          score a run's StudentNet on its test set or other labelled images
+      find-label-issues rank a run's training samples by how likely their label is wrong
+      export            write a run's StudentNet as a torch.export program
     """
     from curricula.plugins import load_entry_point_plugins, load_plugin_file
 
@@ -503,6 +508,166 @@ def list_command():
         click.echo(f"  {name:<30} from {origin:<22} held-out MAE {test.get('mae', float('nan')):.4f}")
 
 
+# ----------------------------------------------------------------------- using a trained student
+
+run_option = click.option("--run", "run_dir", required=True, type=click.Path(), metavar="DIR",
+                          help="A train-student run folder (config.json, noisy_labels.npz, last.pt, best.pt).")
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
+                                 show_default=True,
+                                 help="best: best.pt, the student at the epoch the run chose as its best; last: "
+                                      "last.pt, the student after the last epoch trained.")
+
+
+@cli.command("evaluate")
+@run_option
+@checkpoint_option
+@click.option("--dataset", metavar="NAME", default=None,
+              help="Score on this data set instead of the run's own (cifar10, cifar100, fashion-mnist, digits, or "
+                   "npz:PATH); its classes and image shape must be the student's.")
+@click.option("--data-dir", metavar="DIR", default=None,
+              help="Folder holding the data set files. Default: the run's --data-dir for its own data set.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="test: the test set. train: the training images (the run's --subset for its own data set), "
+                   "against their true labels.")
+@click.option("--noise-file", metavar="FILE[:KEY]", default=None,
+              help="Score the training images against the labels in FILE (.npy/.npz/.pt, full length, official "
+                   "order, read as train-student --noise-file reads it, e.g. CIFAR-10_human.pt:worse_label); "
+                   "implies --split train.")
+@click.option("--per-class", is_flag=True, help="Also print the accuracy of each class (by the label scored against).")
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Write one row per image: sample_id (test-set index, or for --split train the index in the "
+                   "official training set), label (scored against), prediction (top-1 class), confidence (its "
+                   "softmax probability).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Images per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the student runs.")
+@click.option("--force", is_flag=True, help="Overwrite --predictions if it exists.")
+def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_class, predictions_path, batch_size,
+                     device, force):
+    """Score a run's StudentNet: top-1 accuracy on its test set, another data set, or a noise file's labels.
+
+    \b
+    Examples:
+      python cli.py evaluate --run runs/pd
+      python cli.py evaluate --run runs/pd --checkpoint last --per-class --predictions pd_test.csv
+      python cli.py evaluate --run runs/pd --dataset npz:other.npz
+      python cli.py evaluate --run runs/c10 --noise-file CIFAR-10_human.pt:worse_label
+    """
+    from curricula.files import check_output_path
+    from student_training.inference import evaluate_student, evaluation_data, load_student, write_predictions
+    from student_training.trainer import resolve_device
+
+    with _usage_errors():
+        if predictions_path is not None:
+            check_output_path(predictions_path, force=force)
+        model, config = load_student(run_dir, which=which)
+        model.to(resolve_device(device))
+        data = evaluation_data(model, config, dataset=dataset, data_dir=data_dir, split=split, noise_file=noise_file)
+    _describe_checkpoint(model)
+    result = evaluate_student(model, data, batch_size=batch_size)
+    click.echo(f"{data.description}: top-1 accuracy {result.accuracy:.4f} "
+               f"({int((result.prediction == result.label).sum())}/{len(result.label)})")
+    if data.true_labels is not None:
+        true = data.true_labels.numpy()
+        click.echo(f"against the true labels: top-1 accuracy {float((result.prediction == true).mean()):.4f}")
+    if per_class:
+        click.echo(result.per_class().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if predictions_path is not None:
+        click.echo(f"wrote {write_predictions(result, predictions_path, force=force)}")
+
+
+def _describe_checkpoint(model) -> None:
+    info = model.checkpoint
+    state = "" if info.finished in (None, True) else f" (the run is unfinished: {info.run_epochs} epochs planned)"
+    click.echo(f"student: {info.path} ({info.which}, epoch {info.epoch}){state}")
+
+
+@cli.command("find-label-issues")
+@run_option
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE.csv", default=None,
+              help="Where to write the ranking. Default: label_issues.csv in the run folder.")
+@click.option("--score", type=click.Choice(list(ISSUE_SCORES)), default=DEFAULT_ISSUE_SCORE, show_default=True,
+              help="mean_loss: the sample's loss against its given label, averaged over every epoch (chosen on "
+                   "runs with known truth, see README); mean_weight: 1 - its mean MentorNet weight; final_loss, "
+                   "final_weight: the same after the last epoch only. Runs without a MentorNet have only the loss "
+                   "scores.")
+@click.option("--top", default="20%", show_default=True, metavar="K|P%",
+              help="Measure precision and recall of the first K samples (or P percent of them) when the run knows "
+                   "the clean labels.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def find_label_issues_command(run_dir, out_path, score, top, force):
+    """Rank a finished run's training samples by how likely their given label is wrong.
+
+    Writes sample_id (index in the official training set), given_label, predicted_label (the final
+    student's top-1 class) and score (higher: more likely wrong), most likely wrong first. The score comes
+    from the per-sample losses and MentorNet weights recorded after every epoch of the run. Where the run
+    knows which labels it corrupted, prints the precision and recall of the top K and the ranking's AUC.
+
+    \b
+    Examples:
+      python cli.py find-label-issues --run runs/pd
+      python cli.py find-label-issues --run runs/pd --top 500 --out pd_issues.csv
+    """
+    from pathlib import Path
+
+    from curricula.files import check_output_path
+    from student_training.label_issues import SCORES, find_label_issues, parse_top, write_label_issues
+
+    out_path = out_path or str(Path(run_dir) / "label_issues.csv")
+    with _usage_errors():
+        if not Path(run_dir).is_dir():
+            raise ValueError(f"--run {run_dir} is not a folder")
+        check_output_path(out_path, force=force)
+        issues = find_label_issues(run_dir, score=score)
+        k = parse_top(top, len(issues.ranking))
+    source = "MentorNet weights and losses" if issues.weighted else "losses alone (the run has no MentorNet)"
+    click.echo(f"{len(issues.ranking)} training samples ranked by {score} ({SCORES[score]}), from {source} over "
+               f"{issues.epochs} epochs")
+    if issues.is_wrong is None:
+        click.echo("the run knows no corrupted labels (none differ from the clean ones): precision and recall "
+                   "cannot be measured")
+    else:
+        precision, recall = issues.precision_recall(k)
+        found, total = int(issues.is_wrong[:k].sum()), int(issues.is_wrong.sum())
+        click.echo(f"top {k}: precision {precision:.4f} ({found} of {k} labels are corrupted), recall {recall:.4f} "
+                   f"({found} of {total} corrupted labels); ranking AUC {issues.auc:.4f}")
+    click.echo(f"wrote {write_label_issues(issues, out_path, force=force)}")
+
+
+@cli.command("export")
+@run_option
+@checkpoint_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.pt2",
+              help="Where to write the exported student (torch.export format, .pt2).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def export_command(run_dir, which, out_path, force):
+    """Export a run's StudentNet with torch.export, so plain PyTorch runs it without this toolkit.
+
+    The program takes uint8 images N x C x H x W (pixel values 0..255, any N; the per-image
+    standardisation is inside) and returns float32 logits N x classes:
+
+    \b
+      program = torch.export.load("student.pt2")
+      logits = program.module()(images)
+
+    \b
+    Examples:
+      python cli.py export --run runs/pd --out student.pt2
+    """
+    from curricula.files import check_output_path
+    from student_training.inference import export_student, load_student
+
+    with _usage_errors():
+        if not out_path.endswith(".pt2"):
+            raise ValueError(f"--out {out_path} must end in .pt2 (torch.export's file format)")
+        check_output_path(out_path, force=force)
+        model, _ = load_student(run_dir, which=which)
+    _describe_checkpoint(model)
+    info = model.checkpoint
+    path = export_student(model, out_path, force=force, source=f"{info.path} (epoch {info.epoch})")
+    click.echo(f"wrote {path}: uint8 images {'x'.join(map(str, ('N', *model.image_shape)))} in, logits "
+               f"N x {model.num_classes} out")
 def _terminate(signum, frame):
     """SIGTERM (e.g. torchrun stopping its workers, a job scheduler's timeout) unwinds like Ctrl-C, so
     temporary files are removed and the run folder's lock is released."""

@@ -162,6 +162,10 @@ class StudentConfig:
                                                      "again (2020: --second_reweight; on for noise 0.6 and 0.8). "
                                                      "Default: on, the official default; then, as in the official "
                                                      "code, no weight decay unless --weight-decay is given.")
+    # what the run records
+    record_samples: bool = option(True, help="After every epoch, record each training sample's loss and MentorNet "
+                                             "weight (one extra eval pass over the training set) for "
+                                             "find-label-issues.")
 
     def __post_init__(self):
         check_option_types(self)

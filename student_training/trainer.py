@@ -39,6 +39,7 @@ from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, 
 from .data import ImageDataset, load_dataset
 from .data_driven import data_driven_callbacks
 from .evaluation import accuracy, detector_auc
+from .label_issues import SampleRecordCallback
 from .loader import DeviceLoader
 from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
@@ -374,8 +375,8 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
               validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
               total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None, mentormix=mentormix)
     mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
-    for callback in (*data_driven_callbacks(run), *mentormix_state, *registered_callbacks(run), *callbacks,
-                     RunFolderWriter()):
+    for callback in (*data_driven_callbacks(run), *mentormix_state, SampleRecordCallback(), *registered_callbacks(run),
+                     *callbacks, RunFolderWriter()):
         run.add_callback(callback)
     if resume:
         run_folder.restore(run)

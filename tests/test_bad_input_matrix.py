@@ -115,6 +115,15 @@ CASES = [
     ("output", ["train-student", *DIGITS, "--out", "nowhere/r"], "does not exist", 2),
     ("output", ["train-student", *DIGITS, "--clean-subset-fraction", "0.2", "--dump", "exists.pt", "--dump-at-epoch",
                 "18", "--out", "r"], "already exists", 2),
+    # evaluate, find-label-issues, export (a trained run's cases are in test_use_student.py)
+    ("file", ["evaluate", "--run", "notrun"], "holds no finished checkpoint", 2),
+    ("file", ["evaluate", "--run", "missing"], "does not exist", 2),
+    ("value", ["evaluate", "--run", "notrun", "--split", "nope"], "'--split'", 2),
+    ("file", ["find-label-issues", "--run", "notrun"], "config.json does not exist", 2),
+    ("file", ["find-label-issues", "--run", "missing"], "is not a folder", 2),
+    ("name", ["find-label-issues", "--run", "notrun", "--score", "nope"], "'--score'", 2),
+    ("file", ["export", "--run", "notrun", "--out", "s.pt2"], "holds no finished checkpoint", 2),
+    ("output", ["export", "--run", "notrun", "--out", "s.pt"], "must end in .pt2", 2),
     # show, list
     ("name", ["show", "nope"], "neither a pretrained MentorNet", 2),
     ("file", ["show", "garbage.pt"], "not a readable checkpoint", 2),
