@@ -45,7 +45,10 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 def cuda_bf16_supported() -> bool:
     """Whether the current GPU computes in bf16 natively; emulated bf16 (slower than fp32) does not count."""
-    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch before including_emulation, which never counted emulation
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def available_precisions(device: torch.device) -> tuple[str, ...]:

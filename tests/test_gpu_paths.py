@@ -92,6 +92,16 @@ def test_precision_follows_what_the_device_can_do(a_gpu, asked, device, bf16, ex
         assert ("is_bf16_supported", {"including_emulation": False}) in calls
 
 
+def test_a_torch_without_including_emulation_asks_the_plain_question(monkeypatch):
+    def is_bf16_supported(**kwargs):
+        if kwargs:
+            raise TypeError("is_bf16_supported() got an unexpected keyword argument 'including_emulation'")
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert accelerator.available_precisions(torch.device("cuda")) == ("fp16", "fp32")
+
+
 def test_bad_precision_and_compile_are_one_line_usage_errors_before_anything_is_written(tmp_path, monkeypatch, a_gpu):
     out = tmp_path / "run"
     fp16 = invoke(*QUICK, "--precision", "fp16", "--out", str(out))
