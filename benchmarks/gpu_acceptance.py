@@ -96,8 +96,12 @@ class Results:
     def add(self, table: str, row: dict) -> None:
         path = self.out / f"{table}.csv"
         fresh = not path.exists()
+        columns = list(row)
+        if not fresh:
+            with path.open(newline="") as handle:
+                columns = next(csv.reader(handle))  # the header's order
         with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if fresh:
                 writer.writeheader()
             writer.writerow(row)
@@ -121,7 +125,10 @@ class Results:
         self.render()
 
     def render(self) -> None:
-        text = render_markdown(self)
+        try:
+            text = render_markdown(self)
+        except Exception as error:  # noqa: BLE001 - a report that cannot be drawn must not stop a part
+            text = f"# GPU acceptance\n\nThe report could not be drawn ({_one_line(error)}); the CSV files hold it.\n"
         temporary = self.out / "acceptance.md.tmp"
         temporary.write_text(text)
         os.replace(temporary, self.out / "acceptance.md")
@@ -132,7 +139,7 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "(none yet)\n"
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(row.get(column, "")) for column in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(column, "")) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +162,10 @@ def render_markdown(results: Results) -> str:
               "auto precision.\n\n", _table(results.rows("speed")),
               "## End to end\n", _end_to_end_text(results)]
     return "\n".join(parts)
+
+
+def _cell(value) -> str:
+    return " ".join(str(value).split()).replace("|", "/")
 
 
 class _Missing(dict):
@@ -267,7 +278,7 @@ class Part:
         try:
             result, detail = function()
         except Exception as error:  # noqa: BLE001 - every failure is a result here
-            result, detail = "FAIL", f"{type(error).__name__}: {_one_line(error)}"
+            result, detail = "FAIL", f"{type(error).__name__}: {_one_line(error)}{_where(error)}"
             traceback.print_exc()
         self.results.add("checks", {"check": name, "result": result, "detail": detail,
                                     "seconds": round(time.perf_counter() - start, 2)})
@@ -279,6 +290,16 @@ def _device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _where(error: BaseException) -> str:
+    """`` at FILE:LINE``: the innermost frame of the toolkit (not this script) that the error passed through."""
+    script = Path(__file__).resolve()
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if path != script and ROOT in path.parents:
+            return f" at {path.relative_to(ROOT)}:{frame.lineno}"
+    return ""
 
 
 def _one_line(error: BaseException) -> str:
