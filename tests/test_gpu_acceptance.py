@@ -36,12 +36,14 @@ def test_smoke_runs_every_part_and_writes_every_table(tmp_path):
         (part, "ok") for part in ("environment", "checks", "speed", "end_to_end", "compile")}
     checks = {r["check"]: r["result"] for r in _rows(out, "checks")}
     assert set(checks.values()) <= {"pass", "info"}, checks
-    for name in ("precision auto on this device", "MentorMix draws equal on the CPU and this device",
-                 "pinned host-to-device copy", "MentorNet weighting in fp32 under autocast",
+    for name in ("precision auto on this device", "MentorNet weighting in fp32 under autocast",
                  "resume at another precision"):
         assert checks[name] == "pass", name
-    assert {"MentorMix step never waits for the host", "weighting step never waits for the host",
-            "host syncs in a training epoch at fp32", "host syncs in a training epoch at bf16"} <= set(checks)
+    assert set(checks) == {"precision auto on this device", "MentorNet weighting in fp32 under autocast",
+                           "resume at another precision", "MentorMix step never waits for the host",
+                           "weighting step never waits for the host",
+                           "MentorMix draws equal on the CPU and this device", "pinned host-to-device copy", "host syncs in a training epoch at fp32",
+                           "host syncs in a training epoch at bf16"}  # the GPU-only ones say "info" on a CPU
     speed = _rows(out, "speed")
     eager = {(r["student"], r["precision"]): r for r in speed if r["mode"] == "eager"}
     assert set(eager) == {(student, precision) for student in STUDENTS for precision in ("fp32", "bf16")}
