@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import importlib
+import importlib.util
 import json
 import math
 import os
