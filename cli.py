@@ -351,7 +351,7 @@ def _given_options(ctx: click.Context, options: dict) -> dict:
               help="Run folder: config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last.pt, with its config.json. Options given beside it "
-                   "must equal the run's, except --device and --compile.")
+                   "must equal the run's, except --device, --compile and --precision.")
 @click.option("--force", is_flag=True, help="Start over in an --out folder that already holds a run.")
 @click.pass_context
 def train_student(ctx, config_file, out_dir, resume, force, **options):
@@ -451,6 +451,7 @@ def _describe_run(run) -> None:
                f"mentornet {config.mentornet}, device {run.device}"
                + (f", {run.world.size} processes (DistributedDataParallel)" if run.world.enabled else ""))
     click.echo(f"labels: {run.noise.summary()}")
+    click.echo(f"precision: {run.precision.describe()}" + _precision_change(run))
     recipe = run.recipe
     click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
@@ -465,6 +466,13 @@ def _describe_run(run) -> None:
                  config.weight_decay is None else f"weight decay {recipe.weight_decay}")
         click.echo(f"mentormix: mixup alpha {run.mentormix.alpha:g}, second reweighting {'on' if second else 'off'} "
                    f"({decay}); clean pass keeps the BN statistics; evaluated with the raw weights (no EMA)")
+
+
+def _precision_change(run) -> str:
+    """On a resume at another precision, what the run computed in before."""
+    state = next((callback for callback in run.callbacks if callback.name == "precision"), None)
+    before = getattr(state, "resumed_from", None)
+    return f" (until this resume: {before})" if before and before != run.precision.name else ""
 
 
 @cli.command("show")

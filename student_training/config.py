@@ -24,6 +24,7 @@ from typing import Mapping
 from curricula.features import MAX_EPOCH, WeighterConfig, check_percentile
 from curricula.options import check_option_types, flag_name, option, option_fields, options_from_mapping
 
+from .accelerator import PRECISIONS
 from .data import check_dataset_name, list_datasets
 from .mentormix import DEFAULT_MIXUP_ALPHA, DEFAULT_SECOND_REWEIGHT
 from .models import TrainingRecipe, list_students, student_recipe
@@ -128,7 +129,14 @@ class StudentConfig:
     device: str = option("auto", choices=DEVICES, resume_safe=True,
                          help="auto, cpu or cuda; under torchrun, cuda means cuda:LOCAL_RANK (one GPU per process).")
     compile: bool = option(False, resume_safe=True,
-                           help="torch.compile the student for training (slower start, faster steps on a GPU).")
+                           help="torch.compile the student for training (slower start, faster steps on a GPU). "
+                                "Refused before training when the compiler it needs is missing (Triton and a C "
+                                "compiler on a GPU, a C++ compiler on the CPU).")
+    precision: str = option("auto", choices=PRECISIONS, resume_safe=True,
+                            help="Arithmetic of the student's forward passes (torch.autocast): auto is bf16 on a "
+                                 "GPU that has it (A100, H100, ...), fp16 with a gradient scaler on older GPUs "
+                                 "(V100, T4, P100), fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU. "
+                                 "Losses, MentorNet weights and percentiles are fp32 whatever this is.")
     sync_bn: bool = option(False, help="Under torchrun on GPUs: SyncBatchNorm, so BN statistics span the global "
                                        "batch as in one process (default: each rank's BN sees its shard).")
     # data-driven MentorNets
@@ -176,8 +184,8 @@ class StudentConfig:
         student_recipe(self.studentnet)  # a registered student
         if self.noise_type not in list_noise_types():
             raise ValueError(f"unknown noise type {self.noise_type!r}; choose one of: {', '.join(list_noise_types())}")
-        for name, values in (("learning-rate schedule", LR_SCHEDULES), ("device", DEVICES)):
-            value = self.lr_schedule if name != "device" else self.device
+        for name, value, values in (("learning-rate schedule", self.lr_schedule, LR_SCHEDULES),
+                                    ("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS)):
             if value not in values:
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
         self._check_ranges()

@@ -49,8 +49,7 @@ def clean_subset_dump(run: "Run", step: int) -> Dump:
     for start in range(0, len(indices), 1000):
         batch = indices[start:start + 1000]
         images = run.test_loader.prepare(run.data.train_images[batch].to(run.device))
-        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                            enabled=run.autocast_dtype is not None):
+        with run.precision.autocast():  # the forward only: the loss below is fp32
             logits = model(images)
         losses.append(F.cross_entropy(logits.float(), run.noise.noisy_labels[batch].to(run.device),
                                       reduction="none").cpu())

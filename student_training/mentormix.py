@@ -29,11 +29,13 @@ Choices where the official code is TF-specific or accidental (spec §5), all del
   as naive ports (LJY-HY) do.
 * **Randomness** is drawn on the CPU from one explicitly seeded ``torch.Generator`` (the official code is
   unseeded): per batch B Beta(α, α) draws, then B uniforms u_i. The partner is the inverse CDF of
-  softmax(v) at u_i, computed on v's device; the draws go there from pinned memory with
-  ``non_blocking=True``. The same seed gives the same numbers on the CPU and the same draws on any
-  device (partners can differ between devices only where u_i lies within float32 rounding of a CDF
-  step). A step neither reads a device value on the host nor branches on one; the one blocking copy is
-  a weighter's moving average moving to the device at its first step (after construction or a load).
+  softmax(v) at u_i, computed on v's device; the draws go there from pinned memory without making the
+  host wait (:func:`~student_training.accelerator.to_device`). The same seed gives the same numbers on
+  the CPU and the same draws on any device (partners can differ between devices only where u_i lies
+  within float32 rounding of a CDF step). A step neither reads a device value on the host nor branches
+  on one; the one blocking copy is a weighter's moving average moving to the device at its first step
+  (after construction or a load). Both weightings run in fp32 outside autocast, even when
+  :meth:`MentorMix.mix` and :meth:`MentorMix.loss` are called inside a caller's autocast region.
   Beta draws use ``torch._sample_dirichlet``, the sampler behind ``torch.distributions.Beta``, because
   only it takes a generator.
 * **α ≤ 0**: :func:`mentor_mix_up` returns the batch unmixed, as ``utils.mentor_mix_up`` does;
@@ -59,6 +61,7 @@ from torch import nn
 
 from curricula import get_curriculum
 
+from .accelerator import fp32_region, to_device
 from .weighting import MentorWeighter, WeighterConfig
 
 __all__ = ["DEFAULT_MIXUP_ALPHA", "DEFAULT_SECOND_REWEIGHT", "MENTORMIX_WEIGHTING", "OFFICIAL_SETTINGS",
@@ -159,11 +162,7 @@ def draw_mixup_noise(batch_size: int, alpha: float, generator: torch.Generator,
     concentration = torch.full((batch_size, 2), alpha, dtype=torch.float64)
     lam = torch._sample_dirichlet(concentration, generator=generator)[:, 0]
     uniforms = torch.rand(batch_size, dtype=torch.float64, generator=generator)
-    noise = torch.stack([lam, uniforms]).float()
-    device = torch.device(device)
-    if device.type == "cuda":
-        noise = noise.pin_memory()
-    noise = noise.to(device, non_blocking=True)  # pinned: the host does not wait for the GPU
+    noise = to_device(torch.stack([lam, uniforms]).float(), device)  # pinned: the host does not wait for a GPU
     return noise[0], noise[1]
 
 
@@ -310,8 +309,9 @@ class MentorMix:
             raise ValueError(f"losses must be [B] (one per sample), got shape {tuple(losses.shape)}")
         if losses.device != inputs.device:
             raise ValueError(f"losses are on {losses.device}, inputs on {inputs.device}")
-        mentor_weights = self.first_weighter.mentor_weights(losses, step)
-        weights = self.first_weighter.example_dropout(mentor_weights, self.first_weighter.last["epoch"])
+        with fp32_region(losses.device):  # the weighting stays fp32 inside a caller's autocast region
+            mentor_weights = self.first_weighter.mentor_weights(losses, step)
+            weights = self.first_weighter.example_dropout(mentor_weights, self.first_weighter.last["epoch"])
         targets = torch.zeros(batch_size, self.num_classes, device=inputs.device)
         targets.scatter_(1, labels.reshape(-1, 1).long(), 1.0)
         mixed_inputs, mixed_targets, partners, mixing = mentor_mix_up(
@@ -328,10 +328,11 @@ class MentorMix:
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != tuple(batch.targets.shape):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"logits must be [B, C] = {tuple(batch.targets.shape)}, got {shape}")
-        mixed_losses = soft_target_cross_entropy(logits, batch.targets)
-        if self.second_weighter is None:
-            return mixed_losses.mean()
-        second_weights = self.second_weighter(mixed_losses, batch.step)  # detached
+        with fp32_region(logits.device):
+            mixed_losses = soft_target_cross_entropy(logits, batch.targets)
+            if self.second_weighter is None:
+                return mixed_losses.mean()
+            second_weights = self.second_weighter(mixed_losses, batch.step)  # detached
         self.metrics["second_weight_mean"] = second_weights.mean()
         return (second_weights * mixed_losses).mean()  # over B, not over Σ v2 (spec §5 item 10)
 

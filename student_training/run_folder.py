@@ -167,8 +167,9 @@ def save_epoch(run: "Run") -> None:
             "best_validation": state.best_validation, "best_epoch": state.best_epoch,
             "torch_rng": torch.get_rng_state(), "world_size": run.world.size,
             "callbacks": {callback.name: callback.state_dict() for callback in run.callbacks},
-            "files": {name: sha256_of(run.out / name) for name in GUARDED_FILES},
-            "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None}
+            "files": {name: sha256_of(run.out / name) for name in GUARDED_FILES}, "cuda_rng": None}
+    if run.device.type == "cuda":
+        last["cuda_rng"] = torch.cuda.get_rng_state()
     atomic_write(run.out / "last.pt", lambda tmp: torch.save(last, tmp), force=True)
 
 

@@ -14,8 +14,10 @@ plain SGD weight decay.
 
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`student_training.distributed`): each rank
 trains on its slice of every global batch, the weighting sees the whole batch, and only rank 0 writes
-files. AMP (bf16 where the GPU has it), ``channels_last`` and an optional ``torch.compile`` make it fast
-on a GPU; the inner loop never waits for the host (the epoch's sums stay on the device).
+files. Mixed precision (``--precision``: bf16 where the GPU has it, fp16 with a gradient scaler on older
+GPUs; :mod:`student_training.accelerator`), ``channels_last`` and an optional ``torch.compile`` make it
+fast on a GPU. Only the student's forward passes run under autocast: losses, MentorNet weights and
+percentiles are fp32. The inner loop never waits for the host (the epoch's sums stay on the device).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from curricula.files import check_output_path, check_writable_folder, sha256_of,
 from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 
 from . import distributed, run_folder
+from .accelerator import Precision, compile_unavailable_reason, resolve_precision
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
 from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
 from .data import ImageDataset, load_dataset
@@ -86,7 +89,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            name = "cuda"
+        else:
+            name = "cpu"
     if name == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} are visible")
@@ -128,7 +134,7 @@ class Run:
     validation_loader: DeviceLoader | None  # the split best.pt is chosen on (None: no validation split)
     epochs: int
     total_steps: int
-    autocast_dtype: torch.dtype | None
+    precision: Precision  # the forward passes' autocast dtype, and fp16's gradient scaler
     train_model: torch.nn.Module | None = None  # the DDP- and/or compile-wrapped student; None: ``model``
     callbacks: list[Callback] = field(default_factory=list)
     state: RunState = field(default_factory=RunState)
@@ -150,6 +156,11 @@ class Run:
     def forward_model(self) -> torch.nn.Module:
         return self.model if self.train_model is None else self.train_model
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype of the student's forward passes under autocast (None: fp32)."""
+        return self.precision.dtype
+
     def resolved(self) -> dict:
         """What the config's defaults meant for this run (``config.json``'s ``resolved``)."""
         recipe = self.recipe
@@ -157,7 +168,8 @@ class Run:
                 "mentornet_sha256": self.mentornet_sha256, "lr_schedule": recipe.lr_schedule,
                 "weight_decay": recipe.weight_decay, "decay_mode": recipe.decay_mode, "pad": recipe.pad,
                 "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
-                "device": str(self.device), "validation": self.validation_description(),
+                "device": str(self.device), "precision": self.precision.name,
+                "validation": self.validation_description(),
                 "mentormix": self._resolved_mentormix()}
 
     def validation_description(self) -> str:
@@ -197,6 +209,24 @@ class RunFolderWriter(Callback):
     def on_epoch_end(self, run: Run, epoch: int, row: dict) -> None:
         if run.is_main:
             run_folder.save_epoch(run)
+
+
+class PrecisionState(Callback):
+    """Carries the run's precision and fp16's gradient-scaler state in ``last.pt``. A run may resume at
+    another precision: a new fp16 scaler then starts afresh, and a saved scaler is dropped at bf16 or fp32."""
+
+    name = "precision"
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.resumed_from: str | None = None  # the precision last.pt was saved at (on resume)
+
+    def state_dict(self) -> dict:
+        return self.run.precision.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resumed_from = state.get("name")
+        self.run.precision.load_state_dict(state)
 
 
 class MentorMixState(Callback):
@@ -259,6 +289,11 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         check_output_path(config.dump, force=force or resume)
     distributed.check_batch_size(config.batch_size, world)
     device = resolve_device(config.device, world.local_rank)
+    resolve_precision(config.precision, device)
+    if config.compile:
+        reason = compile_unavailable_reason(device)
+        if reason:
+            raise ValueError(f"--compile cannot run on the {device.type} here: {reason}")
     if config.sync_bn and device.type != "cuda":
         raise ValueError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel), this run is on {device}")
     if config.sync_bn and not world.enabled:
@@ -368,15 +403,15 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # fp16 would need a GradScaler: fp32 instead
+    precision = Precision.create(resolve_precision(config.precision, device), device)
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
               validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
-              total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None, mentormix=mentormix)
+              total_steps=total_steps, precision=precision, mentormix=mentormix)
     mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
-    for callback in (*data_driven_callbacks(run), *mentormix_state, SampleRecordCallback(), *registered_callbacks(run),
-                     *callbacks, RunFolderWriter()):
+    for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, SampleRecordCallback(),
+                     *registered_callbacks(run), *callbacks, RunFolderWriter()):
         run.add_callback(callback)
     if resume:
         run_folder.restore(run)
@@ -536,8 +571,7 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             mentormix_step(run, images, labels, indices, step, stats, decayed, decay)
             step += 1
             continue
-        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                            enabled=run.autocast_dtype is not None):
+        with run.precision.autocast():
             logits = model(images)
         losses = F.cross_entropy(logits.float(), labels, reduction="none")
         all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
@@ -548,9 +582,7 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             all_weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
         weights = all_weights[world.shard(len(all_weights))]
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean())
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.precision.backward_step(loss, run.optimizer)
         stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
         step += 1
     return stats
@@ -572,22 +604,18 @@ def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices
     first weighting on the clean pass; the mixed pass's loss and the mixing go to :data:`MENTORMIX_COLUMNS`.
     """
     mix, model = run.mentormix, run.forward_model
-    autocast = dict(device_type=run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                    enabled=run.autocast_dtype is not None)
-    with mix.clean_pass(run.model), torch.autocast(**autocast):
+    with mix.clean_pass(run.model), run.precision.autocast():
         logits = model(images)
     losses = F.cross_entropy(logits.float(), labels, reduction="none")
     batch = mix.mix(images, labels, losses, step)
-    with torch.autocast(**autocast):
+    with run.precision.autocast():
         mixed_logits = model(batch.inputs)
     loss = mix.loss(mixed_logits.float(), batch)
     mixed_loss = loss.detach()
     if decayed and decay:  # the 2018 ResNet's decay, scaled by the mean (second) weight the loss used
         mean_weight = mix.metrics["second_weight_mean"] if mix.second_reweight else 1.0
         loss = loss + mean_weight * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
+    run.precision.backward_step(loss, run.optimizer)
     stats.add(losses, batch.weights, batch.mentor_weights, logits.argmax(dim=1), indices)
     stats.add_mix(mixed_loss, mix.metrics, len(losses))
 
@@ -692,7 +720,8 @@ def summarize(rows: list[dict]) -> dict:
             "final_fit_noisy": final["fit_noisy"], "final_detector_auc": final["detector_auc"],
             "epochs": final["epoch"], "steps": final["step"]}
 
-__all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "Run", "RunFolderWriter", "RunState",
+__all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "PrecisionState", "Run", "RunFolderWriter",
+           "RunState",
            "StudentConfig", "TrainingDiverged", "mentormix_step", "weighting_defaults",
            "check_run", "evaluate", "epoch_row", "learning_rate", "prepare_run", "resume_config", "student_loss", "summarize",
            "train", "train_one_epoch", "validate"]
