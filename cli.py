@@ -597,7 +597,9 @@ def _describe_checkpoint(model) -> None:
               help="Where to write the ranking. Default: label_issues.csv in the run folder.")
 @click.option("--score", type=click.Choice(list(ISSUE_SCORES)), default=DEFAULT_ISSUE_SCORE, show_default=True,
               help="mean_loss: the sample's loss against its given label, averaged over every epoch (chosen on "
-                   "runs with known truth, see README); mean_weight: 1 - its mean MentorNet weight; final_loss, "
+                   "runs with known truth, see README); early_loss: averaged over the epochs up to the one the "
+                   "validation split chose, before the student memorises (better under symmetric noise, worse "
+                   "under pair flips, see README); mean_weight: 1 - its mean MentorNet weight; final_loss, "
                    "final_weight: the same after the last epoch only. Runs without a MentorNet have only the loss "
                    "scores.")
 @click.option("--top", default="20%", show_default=True, metavar="K|P%",

@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # score name -> what it is; every score is "higher: the given label is more likely wrong"
 SCORES = {
     "mean_loss": "mean over the recorded epochs of the sample's loss (cross-entropy against its given label)",
+    "early_loss": "mean of the sample's loss over the epochs up to the one the validation split chose (the "
+                  "best val_accuracy, before the student memorises its noisy labels)",
     "mean_weight": "1 minus the mean over the recorded epochs of the MentorNet weight of the sample's loss",
     "final_loss": "the sample's loss at the end of training",
     "final_weight": "1 minus the MentorNet weight of the sample's loss at the end of training",
@@ -64,19 +66,25 @@ def _as_matrix(values, name: str) -> np.ndarray:
     return array.reshape(-1, array.shape[-1])
 
 
-def label_issue_scores(losses, weights=None, *, score: str = DEFAULT_SCORE) -> np.ndarray:
+def label_issue_scores(losses, weights=None, *, score: str = DEFAULT_SCORE, until: int | None = None) -> np.ndarray:
     """One score per sample, higher when its given label is more likely wrong (float64 ``[N]``).
 
     ``losses`` are per-sample losses against the given labels (nats), ``weights`` the MentorNet weights of
     those losses (in [0, 1]), each ``[N]`` (one epoch) or ``[E, N]`` (E epochs of the same N samples, in
     training order; the mean scores average over them, the final scores take the last row). ``score`` is
-    one of :data:`SCORES`. Without ``weights`` only the loss scores exist, as for a plain cross-entropy run.
+    one of :data:`SCORES`; ``early_loss`` averages the first ``until`` rows (the epochs up to the one a
+    validation split chose). Without ``weights`` only the loss scores exist, as for a plain cross-entropy run.
 
-    Raises ``ValueError`` for an unknown score, mismatched shapes, NaN, or weights outside [0, 1].
+    Raises ``ValueError`` for an unknown score, mismatched shapes, NaN, weights outside [0, 1], or an
+    ``until`` outside 1..E (or missing) for ``early_loss``.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")
     losses = _as_matrix(losses, "losses")
+    if score == "early_loss":
+        if until is None or not 1 <= until <= len(losses):
+            raise ValueError(f"early_loss averages the first `until` epochs, 1..{len(losses)}; got {until!r}")
+        return losses[:until].mean(axis=0)
     if score.endswith("_weight"):
         if weights is None:
             raise ValueError(f"score {score!r} needs MentorNet weights; a run without a MentorNet has only "
@@ -91,7 +99,7 @@ def label_issue_scores(losses, weights=None, *, score: str = DEFAULT_SCORE) -> n
 
 
 def rank_label_issues(losses, weights=None, *, given_labels, predicted_labels=None, sample_ids=None,
-                      score: str = DEFAULT_SCORE) -> pd.DataFrame:
+                      score: str = DEFAULT_SCORE, until: int | None = None) -> pd.DataFrame:
     """Samples ranked by how likely their given label is wrong, most likely first.
 
     ``losses`` and ``weights`` as for :func:`label_issue_scores`; ``given_labels`` ``[N]`` the labels trained
@@ -103,7 +111,7 @@ def rank_label_issues(losses, weights=None, *, given_labels, predicted_labels=No
     ``losses`` and ``mentor(losses, step)`` of each batch, put at the batch's sample indices) and call
     ``rank_label_issues(np.stack(epoch_losses), np.stack(epoch_weights), given_labels=labels)``.
     """
-    values = label_issue_scores(losses, weights, score=score)
+    values = label_issue_scores(losses, weights, score=score, until=until)
     count = len(values)
     given = _labels(given_labels, count, "given_labels")
     predicted = np.full(count, -1, dtype=np.int64) if predicted_labels is None else \
@@ -167,8 +175,10 @@ class SampleRecord:
     """Per-sample running means over the recorded epochs and the last values, for the N noisy training
     samples of a run: ``positions`` (index in the run's training pool, the order of ``noisy_labels.npz``),
     ``sample_ids`` (index in the official training set), float64 ``loss_sum`` and ``weight_sum``, the last
-    ``final_loss``, ``final_weight`` and ``prediction``, and ``epochs`` recorded. ``weight_sum`` is None for a
-    run without a MentorNet."""
+    ``final_loss``, ``final_weight`` and ``prediction``, and ``epochs`` recorded; ``early_loss_sum`` and
+    ``early_epochs`` are ``loss_sum`` and ``epochs`` as they stood at the epoch of the best validation
+    accuracy so far (0 epochs without a validation split). ``weight_sum`` is None for a run without a
+    MentorNet."""
 
     positions: torch.Tensor
     sample_ids: torch.Tensor
@@ -178,6 +188,8 @@ class SampleRecord:
     final_weight: torch.Tensor | None
     prediction: torch.Tensor
     epochs: int = 0
+    early_loss_sum: torch.Tensor | None = None
+    early_epochs: int = 0
 
     @classmethod
     def empty(cls, positions: torch.Tensor, sample_ids: torch.Tensor, *, weighted: bool) -> "SampleRecord":
@@ -187,10 +199,14 @@ class SampleRecord:
                    zeros(torch.float64) if weighted else None, zeros(torch.float32),
                    zeros(torch.float32) if weighted else None, torch.full((count,), -1, dtype=torch.long))
 
-    def add_epoch(self, losses: torch.Tensor, weights: torch.Tensor | None, predictions: torch.Tensor) -> None:
-        """Fold in one epoch's ``[N]`` losses, weights (None without a MentorNet) and predictions."""
+    def add_epoch(self, losses: torch.Tensor, weights: torch.Tensor | None, predictions: torch.Tensor, *,
+                  best_validation: bool = False) -> None:
+        """Fold in one epoch's ``[N]`` losses, weights (None without a MentorNet) and predictions;
+        ``best_validation``: this epoch has the best validation accuracy so far (the early-loss snapshot)."""
         losses = losses.detach().cpu().float()
         self.loss_sum += losses.double()
+        if best_validation:
+            self.early_loss_sum, self.early_epochs = self.loss_sum.clone(), self.epochs + 1
         self.final_loss = losses
         if self.weight_sum is not None:
             weights = weights.detach().cpu().float()
@@ -203,6 +219,11 @@ class SampleRecord:
         """The ``[N]`` losses and weights that :func:`label_issue_scores` needs for ``score``."""
         if self.epochs == 0:
             raise ValueError("no epoch has been recorded")
+        if score == "early_loss":
+            if not self.early_epochs:
+                raise ValueError("early_loss needs the epoch a validation split chose, and this run had no validation "
+                                 "split (--validation-fraction 0); use mean_loss")
+            return (self.early_loss_sum / self.early_epochs).numpy(), None
         mean = score.startswith("mean")
         losses = (self.loss_sum / self.epochs) if mean else self.final_loss.double()
         weights = None if self.weight_sum is None else \
@@ -210,13 +231,15 @@ class SampleRecord:
         return losses.numpy(), None if weights is None else weights.numpy()
 
     def state_dict(self) -> dict:
-        return {key: getattr(self, key) for key in ("positions", "sample_ids", "loss_sum", "weight_sum", "final_loss",
-                                                    "final_weight", "prediction", "epochs")}
+        return {key: getattr(self, key) for key in _RECORD_FIELDS}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "SampleRecord":
-        return cls(**{key: state[key] for key in ("positions", "sample_ids", "loss_sum", "weight_sum", "final_loss",
-                                                  "final_weight", "prediction", "epochs")})
+        return cls(**{key: state[key] for key in _RECORD_FIELDS if key in state})
+
+
+_RECORD_FIELDS = ("positions", "sample_ids", "loss_sum", "weight_sum", "final_loss", "final_weight", "prediction",
+                  "epochs", "early_loss_sum", "early_epochs")
 
 
 @torch.no_grad()
@@ -230,8 +253,7 @@ def training_set_losses(run: "Run", *, batch_size: int = 1000) -> tuple[torch.Te
     for start in range(0, len(indices), batch_size):
         batch = indices[start:start + batch_size]
         images = run.test_loader.prepare(run.data.train_images[batch].to(run.device))
-        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                            enabled=run.autocast_dtype is not None):
+        with run.precision.autocast():
             logits = model(images).float()
         losses.append(F.cross_entropy(logits, run.noise.noisy_labels[batch].to(run.device), reduction="none"))
         predictions.append(logits.argmax(dim=1))
@@ -283,7 +305,7 @@ class SampleRecordCallback(Callback):
         if self.record.weight_sum is not None:
             step = min((epoch + 1) * len(run.train_loader), run.total_steps) - 1
             weights = mentor_opinion(run, losses, step)
-        self.record.add_epoch(losses, weights, predictions)
+        self.record.add_epoch(losses, weights, predictions, best_validation=run.state.best_epoch == epoch + 1)
 
     def state_dict(self) -> dict:
         return {} if self.record is None else self.record.state_dict()
@@ -369,10 +391,11 @@ def find_label_issues(run_dir: str | os.PathLike, *, score: str = DEFAULT_SCORE)
     positions = record.positions
     given = noise.noisy_labels[positions].numpy()
     losses, weights = record.losses_and_weights(score)
+    until = 1 if score == "early_loss" else None  # the record's early loss is already the mean up to that epoch
     ranking = rank_label_issues(losses, weights, given_labels=given, predicted_labels=record.prediction.numpy(),
-                                sample_ids=record.sample_ids.numpy(), score=score)
+                                sample_ids=record.sample_ids.numpy(), score=score, until=until)
     wrong = (noise.noisy_labels[positions] != noise.clean_labels[positions]).numpy()
-    order = np.argsort(-label_issue_scores(losses, weights, score=score), kind="stable")
+    order = np.argsort(-label_issue_scores(losses, weights, score=score, until=until), kind="stable")
     return LabelIssues(ranking=ranking, is_wrong=wrong[order] if wrong.any() else None, score=score,
                        epochs=record.epochs, weighted=record.weight_sum is not None)
 

@@ -157,8 +157,7 @@ def save_epoch(run: "Run") -> None:
     common = {"format_version": RUN_FORMAT_VERSION, "config": run.config.to_dict(), "epoch": state.epoch,
               "student": student_args(run), "model": model_state}
     row = state.rows[-1]
-    if row["val_accuracy"] > state.best_validation:  # NaN (no validation split) never is: no best.pt then
-        state.best_validation, state.best_epoch = row["val_accuracy"], state.epoch
+    if state.best_epoch == state.epoch:  # this epoch's validation accuracy is the best so far
         best = {"kind": "student", **common, "val_accuracy": row["val_accuracy"],
                 "test_accuracy": row["test_accuracy"], "selected_on": run.validation_description()}
         atomic_write(run.out / "best.pt", lambda tmp: torch.save(best, tmp), force=True)

@@ -689,6 +689,8 @@ def train(run: Run) -> list[dict]:
         row = epoch_row(run, epoch, stats, test_accuracy, validate(run), time.perf_counter() - start)
         run.state.rows.append(row)
         run.state.epoch = epoch + 1
+        if row["val_accuracy"] > run.state.best_validation:  # NaN (no validation split) never is: no best.pt
+            run.state.best_validation, run.state.best_epoch = row["val_accuracy"], epoch + 1
         for callback in run.callbacks:
             callback.on_epoch_end(run, epoch, row)
     for callback in run.callbacks:

@@ -265,7 +265,8 @@ def test_ranking_function_on_hand_made_inputs():
     assert precision_recall_at([True, True, False, False, True], 3) == (2 / 3, 2 / 3)
     assert ranking_auc([3.0, 2.0, 1.0, 0.0], [True, False, True, False]) == pytest.approx(0.75)
     assert parse_top("20%", 10) == 2 and parse_top("7", 10) == 7
-    assert set(SCORES) == {"mean_loss", "mean_weight", "final_loss", "final_weight"}
+    np.testing.assert_allclose(label_issue_scores(losses, score="early_loss", until=1), losses[0])
+    assert set(SCORES) == {"mean_loss", "early_loss", "mean_weight", "final_loss", "final_weight"}
 
 
 @pytest.mark.parametrize("call, message", [
@@ -428,3 +429,16 @@ def test_no_record_samples_skips_the_record_and_find_label_issues_says_so(tmp_pa
     result = invoke("find-label-issues", "--run", tmp_path / "r")
     assert_one_line_error(result, "--no-record-samples")
     assert result.exit_code == 2 and not (tmp_path / "r" / "label_issues.csv").exists()
+
+
+def test_early_loss_averages_up_to_the_epoch_the_validation_split_chose(runs, tmp_path):
+    run, record = runs["pd"]
+    assert invoke("find-label-issues", "--run", run, "--score", "early_loss", "--out", tmp_path / "e.csv").exit_code == 0
+    frame = pd.read_csv(tmp_path / "e.csv")
+    chosen = torch.load(run / "best.pt", weights_only=True)["epoch"]  # the best validation accuracy's epoch
+    expected = np.mean(record.losses[:chosen], axis=0)
+    np.testing.assert_allclose(frame["score"], _by_sample(run, expected, frame), atol=2e-6)
+    np.testing.assert_allclose(label_issue_scores(np.stack(record.losses), score="early_loss", until=chosen),
+                               expected, atol=1e-12)
+    with pytest.raises(ValueError, match="1..3"):
+        label_issue_scores(np.stack(record.losses), score="early_loss", until=4)
