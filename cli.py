@@ -414,12 +414,18 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             if row.get("status", "fitted") != "fitted":
                 click.echo(f"re-fit at progress epoch {row['progress_epoch']} {row['status']}")
                 continue
-            click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
-                       f"clean-subset samples ({row['noisy_fraction']:.0%} noisy): held-out MAE "
-                       f"{row['heldout_mae']:.4f}")
+            if "heldout_mae" in row:
+                click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
+                           f"clean-subset samples ({row['noisy_fraction']:.0%} noisy): held-out MAE "
+                           f"{row['heldout_mae']:.4f}")
+            else:  # --mentornet learn
+                click.echo(f"learned a MentorNet at progress epoch {row['progress_epoch']} from {row['rows']} probe "
+                           f"losses ({row['noisy_fraction']:.0%} corrupted): AUC {row['fit_auc']:.3f}, selects "
+                           f"{row['selected']:.0%} at precision {row['precision']:.3f} -> {row['checkpoint']}")
     if run.config.dump and Path(run.config.dump).is_file():
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
-    written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
+    written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv",
+                                 "mentornets")
                if (Path(out_dir) / name).exists()]
     click.echo(f"wrote {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
@@ -456,7 +462,15 @@ def _describe_run(run) -> None:
     click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
                f"{run.epochs} epochs = {run.total_steps} steps, augment {config.augmented}")
-    if run.weighting is not None:
+    if config.learns_mentornet:
+        parts = run.clean_parts
+        click.echo(f"learning the MentorNet from the clean subset: {len(parts.probe)} probe images (noisy labels, "
+                   f"weighted), {len(parts.trusted)} trusted (verified labels, {config.learn_trusted_batch} a step), "
+                   f"{len(parts.validation)} validation; fresh fits at progress epochs {config.learn_epochs} on the last "
+                   f"{config.learn_window}; weights {config.learn_weights}"
+                   + (f" at {config.learn_threshold:g}" if config.learn_weights == "threshold" else "")
+                   + f"; features {config.learn_features}; before the first fit weight {config.learn_burn_in_weight:g}")
+    elif run.weighting is not None:
         origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
                   "no example dropout; weighting options given override them)" if run.mentormix is not None else "")
         click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()) + origin)

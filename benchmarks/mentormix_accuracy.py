@@ -57,9 +57,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from _grid import mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
 from _table import markdown_table  # noqa: E402
-from curricula.files import write_json  # noqa: E402
-from student_training.config import StudentConfig, describe_changes  # noqa: E402
+from student_training.config import StudentConfig  # noqa: E402
 from student_training.mentormix import OFFICIAL_SETTINGS  # noqa: E402
 
 METHODS = ("baseline", "mixup", "mentornet_pd", "small_loss_mentornet", "mentormix_pd", "mentormix_learned")
@@ -121,86 +121,12 @@ def run_config(method: str, noise: float, seed: int, hyper: Hyper, args, *, vali
                  "mentormix_learned": args.learned}.get(method, method)
     options = {"dataset": args.dataset, "subset": args.subset, "noise": noise, "noise_type": args.noise_type,
                "studentnet": args.studentnet, "mentornet": mentornet, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "clean_subset_fraction": validation}
+               "batch_size": args.batch_size, "lr": args.lr, "seed": seed,
+               "clean_subset_fraction": validation or args.clean_subset_fraction, "record_samples": False}
     if method in TUNED:
         options.update(mentormix=True, mixup_alpha=hyper.alpha, second_reweight=hyper.second_reweight)
     weighter = {"loss_p_percentile": hyper.p} if hyper.p is not None else {}
     return StudentConfig(**options, weighter=weighter)
-
-
-# -------------------------------------------------------------------------------------- one run
-
-
-def folder_state(folder: Path, config: StudentConfig) -> str:
-    """``new``, ``partial`` (resume it) or ``complete``; a folder holding another run is an error."""
-    from student_training.run_folder import read_config
-
-    if not (folder / "last.pt").is_file() or not (folder / "metrics.csv").is_file():
-        return "new"
-    saved, payload = read_config(folder)
-    changes = describe_changes(saved, config)
-    if changes:
-        listed = ", ".join(f"{name} {old!r} (asked {new!r})" for name, old, new in changes)
-        raise SystemExit(f"Error: {folder} holds a run with other options: {listed}; choose another --out")
-    done = len(pd.read_csv(folder / "metrics.csv"))
-    return "complete" if done >= payload["resolved"]["epochs"] else "partial"
-
-
-def validation_accuracy(run, labels: str) -> float:
-    """Accuracy of the run's final model on its held-out split (never the test set)."""
-    from student_training.evaluation import accuracy
-    from student_training.loader import DeviceLoader
-
-    held_out = run.data.clean_subset_indices
-    targets = run.noise.noisy_labels if labels == "noisy" else run.data.train_labels
-    loader = DeviceLoader(run.data.train_images, targets, held_out, batch_size=1000, augment=False, shuffle=False,
-                          drop_last=False, device=run.device, channels_last=run.recipe.channels_last)
-    return accuracy(run.model, loader, autocast_dtype=run.autocast_dtype)
-
-
-def train_folder(folder: Path, config: StudentConfig, *, validation_labels: str | None = None) -> tuple[str, float]:
-    """Train (or resume, or skip) the run in ``folder``; returns its state before and, for a tuning run, the
-    validation accuracy (recorded in ``validation.json``, so a complete folder is not loaded again)."""
-    from student_training.trainer import prepare_run, train
-
-    state = folder_state(folder, config)
-    record = folder / "validation.json"
-    if state == "complete" and (validation_labels is None or record.is_file()):
-        return state, _read_validation(record, validation_labels)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    run = prepare_run(config, folder, resume=state != "new", force=state == "new")
-    train(run)
-    if validation_labels is None:
-        return state, float("nan")
-    score = validation_accuracy(run, validation_labels)
-    write_json(record, {"labels": validation_labels, "accuracy": score,
-                        "held_out": int(len(run.data.clean_subset_indices))}, force=True)
-    return state, score
-
-
-def _read_validation(record: Path, labels: str | None) -> float:
-    if labels is None:
-        return float("nan")
-    import json
-
-    saved = json.loads(record.read_text())
-    if saved["labels"] != labels:
-        raise SystemExit(f"Error: {record} scored {saved['labels']} labels, this grid asks for {labels}")
-    return float(saved["accuracy"])
-
-
-def summary_of(folder: Path) -> dict:
-    from student_training.trainer import summarize
-
-    rows = pd.read_csv(folder / "metrics.csv").to_dict("records")
-    summary = summarize(rows)
-    return {"final_accuracy": summary["final_test_accuracy"], "best_accuracy": summary["best_test_accuracy"],
-            "fit_noisy": summary["final_fit_noisy"], "detector_auc": summary["final_detector_auc"],
-            "epochs": summary["epochs"]}
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ tuning
@@ -240,12 +166,6 @@ def tune(args, out: Path) -> tuple[dict, pd.DataFrame]:
     return chosen, pd.DataFrame(rows)
 
 
-def _did(state: str, start: float) -> str:
-    if state == "complete":
-        return "complete: read, not retrained"
-    return f"{'resumed' if state == 'partial' else 'trained'} in {time.perf_counter() - start:.0f} s"
-
-
 # ------------------------------------------------------------------------------------------ the grid
 
 
@@ -270,12 +190,6 @@ def run_grid(args, out: Path, chosen: dict) -> pd.DataFrame:
                 say(f"{name}: final {result['final_accuracy']:.4f} best {result['best_accuracy']:.4f} "
                     f"fit_noisy {result['fit_noisy']:.3f} ({_did(state, start)})")
     return pd.DataFrame(rows)
-
-
-def mean_sd(values: pd.Series) -> str:
-    values = values.astype(float)
-    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return f"{values.mean():.4f} ± {sd:.4f}" if np.isfinite(sd) else f"{values.mean():.4f}"
 
 
 def summary_table(results: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -342,6 +256,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--clean-subset-fraction", type=float, default=0.0,
+                        help="hold this clean subset out of every run (it then chooses best.pt); 0.1 shares the "
+                             "runs of benchmarks/learned_accuracy.py given the same --out")
     parser.add_argument("--alpha", type=float, default=None, help="fix mixup/MentorMix alpha for every noise rate")
     parser.add_argument("--p", type=float, default=None, help="fix MentorMix's loss percentile for every noise rate")
     parser.add_argument("--second-reweight", choices=("auto", "on", "off"), default="auto",

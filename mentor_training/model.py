@@ -36,14 +36,18 @@ class MentorNetConfig:
     epoch_embedding_size: int = 5
     num_fc_nodes: int = 20
     additive_output_bias: bool = False  # False: the 2018 layer, beta added to the weight matrix
+    # False: the MentorNet was fitted with loss_diff = 0 (``train-student --mentornet learn`` with
+    # ``--learn-features loss``) and ignores the loss_diff it is given, in every loop.
+    uses_loss_diff: bool = True
 
     def __post_init__(self):
         for key in ("label_embedding_size", "epoch_embedding_size", "num_fc_nodes"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MentorNetConfig.{key} must be a positive integer, got {value!r}")
-        if not isinstance(self.additive_output_bias, bool):
-            raise ValueError(f"MentorNetConfig.additive_output_bias must be a bool, got {self.additive_output_bias!r}")
+        for key in ("additive_output_bias", "uses_loss_diff"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"MentorNetConfig.{key} must be a bool, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,6 +91,8 @@ class MentorNet(nn.Module):
                             label: torch.Tensor, epoch: torch.Tensor) -> torch.Tensor:
         """Logits from raw 1-D tensors; ``epoch`` must already be encoded (0..99 integers)."""
         dtype = self.fc1_weight.dtype
+        if not self.config.uses_loss_diff:
+            loss_diff = torch.zeros_like(loss)
         x = torch.stack([loss.to(dtype), loss_diff.to(dtype)], dim=1)
         # Both directions at once. Only the input rows and the i, j gates matter: h_prev = c_prev = 0,
         # so each cell state is sigmoid(x·W_i + b_i) * tanh(x·W_j + b_j).

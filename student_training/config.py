@@ -34,6 +34,9 @@ LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTED_DATASETS = ("cifar10", "cifar100")
 CONFIG_SUFFIXES = (".json", ".toml")
+TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
+LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
+CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 
@@ -58,6 +61,17 @@ def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
         raise ValueError(f"--relearn-mentor must be never, lr-drops or progress epochs like 30,60; got {text!r}") from None
     if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
         raise ValueError(f"--relearn-mentor epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
+    return tuple(epochs)
+
+
+def parse_learn_epochs(text: str) -> tuple[int, ...]:
+    """``--learn-epochs E1,E2,...``: progress epochs in 1..99, at least one."""
+    try:
+        epochs = sorted({int(part) for part in str(text).split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"--learn-epochs must be progress epochs like 5,10,15; got {text!r}") from None
+    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
+        raise ValueError(f"--learn-epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
     return tuple(epochs)
 
 
@@ -103,9 +117,10 @@ class StudentConfig:
     studentnet: str = option("small_cnn", metavar="NAME", choices=list_students,
                              help="Student network: resnet101 and inception (the 2018 ones), resnet32, "
                                   "preact_resnet18, small_cnn, mlp.")
-    mentornet: str = option("none", metavar="NAME|PATH|none",
-                            help="Pretrained MentorNet name, checkpoint file, or none for the plain cross-entropy "
-                                 "baseline (2018: --trained_mentornet_dir).")
+    mentornet: str = option("none", metavar="NAME|PATH|none|learn",
+                            help="Pretrained MentorNet name, checkpoint file, none for the plain cross-entropy "
+                                 "baseline (2018: --trained_mentornet_dir), or learn: the run learns its own "
+                                 "MentorNet from its clean subset (paper Algorithm 1; see the --learn-* options).")
     weighter: dict = field(default_factory=dict, metadata={"nested": WeighterConfig})
     # optimisation
     epochs: int = option(100, metavar="N", help="Passes over the training set.")
@@ -155,6 +170,46 @@ class StudentConfig:
                                               help="Loss percentile P of each re-fit's dump, a fraction in (0, 1] "
                                                    "(0.9 is the 90th percentile). Default: the MentorNet's own, "
                                                    "else 0.9.")
+    # the clean subset a user has, and what trains on it
+    clean_subset_file: str | None = option(
+        None, metavar="FILE",
+        help="Your own clean subset, instead of --clean-subset-fraction: a CSV with the header sample_id,label "
+             "(positions in the official training set, and their verified labels; e.g. CIFAR-10N's clean labels for "
+             "some of the images).")
+    train_on: str = option(
+        "noisy", choices=TRAIN_ON,
+        help="noisy: the noisy training set, the clean subset held out (2018); clean_subset: the clean subset alone "
+             "with its clean labels; noisy+clean_subset: both, the clean subset with its clean labels at weight 1. "
+             "With a clean subset trained on, a fifth of it is held out as the validation split.")
+    # --mentornet learn: the run learns its own MentorNet from its clean subset (paper Algorithm 1)
+    learn_epochs: str = option(
+        "5,10,15,20,25,30,35,40,45,50", metavar="E1,E2,...",
+        help="With --mentornet learn: progress epochs (1..99) at which a fresh MentorNet is fitted to the probe's "
+             "recent losses.")
+    learn_window: int = option(
+        5, metavar="W", help="With --mentornet learn: each fit uses the probe's losses of the last W progress epochs.")
+    learn_weights: str = option(
+        "threshold", choices=("threshold", "soft"),
+        help="With --mentornet learn: threshold gives weight 1 where the MentorNet's output is >= "
+             "--learn-threshold and 0 elsewhere; soft uses the output itself (2018).")
+    learn_threshold: float = option(0.8, metavar="TAU", help="With --mentornet learn --learn-weights threshold: TAU "
+                                                             "in (0, 1).")
+    learn_features: str = option(
+        "loss", choices=("loss", "loss_diff"),
+        help="With --mentornet learn: the MentorNet sees the loss and the epoch (loss), or also loss_diff = loss - "
+             "the moving average of the batch loss percentile (loss_diff, as in 2018).")
+    learn_burn_in_weight: float = option(
+        0.0, metavar="W",
+        help="With --mentornet learn: the weight of every noisy sample before the first fit, in [0, 1] (1: plain "
+             "training, as the 2018 burn-in; 0: the student starts from the trusted part alone).")
+    learn_probe_fraction: float = option(
+        0.5, metavar="F",
+        help="With --mentornet learn: the share of the clean subset (after the validation fifth) trained like the "
+             "noisy samples, with its noisy labels, whose losses fit the MentorNet; the rest is trusted.")
+    learn_trusted_batch: int = option(
+        64, metavar="B",
+        help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
+             "the probe too after the last fit); 0: the trusted part is not trained on.")
     # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
     mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
                                          "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
@@ -191,6 +246,7 @@ class StudentConfig:
         self._check_ranges()
         self._check_mentormix()
         self._check_data_driven()
+        self._check_clean_subset_use()
         self._check_nothing_ignored()
 
     def _check_nothing_ignored(self) -> None:
@@ -235,10 +291,67 @@ class StudentConfig:
                              f"epochs 0..{MAX_EPOCH}")
         parse_relearn(self.relearn_mentor, self.recipe.lr_schedule)
         needs_clean = "--dump" if self.dump else "--relearn-mentor" if self.relearn_mentor != "never" else None
-        if needs_clean and not 0.0 < self.clean_subset_fraction < 1.0:
-            raise ValueError(f"{needs_clean} needs a clean subset: pass --clean-subset-fraction in (0, 1)")
+        if needs_clean and not self.has_clean_subset:
+            raise ValueError(f"{needs_clean} needs a clean subset: pass --clean-subset-fraction in (0, 1) or "
+                             "--clean-subset-file FILE")
         if self.relearn_mentor != "never" and self.mentornet == "none":
             raise ValueError("--relearn-mentor needs a MentorNet to re-fit; --mentornet is none")
+
+    @property
+    def has_clean_subset(self) -> bool:
+        return self.clean_subset_fraction > 0 or self.clean_subset_file is not None
+
+    @property
+    def learns_mentornet(self) -> bool:
+        """``--mentornet learn``: the run fits its own MentorNets from its clean subset."""
+        return self.mentornet == LEARN
+
+    @property
+    def trains_on_clean_subset(self) -> bool:
+        return self.train_on != "noisy" or self.learns_mentornet
+
+    def _check_clean_subset_use(self) -> None:
+        if self.clean_subset_file is not None and self.clean_subset_fraction:
+            raise ValueError("give --clean-subset-file or --clean-subset-fraction, not both")
+        needs = "--mentornet learn" if self.learns_mentornet else f"--train-on {self.train_on}" \
+            if self.train_on != "noisy" else None
+        if needs and not self.has_clean_subset:
+            raise ValueError(f"{needs} needs a clean subset: pass --clean-subset-fraction in (0, 1) or "
+                             "--clean-subset-file FILE")
+        if self.train_on == "clean_subset" and self.mentornet != "none":
+            raise ValueError("--train-on clean_subset trains on clean labels only: there is nothing for a MentorNet "
+                             "to weight; use --mentornet none")
+        learn_given = [f.name for f in option_fields(StudentConfig) if f.name.startswith("learn_")
+                       and getattr(self, f.name) != f.default]
+        if not self.learns_mentornet:
+            if learn_given:
+                raise ValueError(f"{flag_name(learn_given[0])} applies only with --mentornet learn")
+            return
+        if self.train_on != "noisy":
+            raise ValueError("--mentornet learn chooses what trains on the clean subset itself; drop --train-on")
+        for other, given in (("--mentormix", self.mentormix), ("--dump", self.dump),
+                             ("--relearn-mentor", self.relearn_mentor != "never")):
+            if given:
+                raise ValueError(f"--mentornet learn fits its own MentorNets during the run; it does not combine with "
+                                 f"{other} (use a fitted checkpoint from the run folder's mentornets/ instead)")
+        ignored = [name for name in self.weighter if name not in ("loss_p_percentile", "loss_moving_average_decay")]
+        if ignored:
+            raise ValueError(f"{flag_name(ignored[0])} does not apply to --mentornet learn (its burn-in is "
+                             "--learn-burn-in-weight; it uses no example dropout)")
+        if self.weighter and self.learn_features != "loss_diff":
+            raise ValueError(f"{flag_name(next(iter(self.weighter)))} defines loss_diff, which --learn-features loss "
+                             "does not use; add --learn-features loss_diff or drop it")
+        parse_learn_epochs(self.learn_epochs)
+        if self.learn_window < 1:
+            raise ValueError(f"--learn-window must be >= 1, got {self.learn_window}")
+        if not 0.0 < self.learn_threshold < 1.0:
+            raise ValueError(f"--learn-threshold must lie in (0, 1), got {self.learn_threshold}")
+        if not 0.0 <= self.learn_burn_in_weight <= 1.0:
+            raise ValueError(f"--learn-burn-in-weight must lie in [0, 1], got {self.learn_burn_in_weight}")
+        if not 0.0 < self.learn_probe_fraction <= 1.0:
+            raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
+        if self.learn_trusted_batch < 0:
+            raise ValueError(f"--learn-trusted-batch must be >= 0, got {self.learn_trusted_batch}")
 
     def _check_mentormix(self) -> None:
         if not self.mentormix:
@@ -293,7 +406,9 @@ class StudentConfig:
     def validation(self) -> str:
         """Where checkpoints are chosen: ``clean_subset``, ``noisy_holdout`` or ``none``."""
         if self.validation_fraction is None:
-            return "clean_subset" if self.clean_subset_fraction > 0 else "noisy_holdout"
+            if self.trains_on_clean_subset:
+                return "clean_subset_part"
+            return "clean_subset" if self.has_clean_subset else "noisy_holdout"
         return "noisy_holdout" if self.validation_fraction > 0 else "none"
 
     @property

@@ -228,8 +228,7 @@ def load_dataset(
         source_indices = _subset_indices(raw.train_labels, subset, seed)
     labels = raw.train_labels[source_indices]
     num_classes = len(raw.class_names)
-    num_clean = int(round(fraction * len(labels)))
-    clean = np.sort(balanced_subset(labels, num_clean, seed=_child_seed(seed, 2)))
+    clean = clean_subset_at(labels, fraction, seed=seed)
     rest = np.setdiff1d(np.arange(len(labels)), clean)
     num_validation = int(round(validation_fraction * len(labels)))
     validation = np.sort(np.random.default_rng(_child_seed(seed, 3)).permutation(rest)[:num_validation])
@@ -251,6 +250,12 @@ def load_dataset(
         torch.from_numpy(raw.noisy_train_labels[source_indices].astype(np.int64)),
         source_size=len(raw.train_labels),
     )
+
+
+def clean_subset_at(labels: np.ndarray, fraction: float, *, seed: int) -> np.ndarray:
+    """The clean subset (sorted pool indices) that ``fraction`` of a pool with clean ``labels`` holds out:
+    seeded and class-balanced."""
+    return np.sort(balanced_subset(labels, int(round(fraction * len(labels))), seed=_child_seed(seed, 2)))
 
 
 def balanced_subset(labels: np.ndarray, size: int, *, seed: int) -> np.ndarray:
@@ -585,3 +590,60 @@ def _npz_labels(labels: np.ndarray, key: str, count: int, path: Path) -> np.ndar
     if labels.size and labels.min() < 0:
         raise DataError(f"{path}: {key} must be >= 0, found {labels.min()}")
     return labels.astype(np.int64)
+
+
+def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A user's clean subset: a CSV with the header ``sample_id,label`` (positions in the official training set
+    and their verified labels). Returns ``(pool indices, verified labels)``, sorted by pool index.
+
+    Raises ``ValueError`` naming the file and line for a malformed file, an id outside the pool (e.g. dropped by
+    ``--subset``), a repeated id, or a label outside ``0..num_classes-1``.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"clean subset file {path} does not exist")
+    position = {int(source): pool for pool, source in enumerate(data.source_indices.tolist())}
+    pool, labels = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            if header != ["sample_id", "label"]:
+                raise ValueError(f"clean subset file {path} must start with the header sample_id,label, got "
+                                 f"{','.join(header) or 'nothing'}")
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                try:
+                    sample, label = (int(value) for value in row)
+                except ValueError:
+                    raise ValueError(f"clean subset file {path}, line {line}: expected two integers sample_id,label, "
+                                     f"got {','.join(row)!r}") from None
+                if sample not in position:
+                    raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not in the training "
+                                     f"pool ({data.source_size or len(data.train_labels)} images"
+                                     f"{', after --subset' if len(position) < (data.source_size or 0) else ''})")
+                if not 0 <= label < data.num_classes:
+                    raise ValueError(f"clean subset file {path}, line {line}: label {label} is outside "
+                                     f"0..{data.num_classes - 1}")
+                pool.append(position[sample])
+                labels.append(label)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"clean subset file {path} is not UTF-8 text: {error.reason}") from None
+    if len(set(pool)) != len(pool):
+        raise ValueError(f"clean subset file {path} lists a sample_id more than once")
+    if not pool:
+        raise ValueError(f"clean subset file {path} lists no samples")
+    order = np.argsort(pool)
+    return torch.tensor(pool, dtype=torch.long)[order], torch.tensor(labels, dtype=torch.long)[order]
+
+
+def with_clean_subset(data: ImageDataset, indices: torch.Tensor) -> ImageDataset:
+    """``data`` with ``indices`` (pool indices) as its clean subset, taken out of the other splits."""
+    taken = torch.zeros(len(data.train_labels), dtype=torch.bool)
+    taken[indices] = True
+    keep = lambda part: part[~taken[part]]  # noqa: E731
+    return dataclasses.replace(data, clean_subset_indices=indices.clone(), train_indices=keep(data.train_indices),
+                               validation_indices=keep(data.validation_indices))

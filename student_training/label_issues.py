@@ -266,6 +266,8 @@ def mentor_opinion(run: "Run", losses: torch.Tensor, step: int) -> torch.Tensor:
     """The MentorNet weight of ``losses`` at ``step`` with the run's current moving-average percentile,
     without the burn-in floor or example dropout (the weighter's state is not changed)."""
     weighter = run.weighter
+    if hasattr(weighter, "opinion"):  # a MentorNet learned in the run (student_training.learned_mentornet)
+        return weighter.opinion(losses, step)
     loss_diff = losses - weighter.moving_average.value.to(losses)
     features = MentorFeatures.build(losses, loss_diff, epoch=weighter.epoch_at(step))
     return weighter.mentor.weight(features).to(losses.device, torch.float32)

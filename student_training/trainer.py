@@ -39,10 +39,12 @@ from . import distributed, run_folder
 from .accelerator import Precision, compile_unavailable_reason, resolve_precision
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
 from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset, read_clean_subset_file, with_clean_subset
 from .data_driven import data_driven_callbacks
 from .evaluation import accuracy, detector_auc
 from .label_issues import SampleRecordCallback
+from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
+    check_learn_schedule, check_probe, split_clean_subset
 from .loader import DeviceLoader
 from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
@@ -54,7 +56,7 @@ METRIC_COLUMNS = ("epoch", "step", "lr", "loss", "weighted_loss", "mean_weight",
                   "train_accuracy", "fit_noisy", "test_accuracy", "val_accuracy", "weight_clean", "weight_noisy",
                   "detector_auc", "seconds")
 VALIDATION_NAMES = {"clean_subset": "the clean subset (clean labels)", "noisy_holdout": "a noisy hold-out",
-                    "none": "none"}
+                    "clean_subset_part": "a fifth of the clean subset (clean labels)", "none": "none"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -140,6 +142,10 @@ class Run:
     state: RunState = field(default_factory=RunState)
     metric_columns: tuple[str, ...] = METRIC_COLUMNS
     mentormix: MentorMix | None = None  # with --mentormix (then ``weighter`` is None: MentorMix holds both weightings)
+    verified_labels: torch.Tensor | None = None  # the pool's labels as known to be right (clean subset: verified)
+    clean_parts: CleanSubsetParts | None = None  # the clean subset's validation, probe and trusted parts
+    trusted: TrustedStream | None = None  # --mentornet learn: the trusted batches added to every step
+    trusted_mask: torch.Tensor | None = None  # samples of the noisy stream trained at weight 1 with verified labels
     lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
 
     def release(self) -> None:
@@ -179,6 +185,9 @@ class Run:
             return f"a noisy hold-out of {len(self.data.validation_indices)} training images ({config.holdout_fraction:g})"
         if config.validation == "clean_subset":
             return f"the clean subset of {len(self.data.clean_subset_indices)} images, with their clean labels"
+        if config.validation == "clean_subset_part":
+            return (f"{len(self.clean_parts.validation)} of the clean subset's {len(self.data.clean_subset_indices)} "
+                    "images (a fifth, never trained on), with their clean labels")
         return "none"
 
     def _resolved_mentormix(self) -> dict | None:
@@ -300,14 +309,19 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         raise ValueError("--sync-bn synchronises BatchNorm across torchrun processes; this run has one process")
     if config.noise_file:
         split_noise_path(config.noise_file)
-    if config.mentornet != "none":
+    if config.learns_mentornet and world.enabled:
+        raise ValueError(f"--mentornet learn runs in one process (it records its probe's losses on one device); this "
+                         f"launch has {world.size} torchrun processes")
+    if config.clean_subset_file is not None and not Path(config.clean_subset_file).is_file():
+        raise ValueError(f"clean subset file {config.clean_subset_file} does not exist")
+    if config.mentornet not in ("none", "learn"):
         load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
     return config
 
 
 def _mentornet(config: StudentConfig, device: torch.device):
     """The MentorNet and its file's sha256, or (None, None) for the baseline."""
-    if config.mentornet == "none":
+    if config.mentornet in ("none", "learn"):
         return None, None
     path = resolve_mentornet_path(config.mentornet)
     return load_mentornet(config.mentornet, device=device), sha256_of(path)
@@ -385,20 +399,39 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, subset=config.subset,
                         clean_subset_fraction=config.clean_subset_fraction,
                         validation_fraction=config.holdout_fraction, seed=config.seed)
+    verified = data.train_labels
+    if config.clean_subset_file is not None:
+        subset, subset_labels = read_clean_subset_file(config.clean_subset_file, data)
+        data = with_clean_subset(data, subset)
+        verified = data.train_labels.clone()
+        verified[subset] = subset_labels
     noise = load_noisy_labels(out / "noisy_labels.npz") if resume else _noisy_labels(config, data)
+    parts = _clean_parts(config, data, verified)
     recipe = config.recipe
     model = create_student(config.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
                            image_size=data.image_size, seed=config.seed).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, test_loader = _loaders(config, recipe, data, noise, device, world)
+    train_labels, train_indices, trusted_mask = _training_pool(config, data, noise, verified, parts)
+    train_loader, test_loader = _loaders(config, recipe, data, train_labels, device, world, indices=train_indices)
     total_steps = config.max_steps or config.epochs * len(train_loader)
     epochs = math.ceil(config.max_steps / len(train_loader)) if config.max_steps else config.epochs
     _check_event_epochs(config, total_steps)
     _check_clean_subset(config, data, noise)
-    weighting = config.weighter_config(weighting_defaults(config, mentor)) if mentor is not None else None
+    is_clean = noise.noisy_labels == verified
+    if config.learns_mentornet:
+        check_learn_schedule(config, total_steps)
+        check_probe(config, parts, is_clean, data.train_labels)
+    weighting = config.weighter_config(WeighterConfig() if mentor is None else weighting_defaults(config, mentor)) \
+        if mentor is not None or config.learns_mentornet else None
     weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) \
         if mentor and not config.mentormix else None
+    trusted = None
+    if config.learns_mentornet:
+        weighter = LearnedMentorWeighter(config, weighting, total_steps=total_steps, num_samples=len(data.train_labels),
+                                         probe=parts.probe, is_clean=is_clean, device=device)
+        if config.learn_trusted_batch:
+            trusted = TrustedStream(parts.trusted, config.learn_trusted_batch, config.seed)
     mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None
@@ -407,10 +440,14 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
               optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
-              validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
-              total_steps=total_steps, precision=precision, mentormix=mentormix)
+              validation_loader=_validation_loader(config, recipe, data, noise, verified, parts, device),
+              epochs=epochs, total_steps=total_steps, precision=precision, mentormix=mentormix,
+              verified_labels=verified, clean_parts=parts, trusted=trusted,
+              trusted_mask=None if trusted_mask is None else trusted_mask.to(device))
     mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
-    for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, SampleRecordCallback(),
+    learning = (LearnMentorNet(run),) if config.learns_mentornet else ()
+    for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, *learning,
+                     SampleRecordCallback(),
                      *registered_callbacks(run), *callbacks, RunFolderWriter()):
         run.add_callback(callback)
     if resume:
@@ -468,11 +505,49 @@ def _training_module(run: Run) -> torch.nn.Module | None:
     return torch.compile(module) if run.config.compile else module
 
 
-def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
-             device: torch.device, world: distributed.World | None = None) -> tuple[DeviceLoader, DeviceLoader]:
-    """The global-batch training loader, and the test loader over this rank's contiguous part of the test set."""
+def _clean_parts(config: StudentConfig, data: ImageDataset, verified: torch.Tensor) -> CleanSubsetParts | None:
+    """The clean subset's parts when it is trained on: V (a fifth, unless --validation-fraction chose a noisy
+    hold-out), and for --mentornet learn the probe P; the rest is trusted."""
+    if not config.trains_on_clean_subset:
+        return None
+    subset = data.clean_subset_indices
+    return split_clean_subset(subset, verified[subset], validation=config.validation == "clean_subset_part",
+                              probe_fraction=config.learn_probe_fraction if config.learns_mentornet else None,
+                              seed=config.seed)
+
+
+def _training_pool(config: StudentConfig, data: ImageDataset, noise: NoiseResult, verified: torch.Tensor,
+                   parts: CleanSubsetParts | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The labels and pool indices the training loader draws from, and which of them are trusted (trained at
+    weight 1 with their verified labels; None: none).
+
+    ``--train-on noisy``: the noisy training set (plus, for --mentornet learn, the probe, with its noisy labels;
+    the trusted part comes in its own batches). ``clean_subset``: the clean subset's trusted part alone.
+    ``noisy+clean_subset``: both, in the same batches."""
+    if parts is None:
+        return noise.noisy_labels, data.train_indices, None
+    labels = noise.noisy_labels.clone()
+    labels[parts.trusted] = verified[parts.trusted]
+    if config.learns_mentornet:
+        return labels, torch.sort(torch.cat([data.train_indices, parts.probe])).values, None
+    trusted = torch.zeros(len(labels), dtype=torch.bool)
+    trusted[parts.trusted] = True
+    if config.train_on == "clean_subset":
+        return labels, parts.trusted, trusted
+    return labels, torch.sort(torch.cat([data.train_indices, parts.trusted])).values, trusted
+
+
+def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, labels: torch.Tensor,
+             device: torch.device, world: distributed.World | None = None, *,
+             indices: torch.Tensor | None = None) -> tuple[DeviceLoader, DeviceLoader]:
+    """The global-batch training loader over ``indices`` (default: the noisy training set) with ``labels``, and
+    the test loader over this rank's contiguous part of the test set."""
     world = world or distributed.World()
-    train_loader = DeviceLoader(data.train_images, noise.noisy_labels, data.train_indices,
+    indices = data.train_indices if indices is None else indices
+    if config.batch_size > len(indices):
+        raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(indices)} training images; "
+                         f"use --batch-size {len(indices)} or less")
+    train_loader = DeviceLoader(data.train_images, labels, indices,
                                 batch_size=config.batch_size, augment=config.augmented, pad=recipe.pad,
                                 seed=config.seed, device=device, channels_last=recipe.channels_last)
     test_indices = torch.arange(len(data.test_labels)).tensor_split(world.size)[world.rank]
@@ -483,10 +558,14 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
 
 
 def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
+                       verified: torch.Tensor, parts: CleanSubsetParts | None,
                        device: torch.device) -> DeviceLoader | None:
-    """The split best.pt is chosen on: the clean subset with its clean labels, or a noisy hold-out."""
+    """The split best.pt is chosen on: the clean subset (or its held-out fifth) with its verified labels, or a
+    noisy hold-out."""
     if config.validation == "clean_subset":
-        indices, labels = data.clean_subset_indices, data.train_labels
+        indices, labels = data.clean_subset_indices, verified
+    elif config.validation == "clean_subset_part":
+        indices, labels = parts.validation, verified
     elif config.validation == "noisy_holdout":
         indices, labels = data.validation_indices, noise.noisy_labels
     else:
@@ -578,10 +657,14 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
         if run.weighter is None:
             mentor_weights = all_weights = torch.ones_like(all_losses)
         else:
-            mentor_weights = run.weighter.mentor_weights(all_losses, step)
+            mentor_weights = run.weighter.mentor_weights(all_losses, step, indices)
             all_weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
+        if run.trusted_mask is not None:  # trusted samples in the same batches: weight 1, verified labels
+            all_weights = torch.where(run.trusted_mask[indices], 1.0, all_weights)
         weights = all_weights[world.shard(len(all_weights))]
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean())
+        if run.trusted is not None:
+            loss = loss + run.trusted.loss(run, model)
         run.precision.backward_step(loss, run.optimizer)
         stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
         step += 1
@@ -636,6 +719,9 @@ def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, va
               seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
+    if run.clean_parts is not None:  # the statistics describe the noisy training set, never the clean subset
+        seen[run.clean_parts.probe.to(seen.device)] = False
+        seen[run.clean_parts.trusted.to(seen.device)] = False
     weights = stats.sample_weight[seen].cpu().numpy()
     noisy_labels = run.noise.noisy_labels.to(run.device)[seen]
     clean = (noisy_labels == run.data.train_labels.to(run.device)[seen]).cpu().numpy()

@@ -61,8 +61,9 @@ class MentorWeighter:
         return 1.0 if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in) else 0.0
 
     @torch.no_grad()
-    def mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout."""
+    def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. ``indices`` (the batch's
+        sample indices) are not needed here; a weighter that learns from samples by index takes them."""
         loss = loss.detach().reshape(-1).float()
         epoch = self.epoch_at(step)
         loss_diff = self.moving_average.loss_diff(loss)

@@ -1,0 +1,175 @@
+"""A MentorNet learned in the run from its clean subset (``--mentornet learn``) against every hand-written
+curriculum and the obvious uses of the clean subset, over seeds (issue #13's evidence grid).
+
+    python benchmarks/learned_accuracy.py --out runs/grid [--methods baseline,...,learned] [--seeds 0,1,2]
+        [--settings symmetric:0.2,symmetric:0.4,symmetric:0.8,pairflip:0.45] [--dataset fashion-mnist]
+        [--subset 5000] [--studentnet mlp] [--epochs 100] [--clean-subset-fraction 0.1] [--smoke]
+
+Every run is one ``train-student`` run folder with the same student, data subset, noisy labels, clean subset
+(10%, seeded and class-balanced), epochs, optimiser and seed; the README's CPU regime by default (``mlp`` on
+5,000 Fashion-MNIST images, 100 epochs, SGD momentum 0.9, cosine from 0.1, batch 128). Methods:
+
+* ``baseline`` (``--mentornet none``), ``self_paced_mentornet``, ``mentornet_pd``, ``small_loss_mentornet`` and
+  ``mentornet_dd`` (the shipped 2018-style DD): the noisy training set, the clean subset held out (it chooses
+  best.pt);
+* ``clean_only``: ``--train-on clean_subset``, the clean subset alone with its clean labels;
+* ``noisy_plus_clean``: ``--train-on noisy+clean_subset``, the noisy set plus the clean subset's clean labels;
+* ``learned``: ``--mentornet learn`` with its defaults.
+
+The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
+set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_accuracy.md). The grid is
+incremental (a complete run folder is read back, a partial one resumed). Writes ``results.csv`` (one row per
+run), ``results.md`` (mean ± sd over seeds of final, validation-selected and best test accuracy, fitted noisy
+labels and detector AUC at the last epoch) and prints ``plot --run`` commands for the curves. ``--smoke`` is a
+tiny setting for tests (digits, 6 epochs, one setting, seeds 0 and 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+import pandas as pd  # noqa: E402
+
+from _grid import did, mean_sd, say, summary_of, train_folder  # noqa: E402
+from _table import markdown_table  # noqa: E402
+from student_training.config import StudentConfig  # noqa: E402
+
+METHODS = ("baseline", "self_paced_mentornet", "mentornet_pd", "small_loss_mentornet", "mentornet_dd", "clean_only",
+           "noisy_plus_clean", "learned")
+OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
+           "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},
+           "learned": {"mentornet": "learn"}}
+SUMMARY = ("final_accuracy", "selected_accuracy", "best_accuracy", "fit_noisy", "detector_auc")
+SMOKE = {"dataset": "digits", "subset": None, "epochs": 6, "batch_size": 64, "settings": "symmetric:0.4",
+         "seeds": "0,1", "clean_subset_fraction": 0.3, "learn_epochs": "20,40"}
+
+
+def setting_name(noise_type: str, rate: float) -> str:
+    """The folder-name tag of a setting (``noise0.4`` for symmetric, as benchmarks/mentormix_accuracy.py names it)."""
+    return f"noise{rate:g}" if noise_type == "symmetric" else f"{noise_type}{rate:g}"
+
+
+def run_config(method: str, noise_type: str, rate: float, seed: int, args) -> StudentConfig:
+    options = {"dataset": args.dataset, "subset": args.subset, "noise": rate, "noise_type": noise_type,
+               "studentnet": args.studentnet, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+               "seed": seed, "clean_subset_fraction": args.clean_subset_fraction, "record_samples": False,
+               "mentornet": method}
+    options.update(OPTIONS.get(method, {}))
+    if method == "learned" and args.learn_epochs:
+        options["learn_epochs"] = args.learn_epochs
+    return StudentConfig(**options)
+
+
+def run_grid(args, out: Path) -> pd.DataFrame:
+    rows = []
+    for noise_type, rate in args.settings:
+        for method in args.methods:
+            for seed in args.seeds:
+                name = f"{method}_{setting_name(noise_type, rate)}_seed{seed}"
+                folder = out / "runs" / name
+                start = time.perf_counter()
+                state, _ = train_folder(folder, run_config(method, noise_type, rate, seed, args))
+                row = {"method": method, "noise_type": noise_type, "noise": rate, "seed": seed, **summary_of(folder),
+                       "folder": str(folder)}
+                rows.append(row)
+                say(f"{name}: final {row['final_accuracy']:.4f} selected {row['selected_accuracy']:.4f} "
+                    f"fit_noisy {row['fit_noisy']:.3f} auc {row['detector_auc']:.3f} ({did(state, start)})")
+    return pd.DataFrame(rows)
+
+
+def summary_table(results: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    rows = []
+    for (noise_type, noise, method), group in results.groupby(["noise_type", "noise", "method"], sort=False):
+        rows.append({"noise": f"{noise_type} {noise:g}", "method": method, "seeds": len(group),
+                     **{column: mean_sd(group[column]) for column in SUMMARY}})
+    return pd.DataFrame(rows)
+
+
+def write_outputs(out: Path, results: pd.DataFrame, args, argv: list[str]) -> str:
+    results.to_csv(out / "results.csv", index=False)
+    title = (f"{args.studentnet} on {args.subset or 'all'} {args.dataset} training images, {args.epochs} epochs, "
+             f"clean subset {args.clean_subset_fraction:g}, seeds {','.join(map(str, args.seeds))}: mean ± sd over "
+             "seeds (final: last epoch; selected: the epoch the validation split chose; best: the best epoch on "
+             "test, an oracle)")
+    command = "python benchmarks/learned_accuracy.py " + shlex.join(argv)
+    text = f"{title}\n\n`{command.strip()}`\n\n{markdown_table(summary_table(results, args.methods), index=False)}\n"
+    seed = args.seeds[0]
+    for noise_type, rate in args.settings:
+        chosen = results[(results["noise_type"] == noise_type) & (results["noise"] == rate) & (results["seed"] == seed)]
+        runs = " ".join(f"--run {folder}" for folder in chosen["folder"])
+        text += (f"\nCurves, {noise_type} {rate:g}, seed {seed}: `python cli.py plot {runs} "
+                 f"--out curves_{setting_name(noise_type, rate)}.png`\n")
+    (out / "results.md").write_text(text)
+    return text
+
+
+def parse_settings(text: str) -> list[tuple[str, float]]:
+    settings = []
+    for part in text.split(","):
+        kind, _, rate = part.strip().partition(":")
+        try:
+            settings.append((kind, float(rate)))
+        except ValueError:
+            raise SystemExit(f"Error: --settings entries are TYPE:RATE, e.g. symmetric:0.4; got {part!r}") from None
+    return settings
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/learned_accuracy", help="folder of run folders and results")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default="symmetric:0.2,symmetric:0.4,symmetric:0.8,pairflip:0.45")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--subset", type=int, default=5000)
+    parser.add_argument("--studentnet", default="mlp")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--clean-subset-fraction", type=float, default=0.1)
+    parser.add_argument("--learn-epochs", default=None, help="--learn-epochs of the learned runs (default: its own)")
+    parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 6 epochs, 2 seeds")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+        for key, value in SMOKE.items():
+            if key not in given:
+                setattr(args, key, value)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or not args.methods:
+        parser.error(f"--methods: choose from {', '.join(METHODS)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.settings = parse_settings(args.settings)
+    for noise_type, rate in args.settings:  # every config is checked now, not hours in
+        for method in args.methods:
+            try:
+                run_config(method, noise_type, rate, args.seeds[0], args)
+            except (ValueError, TypeError) as error:
+                parser.error(f"{method} at {noise_type} {rate:g}: {error}")
+    return args
+
+
+def main(argv=None) -> pd.DataFrame:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = run_grid(args, out)
+    text = write_outputs(out, results, args, argv)
+    say(f"{len(results)} runs in {time.perf_counter() - start:.0f} s; wrote {out}/results.csv, results.md")
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()

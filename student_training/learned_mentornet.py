@@ -1,0 +1,379 @@
+"""``--mentornet learn``: the run learns its own MentorNet from its own clean subset (paper Algorithm 1 in one
+command; Jiang et al., ICML 2018, §3 and Algorithm 1).
+
+The clean subset S (``--clean-subset-fraction`` of the pool, or the user's ``--clean-subset-file``) is split,
+class-balanced and seeded by its verified labels, into
+
+* **V**, a fifth of S: the validation split that chooses ``best.pt`` (never trained on);
+* **P**, the probe (``--learn-probe-fraction`` of the rest): trained exactly like the noisy training set, with
+  its noisy labels and the MentorNet's weights, so its losses are distributed like theirs; since its verified
+  labels are known, each probe loss is a labelled example of "clean" or "corrupted";
+* **T**, trusted: the rest, trained with its verified labels at weight 1, ``--learn-trusted-batch`` samples a step.
+
+Every step records, on the device, each probe sample's loss (and ``loss_diff``) at the current progress epoch.
+At each progress epoch of ``--learn-epochs`` a **fresh** MentorNet is fitted (binary cross-entropy, target 1
+where the noisy label is the verified one) to the probe's rows of the last ``--learn-window`` progress epochs,
+saved as a MentorNet checkpoint in ``mentornets/`` and logged in ``relearn.csv``; from then on it weights the
+batches: ``1[v >= τ]`` (``--learn-weights threshold``) or ``v`` itself (``soft``, as 2018). Its epoch input
+is clamped to the last progress epoch it was fitted on (its epoch embedding is untrained beyond). Before the
+first fit every noisy sample has weight ``--learn-burn-in-weight``. After the last fit the probe is released:
+its samples join the trusted stream with their verified labels (weight 0 in the noisy stream).
+
+Why these choices (measured in the README's mlp regime; the 2018 values are reachable): fits from rows
+recorded while training define ``loss_diff`` exactly as the weighting uses it (a dump's percentile does
+not); several fits in the first half of training come before the student memorises the corrupted labels;
+a threshold is a decision, where a calibrated probability of about 0.27 on corrupted samples was enough
+for them to be memorised; the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
+``--relearn-mentor``) is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from curricula.features import NUM_EPOCHS, LossMovingAverage, MentorFeatures, WeighterConfig, feature_spec, \
+    progress_percent
+from curricula.files import atomic_write
+from curricula.targets import TargetSet, TargetSplit
+from mentor_training.checkpoint import build_checkpoint, save_checkpoint
+from mentor_training.model import MentorNetConfig
+from mentor_training.trainer import fit_mentornet
+
+from .callbacks import Callback
+from .config import CLEAN_VALIDATION_SHARE, StudentConfig, parse_learn_epochs
+from .data import balanced_subset, clean_subset_at
+from .evaluation import detector_auc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Run
+
+FIT_STEPS = 500  # Adam steps of each fit (the "fast" recipe); a few thousand rows need no more
+MIN_PROBE_EXAMPLES = 10  # clean and corrupted probe samples each, at least, for a fit to learn anything
+LEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "threshold", "selected", "precision",
+                 "fit_auc", "loss_auc", "fit_seconds", "checkpoint", "status")
+
+
+@dataclass(frozen=True)
+class CleanSubsetParts:
+    """Pool indices of the clean subset's parts: validation V, probe P, trusted T (see the module docstring)."""
+
+    validation: torch.Tensor
+    probe: torch.Tensor
+    trusted: torch.Tensor
+
+
+def split_clean_subset(indices: torch.Tensor, verified: torch.Tensor, *, probe_fraction: float | None,
+                       validation: bool, seed: int) -> CleanSubsetParts:
+    """Split the clean subset ``indices`` (pool indices; ``verified`` their labels) class-balanced and seeded.
+
+    ``validation``: hold out a fifth as V. ``probe_fraction``: the share of the rest that is the probe P
+    (None: no probe, everything left is trusted)."""
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    labels = torch.as_tensor(verified).numpy()
+    rng_seed = 7919 + seed
+    held = balanced_subset(labels, int(round(CLEAN_VALIDATION_SHARE * len(labels))), seed=rng_seed) \
+        if validation else np.zeros(0, dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(labels)), held)
+    probe = rest[balanced_subset(labels[rest], int(round(probe_fraction * len(rest))), seed=rng_seed + 1)] \
+        if probe_fraction else np.zeros(0, dtype=np.int64)
+    trusted = np.setdiff1d(rest, probe)
+    pick = lambda part: indices[torch.from_numpy(np.sort(part).astype(np.int64))]  # noqa: E731
+    return CleanSubsetParts(pick(held), pick(probe), pick(trusted))
+
+
+def probe_counts(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor) -> tuple[int, int]:
+    clean = int(is_clean[parts.probe].sum())
+    return clean, len(parts.probe) - clean
+
+
+def smallest_fraction(config: StudentConfig, labels: torch.Tensor, is_clean: torch.Tensor) -> float | None:
+    """The smallest ``--clean-subset-fraction`` (in steps of 0.005) whose probe, split as this run would split
+    it, holds :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples each; None if no fraction below 0.9 does."""
+    for fraction in np.arange(0.005, 0.9, 0.005):
+        subset = torch.from_numpy(clean_subset_at(labels.numpy(), float(fraction), seed=config.seed).astype(np.int64))
+        parts = split_clean_subset(subset, labels[subset], probe_fraction=config.learn_probe_fraction,
+                                   validation=config.validation == "clean_subset_part", seed=config.seed)
+        if min(probe_counts(config, parts, is_clean)) >= MIN_PROBE_EXAMPLES:
+            return round(float(fraction), 3)
+    return None
+
+
+def check_probe(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse, before training, a probe without :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples, naming the
+    smallest clean-subset fraction that works (``labels``: the pool's clean labels)."""
+    clean, corrupted = probe_counts(config, parts, is_clean)
+    if clean >= MIN_PROBE_EXAMPLES and corrupted >= MIN_PROBE_EXAMPLES:
+        return
+    if config.clean_subset_file:
+        hint = "list more samples in the file, or raise --learn-probe-fraction"
+        source = f"--clean-subset-file {config.clean_subset_file}"
+    else:
+        smallest = smallest_fraction(config, labels, is_clean)
+        hint = (f"use --clean-subset-fraction {smallest:g} or more" if smallest is not None else
+                "no clean-subset fraction below 0.9 is enough at this noise rate")
+        source = f"--clean-subset-fraction {config.clean_subset_fraction:g}"
+    raise ValueError(f"the probe of {len(parts.probe)} images ({source}) holds {clean} clean and {corrupted} corrupted "
+                     f"labels; --mentornet learn needs {MIN_PROBE_EXAMPLES} of each: {hint}")
+
+
+def check_learn_schedule(config: StudentConfig, total_steps: int) -> None:
+    """Refuse a fit epoch the step budget never reaches, naming the smallest run length that works."""
+    last = parse_learn_epochs(config.learn_epochs)[-1]
+    if math.ceil(last * total_steps / 100) < total_steps:
+        return
+    reachable = math.floor(100 * (total_steps - 1) / total_steps)
+    raise ValueError(f"--learn-epochs {last} is never reached: {total_steps} steps reach progress epoch {reachable} at "
+                     f"most; run at least {math.ceil(100 / (100 - last))} steps (--epochs or --max-steps) or fit earlier")
+
+
+class LearnedMentorWeighter:
+    """The weighting of ``--mentornet learn``: records the probe's losses and weights with the latest fit.
+
+    Has :class:`~student_training.weighting.MentorWeighter`'s interface (``mentor_weights``,
+    ``example_dropout``, ``last``, ``epoch_at``, ``moving_average``), plus the batch's sample indices.
+    """
+
+    def __init__(self, config: StudentConfig, weighting: WeighterConfig, *, total_steps: int, num_samples: int,
+                 probe: torch.Tensor, is_clean: torch.Tensor, device: torch.device):
+        self.config, self.total_steps = config, int(total_steps)
+        self.moving_average = LossMovingAverage(weighting.loss_p_percentile, weighting.loss_moving_average_decay)
+        self.uses_loss_diff = config.learn_features == "loss_diff"
+        self.probe = probe.clone()
+        self.probe_clean = is_clean[probe].float()
+        # Row of each pool sample in the probe's tables; every other sample writes to a spare last row, so
+        # recording needs no boolean indexing (no host synchronisation on a GPU).
+        row = torch.full((num_samples,), len(probe), dtype=torch.long)
+        row[probe] = torch.arange(len(probe))
+        self.row = row.to(device)
+        self.losses = torch.full((len(probe) + 1, NUM_EPOCHS), float("nan"), device=device)
+        self.loss_diffs = torch.full_like(self.losses, float("nan"))
+        self.released = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.mentor = None
+        self.last_fitted_epoch = 0
+        self.last = {}
+
+    def epoch_at(self, step: int) -> int:
+        """The epoch input: the progress epoch, clamped to the last epoch the MentorNet was fitted on."""
+        epoch = progress_percent(step, self.total_steps)
+        return min(epoch, self.last_fitted_epoch) if self.mentor is not None else epoch
+
+    @torch.no_grad()
+    def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights of the batch's noisy-stream samples (``indices``: their pool indices, required)."""
+        if indices is None:
+            raise ValueError("--mentornet learn records the probe's losses, so it needs the batch's sample indices")
+        loss = loss.detach().reshape(-1).float()
+        progress = progress_percent(step, self.total_steps)
+        loss_diff = self.moving_average.loss_diff(loss) if self.uses_loss_diff else torch.zeros_like(loss)
+        rows = self.row[indices.to(self.row.device)]
+        self.losses[rows, progress] = loss
+        self.loss_diffs[rows, progress] = loss_diff
+        epoch = self.epoch_at(step)
+        if self.mentor is None:
+            weights = torch.full_like(loss, self.config.learn_burn_in_weight)
+        else:
+            v = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
+            weights = (v >= self.config.learn_threshold).float() if self.config.learn_weights == "threshold" else v
+        weights = torch.where(self.released[indices.to(self.released.device)], 0.0, weights)
+        self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
+                     "loss_moving_average": self.moving_average.value}
+        return weights
+
+    def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
+        return weights  # none in this mode
+
+    @torch.no_grad()
+    def opinion(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """The MentorNet's output for ``loss`` at ``step`` without changing any state (find-label-issues); the
+        burn-in weight before the first fit."""
+        loss = loss.detach().reshape(-1).float()
+        if self.mentor is None:
+            return torch.full_like(loss, self.config.learn_burn_in_weight)
+        loss_diff = loss - self.moving_average.value.to(loss) if self.uses_loss_diff else torch.zeros_like(loss)
+        features = MentorFeatures.build(loss, loss_diff, epoch=self.epoch_at(step))
+        return self.mentor.weight(features).to(loss.device, torch.float32)
+
+    def fit(self, point: int, seed: int) -> tuple[dict, object | None, TargetSplit | None]:
+        """Fit a fresh MentorNet to the probe's rows of the last ``--learn-window`` progress epochs before
+        ``point``; returns the log row, the MentorNet (None when skipped) and its target split."""
+        start = max(0, point - self.config.learn_window)
+        losses = self.losses[:-1, start:point].cpu()
+        diffs = self.loss_diffs[:-1, start:point].cpu()
+        seen = ~torch.isnan(losses)
+        epochs = torch.arange(start, point).expand_as(losses)[seen]
+        targets = self.probe_clean.cpu()[:, None].expand_as(losses)[seen]
+        row = {"progress_epoch": point, "rows": int(seen.sum()),
+               "noisy_fraction": float(1 - targets.mean()) if len(targets) else float("nan")}
+        if len(targets) == 0 or float(targets.min()) == float(targets.max()):
+            kind = "no rows" if len(targets) == 0 else "only clean" if float(targets[0]) == 1 else "only corrupted"
+            return {**row, "status": f"skipped: the probe's rows hold {kind} samples"}, None, None
+        features = MentorFeatures(losses[seen], diffs[seen], torch.zeros(len(targets), dtype=torch.long), epochs)
+        data = TargetSet(features, targets.float())
+        source = {"type": "learned_in_run", "window": [start, point - 1], "num_rows": len(targets),
+                  "features": self.config.learn_features, "weights": self.config.learn_weights,
+                  "threshold": self.config.learn_threshold, "seed": seed}
+        split = TargetSplit(data, data, source)
+        result = fit_mentornet(split, recipe="fast", steps=FIT_STEPS, seed=seed,
+                               config=MentorNetConfig(uses_loss_diff=self.uses_loss_diff))
+        mentor = result.model.eval().requires_grad_(False)
+        v = mentor.weight(features)
+        chosen = v >= self.config.learn_threshold
+        clean = targets > 0.5
+        row.update(threshold=self.config.learn_threshold, selected=float(chosen.float().mean()),
+                   precision=float(clean[chosen].float().mean()) if chosen.any() else float("nan"),
+                   fit_auc=detector_auc(v.numpy(), clean.numpy()),
+                   loss_auc=detector_auc(-features.loss.numpy(), clean.numpy()),
+                   fit_seconds=round(result.seconds, 3), status="fitted")
+        return row, mentor, split
+
+    def use(self, mentor, point: int) -> None:
+        """Weight with ``mentor`` from now on; its epoch input stops at ``point - 1``."""
+        self.mentor = mentor.to(self.row.device)
+        self.last_fitted_epoch = point - 1
+
+    def release(self, probe: torch.Tensor) -> None:
+        self.released[probe.to(self.released.device)] = True
+
+    def state_dict(self) -> dict:
+        mentor = None if self.mentor is None else {
+            "state_dict": {k: v.detach().cpu() for k, v in self.mentor.state_dict().items()},
+            "config": self.mentor.config.to_dict()}
+        return {"moving_average": self.moving_average.state_dict(), "losses": self.losses.cpu(),
+                "loss_diffs": self.loss_diffs.cpu(), "released": self.released.cpu(), "mentor": mentor,
+                "last_fitted_epoch": self.last_fitted_epoch, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        from mentor_training.model import MentorNet
+
+        if state["total_steps"] != self.total_steps:
+            raise ValueError(f"weighter state is for {state['total_steps']} steps, this run has {self.total_steps}")
+        self.moving_average.load_state_dict(state["moving_average"])
+        device = self.row.device
+        self.losses, self.loss_diffs = state["losses"].to(device), state["loss_diffs"].to(device)
+        self.released = state["released"].to(device)
+        self.last_fitted_epoch = int(state["last_fitted_epoch"])
+        if state["mentor"] is not None:
+            mentor = MentorNet(MentorNetConfig(**state["mentor"]["config"]))
+            mentor.load_state_dict(state["mentor"]["state_dict"])
+            self.mentor = mentor.eval().requires_grad_(False).to(device)
+
+
+class TrustedStream:
+    """Batches of trusted samples (pool indices) with their verified labels, cycling through seeded
+    permutations; the probe joins it when released."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int):
+        self.indices = torch.as_tensor(indices, dtype=torch.long).clone()
+        self.batch_size = int(batch_size)
+        self.generator = torch.Generator().manual_seed(seed + 104729)
+        self.queue = torch.zeros(0, dtype=torch.long)
+
+    def add(self, indices: torch.Tensor) -> None:
+        self.indices = torch.cat([self.indices, torch.as_tensor(indices, dtype=torch.long)])
+
+    def next(self) -> torch.Tensor:
+        while len(self.queue) < self.batch_size:
+            order = torch.randperm(len(self.indices), generator=self.generator)
+            self.queue = torch.cat([self.queue, self.indices[order]])
+        batch, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
+        return batch
+
+    def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor:
+        """The mean cross-entropy of the next trusted batch against its verified labels (fp32)."""
+        batch = self.next()
+        images = run.train_loader.prepare(run.data.train_images[batch].to(run.device, non_blocking=True))
+        with run.precision.autocast():
+            logits = model(images)
+        return F.cross_entropy(logits.float(), run.verified_labels[batch].to(run.device, non_blocking=True))
+
+    def state_dict(self) -> dict:
+        return {"indices": self.indices.clone(), "generator": self.generator.get_state(), "queue": self.queue.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.indices = state["indices"].clone()
+        self.generator.set_state(state["generator"])
+        self.queue = state["queue"].clone()
+
+
+class LearnMentorNet(Callback):
+    """Fits the run's MentorNet at each ``--learn-epochs`` progress epoch: saves it as
+    ``mentornets/epoch_EE.pt`` (a MentorNet checkpoint ``plot``, ``show`` and ``--mentornet PATH`` accept),
+    logs it in ``relearn.csv``, weights with it, and releases the probe after the last fit. Its state (the
+    fits so far, the recorded losses, the MentorNet in use, the trusted stream) is saved in ``last.pt``."""
+
+    name = "learn_mentornet"
+
+    def __init__(self, run: "Run"):
+        self.points = parse_learn_epochs(run.config.learn_epochs)
+        self.weighter: LearnedMentorWeighter = run.weighter
+        self.trusted: TrustedStream | None = run.trusted
+        self.probe = run.clean_parts.probe
+        self.rows: list[dict] = []
+
+    def pending(self) -> list[int]:
+        done = {row["progress_epoch"] for row in self.rows}
+        return [point for point in self.points if point not in done]
+
+    def on_step(self, run: "Run", step: int) -> None:
+        progress = progress_percent(step, run.total_steps)
+        for point in [p for p in self.pending() if progress >= p]:
+            start = time.perf_counter()
+            seed = run.config.seed + point
+            row, mentor, split = self.weighter.fit(point, seed)
+            row["step"] = step
+            if mentor is not None:
+                path = run.out / "mentornets" / f"epoch_{point:02d}.pt"
+                if run.is_main:
+                    save_fitted(mentor, split, row, path, run)
+                row["checkpoint"] = str(path.relative_to(run.out))
+                self.weighter.use(mentor, point)
+            else:
+                row["checkpoint"] = ""
+            row.setdefault("fit_seconds", round(time.perf_counter() - start, 3))
+            self.rows.append(row)
+            if not self.pending():
+                self.weighter.release(self.probe)
+                if self.trusted is not None:
+                    self.trusted.add(self.probe)
+            if run.is_main:
+                frame = pd.DataFrame(self.rows, columns=list(LEARN_COLUMNS))
+                atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+
+    def state_dict(self) -> dict:
+        # The weighter's own state (recorded losses, the MentorNet in use) is saved with the run's weighter.
+        return {"rows": list(self.rows), "trusted": self.trusted.state_dict() if self.trusted is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        if self.trusted is not None:
+            self.trusted.load_state_dict(state["trusted"])
+
+
+def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -> None:
+    """Write one fit as a MentorNet checkpoint (its source says how and when it was learned)."""
+    path.parent.mkdir(exist_ok=True)
+    weighting = run.weighting or WeighterConfig()
+    spec = feature_spec(loss_p_percentile=weighting.loss_p_percentile if run.weighter.uses_loss_diff else None,
+                        loss_moving_average_decay=weighting.loss_moving_average_decay
+                        if run.weighter.uses_loss_diff else None,
+                        loss_diff_reference="moving_average_of_batch_percentile" if run.weighter.uses_loss_diff
+                        else "unused (fitted with loss_diff = 0)")
+    metrics = {key: row[key] for key in ("rows", "noisy_fraction", "selected", "precision", "fit_auc", "loss_auc")}
+    source = {**split.source, "run": str(run.out), "progress_epoch": row["progress_epoch"],
+              "dataset": run.config.dataset, "noise": run.noise.noise_rate}
+    checkpoint = build_checkpoint(mentor, source=source, feature_spec=spec, student_defaults=weighting,
+                                  metrics=metrics, command=f"train-student --mentornet learn --out {run.out}")
+    save_checkpoint(checkpoint, path, force=True)
+
+
+__all__ = ["CleanSubsetParts", "LEARN_COLUMNS", "LearnMentorNet", "LearnedMentorWeighter", "TrustedStream",
+           "check_learn_schedule", "check_probe", "smallest_fraction", "split_clean_subset"]

@@ -1,0 +1,211 @@
+"""train-student --mentornet learn (paper Algorithm 1 in one command), --train-on and --clean-subset-file: the
+clean subset's split, the fits and their files, resume across fits, the user's own clean subset, and bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from curricula.features import MentorFeatures
+from mentor_training.model import MentorNet, MentorNetConfig
+from mentor_training.pretrained import load_mentornet
+from student_training.config import StudentConfig
+from student_training.data import load_dataset
+from student_training.learned_mentornet import LEARN_COLUMNS, split_clean_subset
+from student_training.trainer import prepare_run, train
+from conftest import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+KILL_PLUGIN = str(ROOT / "tests" / "fault_injection.py")
+QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--batch-size", "64"]
+LEARN = [*QUICK, "--clean-subset-fraction", "0.3", "--mentornet", "learn", "--learn-epochs", "20,40,60"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def config(**changes) -> StudentConfig:
+    values = dict(dataset="digits", studentnet="mlp", noise=0.4, batch_size=64, epochs=4, clean_subset_fraction=0.3,
+                  mentornet="learn", learn_epochs="20,40,60", record_samples=False)
+    return StudentConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("learned") / "run"
+    result = invoke("train-student", *LEARN, "--epochs", "4", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_the_clean_subset_splits_into_disjoint_balanced_parts():
+    labels = torch.arange(10).repeat(30)  # 300 samples, 30 per class
+    indices = torch.arange(1000, 1300)
+    parts = split_clean_subset(indices, labels, probe_fraction=0.5, validation=True, seed=0)
+    every = torch.cat([parts.validation, parts.probe, parts.trusted])
+    assert len(every) == 300 and len(set(every.tolist())) == 300 and set(every.tolist()) == set(indices.tolist())
+    assert len(parts.validation) == 60 and len(parts.probe) == 120 and len(parts.trusted) == 120
+    for part in (parts.validation, parts.probe):
+        assert set(np.bincount(labels[part - 1000].numpy(), minlength=10)) == {len(part) // 10}
+    again = split_clean_subset(indices, labels, probe_fraction=0.5, validation=True, seed=0)
+    assert torch.equal(again.probe, parts.probe)
+    without = split_clean_subset(indices, labels, probe_fraction=None, validation=False, seed=0)
+    assert len(without.validation) == 0 and len(without.probe) == 0 and len(without.trusted) == 300
+
+
+def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_path):
+    out, output = learned_run
+    fits = pd.read_csv(out / "relearn.csv")
+    assert list(fits.columns) == list(LEARN_COLUMNS)
+    assert fits["progress_epoch"].tolist() == [20, 40, 60] and (fits["status"] == "fitted").all()
+    assert (fits["rows"] > 0).all() and fits["noisy_fraction"].between(0.05, 0.95).all()
+    assert "learned a MentorNet at progress epoch 20" in output
+    for path in fits["checkpoint"]:
+        mentor = load_mentornet(out / path)
+        assert mentor.source["type"] == "learned_in_run" and mentor.config.uses_loss_diff is False
+    # the last fit drives another run, and plot and show accept it
+    fitted = str(out / fits["checkpoint"].iloc[-1])
+    other = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", fitted, "--out", str(tmp_path / "reuse"))
+    assert other.exit_code == 0, other.output
+    assert invoke("show", fitted).exit_code == 0
+    picture = invoke("plot", "--mentornet", fitted, "--out", str(tmp_path / "surface.png"))
+    assert picture.exit_code == 0, picture.output and (tmp_path / "surface.png").stat().st_size > 0
+    assert invoke("plot", "--run", str(out), "--out", str(tmp_path / "curves.png")).exit_code == 0
+
+
+def test_the_statistics_describe_the_noisy_training_set_and_validation_a_held_out_fifth(learned_run):
+    out, output = learned_run
+    run = prepare_run(None, out, resume=True)
+    run.release()
+    parts = run.clean_parts
+    subset = set(run.data.clean_subset_indices.tolist())
+    assert set(parts.validation.tolist()) | set(parts.probe.tolist()) | set(parts.trusted.tolist()) == subset
+    assert len(parts.validation) == round(0.2 * len(subset))
+    assert set(run.validation_loader.indices.tolist()) == set(parts.validation.tolist())
+    trained = set(run.train_loader.indices.tolist())
+    assert trained == set(run.data.train_indices.tolist()) | set(parts.probe.tolist())
+    assert "a fifth, never trained on" in output
+    rows = pd.read_csv(out / "metrics.csv")
+    assert rows["detector_auc"].iloc[-1] > 0.8  # the learned MentorNet separates clean from corrupted labels
+
+
+def test_a_mentornet_fitted_without_loss_diff_ignores_it_in_every_loop():
+    torch.manual_seed(0)
+    mentor = MentorNet(MentorNetConfig(uses_loss_diff=False))
+    mentor.reset_parameters(torch.Generator().manual_seed(0))
+    loss = torch.linspace(0, 5, 20)
+    a = mentor.weight(MentorFeatures.build(loss, torch.zeros(20), epoch=10))
+    b = mentor.weight(MentorFeatures.build(loss, torch.randn(20) * 3, epoch=10))
+    assert torch.equal(a, b)
+    ordinary = MentorNet(MentorNetConfig())
+    ordinary.load_state_dict(mentor.state_dict())
+    assert not torch.equal(ordinary.weight(MentorFeatures.build(loss, torch.randn(20) * 3, epoch=10)), a)
+
+
+def test_resume_across_fits_ends_like_an_uninterrupted_run(tmp_path):
+    args = [*LEARN, "--epochs", "4", "--seed", "2"]
+    whole = _cli(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    killed = _cli(*args, "--out", str(tmp_path / "cut"), env={"MENTORNET_KILL_AT_STEP": "40"})  # after two fits, in epoch 3
+    assert killed.returncode == 137
+    assert len(pd.read_csv(tmp_path / "cut" / "relearn.csv")) == 2
+    resumed = _cli("--out", str(tmp_path / "cut"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (pd.read_csv(tmp_path / name / "metrics.csv").drop(columns="seconds") for name in ("whole", "cut"))
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    fits = [pd.read_csv(tmp_path / name / "relearn.csv").drop(columns="fit_seconds") for name in ("whole", "cut")]
+    pd.testing.assert_frame_equal(*fits, check_exact=True)
+    last_a, last_b = (torch.load(tmp_path / name / "last.pt", weights_only=True) for name in ("whole", "cut"))
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+
+
+def test_train_on_the_clean_subset_alone_or_beside_the_noisy_set(tmp_path):
+    only = prepare_run(config(mentornet="none", learn_epochs="5,10,15,20,25,30,35,40,45,50", train_on="clean_subset"),
+                       tmp_path / "only")
+    parts = only.clean_parts
+    assert set(only.train_loader.indices.tolist()) == set(parts.trusted.tolist())
+    assert torch.equal(only.train_loader.labels[parts.trusted], only.verified_labels[parts.trusted])
+    train(only)
+    both = prepare_run(config(mentornet="none", learn_epochs="5,10,15,20,25,30,35,40,45,50",
+                              train_on="noisy+clean_subset"), tmp_path / "both")
+    both.release()
+    assert set(both.train_loader.indices.tolist()) == set(both.data.train_indices.tolist()) | \
+        set(both.clean_parts.trusted.tolist())
+    assert bool(both.trusted_mask[both.clean_parts.trusted].all()) and int(both.trusted_mask.sum()) == \
+        len(both.clean_parts.trusted)
+
+
+def test_a_clean_subset_file_gives_ids_and_verified_labels(tmp_path):
+    data = load_dataset("digits")
+    ids = np.arange(0, len(data.train_labels), 3)
+    verified = data.train_labels.numpy()[ids].copy()
+    verified[0] = (verified[0] + 1) % 10  # a verified label that differs from the data set's
+    path = tmp_path / "clean.csv"
+    pd.DataFrame({"sample_id": ids, "label": verified}).to_csv(path, index=False)
+    run = prepare_run(config(clean_subset_fraction=0.0, clean_subset_file=str(path)), tmp_path / "run")
+    run.release()
+    assert run.data.clean_subset_indices.tolist() == ids.tolist()
+    assert not set(ids.tolist()) & set(run.data.train_indices.tolist())
+    assert torch.equal(run.verified_labels[torch.from_numpy(ids)], torch.from_numpy(verified))
+    assert int(run.verified_labels[0]) == verified[0] != int(data.train_labels[0])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,label\n1,2\n", "must start with the header sample_id,label"),
+    ("sample_id,label\n1,2\nx,3\n", "line 3: expected two integers"),
+    ("sample_id,label\n999999,2\n", "line 2: sample_id 999999 is not in the training pool"),
+    ("sample_id,label\n1,12\n", "line 2: label 12 is outside 0..9"),
+    ("sample_id,label\n1,2\n1,2\n", "lists a sample_id more than once"),
+])
+def test_a_malformed_clean_subset_file_is_one_line_naming_the_line(tmp_path, text, message):
+    path = tmp_path / "clean.csv"
+    path.write_text(text)
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--clean-subset-file", str(path),
+                    "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_works(tmp_path):
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--clean-subset-fraction", "0.05",
+                    "--out", str(tmp_path / "small"))
+    assert_one_line_error(result, "needs 10 of each: use --clean-subset-fraction")
+    assert not (tmp_path / "small").exists()
+    smallest = result.output.split("--clean-subset-fraction ")[-1].split()[0]
+    works = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--learn-epochs", "50",
+                   "--clean-subset-fraction", smallest, "--out", str(tmp_path / "enough"))
+    assert works.exit_code == 0, works.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--max-steps", "10", "--learn-epochs", "95"],
+     "--learn-epochs 95 is never reached: 10 steps reach progress epoch 90 at most; run at least 20 steps"),
+    (["--mentornet", "learn"], "--mentornet learn needs a clean subset"),
+    (["--mentornet", "mentornet_pd", "--learn-window", "3"], "--learn-window applies only with --mentornet learn"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--mentormix"], "does not combine with --mentormix"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--burn-in-epoch", "5"],
+     "--burn-in-epoch does not apply to --mentornet learn"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-threshold", "1.5"],
+     "--learn-threshold must lie in (0, 1)"),
+    (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
+    (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
+     "there is nothing for a MentorNet to weight"),
+    (["--clean-subset-fraction", "0.3", "--clean-subset-file", "x.csv"], "not both"),
+])
+def test_learn_mode_bad_input_is_one_line_before_any_work(tmp_path, extra, message):
+    result = invoke("train-student", *QUICK, "--epochs", "1", *extra, "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "run").exists()
