@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from curricula.features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, NUM_EPOCHS,
-                                LossMovingAverage, MentorFeatures, check_percentile, progress_percent)
+                                LossMovingAverage, MentorFeatures, batch_loss_percentile, check_percentile,
+                                progress_percent)
+from mentor_training.model import MentorNetStep
 
 DROPOUT_EPOCHS = NUM_EPOCHS
 
@@ -88,7 +90,15 @@ class WeighterConfig:
 
 
 class MentorWeighter:
-    """Turns per-sample losses into MentorNet weights, step by step (spec §4.1)."""
+    """Turns per-sample losses into MentorNet weights, step by step (spec §4.1).
+
+    A step costs a fixed handful of tensor operations and never reads a value back to the host, so on
+    a GPU it never waits: the percentile is one ``kthvalue``, the moving average stays a device tensor,
+    a MentorNet runs through its fused :class:`~mentor_training.model.MentorNetStep` (no
+    ``MentorFeatures`` is built), the epoch, burn-in floor and dropout rate are Python numbers, and
+    the example-dropout mask is written in one operation into a reused buffer. Any other mentor (a
+    curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
+    """
 
     def __init__(self, mentor, config: WeighterConfig | None = None, *, total_steps: int, seed: int = 0):
         if not callable(getattr(mentor, "weight", None)):
@@ -103,6 +113,12 @@ class MentorWeighter:
                                                 self.config.loss_moving_average_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.last = {}  # what the last call used: epoch, dropout rate, percentile average, burn-in
+        self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
+        self._step = None  # its MentorNetStep, or None for a curriculum
+        self._constants = (None,)  # (device, decay, decay and 1 - decay as 0-d float32 tensors there)
+        self._masks = {}  # (batch, kept, dtype) -> (the pattern 1..1 0..0, the CPU mask buffer)
+        self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
+        self._switch_threads = None  # whether torch's intra-op thread count may be set to 1 and back
 
     def epoch_at(self, step: int) -> int:
         """ê: the progress epoch the MentorNet sees at ``step``."""
@@ -115,22 +131,73 @@ class MentorWeighter:
         burn_in = self.config.burn_in_epoch
         return 1.0 if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in) else 0.0
 
-    @torch.no_grad()
     def mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout."""
-        loss = loss.detach().reshape(-1).float()
+        threads = torch.get_num_threads() if loss.is_cpu else 1
+        if threads == 1:
+            return self._mentor_weights(loss, step)
+        if self._switch_threads is None:  # the OpenMP backend; the native one refuses a second change
+            self._switch_threads = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        if not self._switch_threads:
+            return self._mentor_weights(loss, step)
+        # On the CPU every operation here is tiny, but MKL's addmm and the tanh of the 20 hidden units
+        # would fork and join the intra-op thread pool, which costs more than the work: run single-threaded.
+        torch.set_num_threads(1)
+        try:
+            return self._mentor_weights(loss, step)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        if loss.requires_grad:
+            loss = loss.detach()
+        if loss.dim() != 1:
+            loss = loss.reshape(-1)
+        if loss.dtype != torch.float32:
+            loss = loss.float()
         epoch = self.epoch_at(step)
-        loss_diff = self.moving_average.loss_diff(loss)
-        weights = self._weight(loss, loss_diff, epoch)
         floor = self.burn_in_floor(epoch)
-        if floor:
-            weights = weights.clamp(min=floor)
+        # Step 3 as LossMovingAverage.loss_diff: M_t = decay * M_{t-1} + (1 - decay) * P_t, then loss - M_t.
+        average = self.moving_average
+        percentile = batch_loss_percentile(loss, average.p)
+        value = average.value
+        constants = self._constants
+        if constants[0] != loss.device or constants[1] != average.decay or value.device != loss.device \
+                or value.dtype != torch.float32:
+            value, constants = self._on_device(value, loss.device, average.decay)
+        # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
+        value = average.value = value * constants[2] + percentile * constants[3]
+        loss_diff = loss - value
+        if self._step_for is not self.mentor:
+            self._step_for = self.mentor
+            self._step = MentorNetStep(self.mentor) if MentorNetStep.supports(self.mentor) else None
+        weights = None
+        if self._step is not None:  # the fused MentorNet forward (step 4)
+            weights = self._step.weights(torch.stack([loss, loss_diff], dim=1), epoch)
+        if weights is None:  # a curriculum, or a MentorNet the fused path does not cover
+            weights = self._weight(loss, loss_diff, epoch)
+            if floor:
+                weights = weights.clamp(min=floor)
+        elif floor:
+            weights = weights.clamp_(min=floor)  # a fresh tensor of our own
         self.last = {"epoch": epoch, "dropout_rate": self.dropout_rates[epoch], "burn_in": bool(floor),
-                     "loss_moving_average": self.moving_average.value}
+                     "loss_moving_average": value}
         return weights
 
+    def _on_device(self, value: torch.Tensor, device: torch.device, decay: float) -> tuple:
+        """The moving average and the decay constants on the losses' device: fills, not copies (once a run,
+        or after a restore or a change of device)."""
+        if value.device != device and value.device.type == "cpu":  # a host value: reading it waits for no device
+            value = torch.full((), float(value), dtype=torch.float32, device=device)
+        elif value.device != device or value.dtype != torch.float32:
+            value = value.to(device, torch.float32)
+        self._constants = (device, decay, torch.full((), decay, dtype=torch.float32, device=device),
+                           torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
+        return value, self._constants
+
+    @torch.no_grad()
     def _weight(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
-        """The mentor's weights for this batch (no host synchronisation on a GPU)."""
+        """The mentor's weights through its ``weight(features)`` contract (no host synchronisation on a GPU)."""
         features = MentorFeatures.build(loss, loss_diff, epoch=epoch)
         return self.mentor.weight(features).to(loss.device, torch.float32)
 
@@ -141,9 +208,24 @@ class MentorWeighter:
             return weights
         batch = weights.numel()
         keep = int(batch * (1.0 - rate))
-        mask = torch.zeros(batch, dtype=weights.dtype, pin_memory=weights.is_cuda)
-        mask[torch.randperm(batch, generator=self.generator)[:keep]] = 1.0
-        return weights * mask.to(weights.device, non_blocking=True)  # pinned: no wait for the GPU
+        # The 2018 draw, on the host: the samples perm[:keep] keep their weight. The mask is written as
+        # mask[perm] = pattern with pattern = (1,...,1 [keep times], 0,...,0): the same mask in one operation.
+        perm = torch.randperm(batch, generator=self.generator)
+        key = (batch, keep, weights.dtype)
+        entry = self._masks.get(key)
+        if entry is None:
+            pattern = torch.zeros(batch, dtype=weights.dtype)
+            pattern[:keep] = 1.0
+            entry = self._masks[key] = (pattern, torch.empty_like(pattern))
+        pattern, mask = entry
+        if weights.is_cpu:
+            return weights * mask.index_copy_(0, perm, pattern)
+        # On an accelerator: a fresh pinned host mask each step (the caching host allocator keeps it until
+        # its copy is done), copied without waiting for the device; the step's only host-to-device copy.
+        if self._pin is None:
+            self._pin = torch.accelerator.is_available()  # pinned memory exists only with an accelerator
+        mask = torch.empty(batch, dtype=weights.dtype, pin_memory=self._pin).index_copy_(0, perm, pattern)
+        return weights * mask.to(weights.device, non_blocking=True)
 
     def __call__(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Detached per-sample weights in [0, 1] for the losses of the batch at global ``step``."""
