@@ -35,6 +35,7 @@ from mentor_training.pretrained import load_mentornet
 
 from .data import ImageDataset, load_dataset
 from . import distributed
+from .epoch_stats import EpochStats
 from .data_driven import check_dump_epoch, parse_relearn, run_due_events
 from .evaluation import accuracy, detector_auc
 from .loader import DeviceLoader
@@ -351,26 +352,6 @@ def _write_json(path: Path, payload: dict) -> None:
                  force=True)
 
 
-class _EpochStats:
-    """Per-epoch sums kept on the device, so the inner loop never waits for the host."""
-
-    def __init__(self, num_samples: int, device: torch.device):
-        zeros = lambda: torch.zeros((), device=device)  # noqa: E731
-        self.loss, self.weighted_loss, self.weight, self.utilized = (zeros() for _ in range(4))
-        self.count = 0
-        self.sample_weight = torch.full((num_samples,), float("nan"), device=device)
-        self.sample_prediction = torch.full((num_samples,), -1, dtype=torch.long, device=device)
-
-    def add(self, losses, weights, mentor_weights, predictions, indices) -> None:
-        self.loss += losses.sum()
-        self.weighted_loss += (weights * losses).sum()
-        self.weight += weights.sum()
-        self.utilized += (weights > 1e-3).sum()
-        self.count += len(losses)
-        self.sample_weight[indices] = mentor_weights
-        self.sample_prediction[indices] = predictions
-
-
 def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float, *,
                  mean_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Spec §4.1 step 12: mean over the batch (not over Σv) of v·loss, plus for the 2018 ResNet
@@ -383,11 +364,11 @@ def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, dec
     return loss
 
 
-def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | None = None) -> _EpochStats:
+def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | None = None) -> EpochStats:
     """One pass; under DDP this rank trains on its shard, and the stats cover the whole global batch."""
     model, config, world = run.forward_model, run.config, run.world
     model.train()
-    stats = _EpochStats(run.data.num_train, run.device)
+    stats = EpochStats(run.data.num_train, run.device)
     decay = run.config.recipe["weight_decay"] if run.config.recipe["decay_mode"] == "scaled" else 0.0
     decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
@@ -450,7 +431,7 @@ def evaluate(run: Run) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, seconds: float) -> dict:
+def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
     weights = stats.sample_weight[seen].cpu().numpy()
