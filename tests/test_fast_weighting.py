@@ -304,9 +304,13 @@ def test_two_threads_give_the_same_weights_and_the_thread_count_is_restored():
     assert torch.get_num_threads() == 2
 
 
-def test_epoch_stats_match_the_reference():
+@pytest.mark.parametrize("reads", ["at the end", "every 7 batches"])
+@pytest.mark.parametrize("revisits", [False, True], ids=["each sample once", "samples seen twice"])
+def test_epoch_stats_match_the_reference(reads, revisits):
     generator = torch.Generator().manual_seed(6)
-    new, reference = EpochStats(1000, "cpu"), ReferenceEpochStats(1000, "cpu")
+    new, reference = EpochStats(5000, "cpu"), ReferenceEpochStats(5000, "cpu")
+    order = torch.randperm(5000, generator=generator)
+    start = 0
     for i in range(40):
         batch = BATCHES[i % len(BATCHES)]
         losses = random_losses(generator, batch).requires_grad_()
@@ -315,12 +319,17 @@ def test_epoch_stats_match_the_reference():
         mentor_weights[:2] = torch.tensor([1e-3, 1.0001e-3])[:batch]  # at the threshold
         weights = mentor_weights * (torch.rand(batch, generator=generator) < 0.7)
         predictions = torch.randint(0, 10, (batch,), generator=generator)
-        indices = torch.randperm(1000, generator=generator)[:batch]
+        if revisits:  # random draws: samples come back within and across reads
+            indices = torch.randperm(300, generator=generator)[:batch]
+        else:  # an epoch's permutation, as the loader makes it
+            indices, start = order[start:start + batch], start + batch
         new.add(losses.detach(), weights, mentor_weights, predictions, indices)
         reference.add(losses.detach(), weights, mentor_weights, predictions, indices)
+        if reads == "every 7 batches" and i % 7 == 3:
+            assert torch.equal(new.sample_prediction, reference.sample_prediction)
     for key in ("loss", "weighted_loss", "weight", "utilized"):
         torch.testing.assert_close(getattr(new, key), getattr(reference, key), rtol=1e-6, atol=0)
-    assert new.count == reference.count
+    assert new.count == reference.count and float(new.utilized) == float(reference.utilized)
     assert torch.equal(new.sample_prediction, reference.sample_prediction)
     torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
 
@@ -459,7 +468,10 @@ def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypa
             dropout = weighter.last["dropout_rate"] > 0
             # The only host-to-device copy of a step is the example-dropout mask, never waited for.
             assert guard.copies == ([(True, torch.accelerator.is_available())] if dropout else []), guard.copies
-    assert weights.device == device and stats.sums.device == device
+    with HostSyncGuard() as guard:  # folding the epoch's batches in waits for nothing either
+        assert stats.sums.device == device and stats.sample_weight.device == device
+        assert stats.sample_prediction.device == device
+    assert guard.copies == []
     if mentor_name != "curriculum":
         assert isinstance(weighter._step, MentorNetStep)
 
