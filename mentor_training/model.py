@@ -126,7 +126,7 @@ class MentorNetStep:
     This is what :class:`~student_training.weighting.MentorWeighter` calls on every batch. It does the
     arithmetic of :meth:`MentorNet.logits_from_tensors` (then the sigmoid) with the same tensor calls on
     the same operands, so its weights equal ``mentor.weight(MentorFeatures.build(loss, loss_diff,
-    epoch=epoch))`` bit for bit, in 7 tensor operations with no gather, cat, slicing or validation:
+    epoch=epoch))`` bit for bit, in eight tensor operations with no gather, cat, slicing or validation:
 
     * the LSTM kernel and bias of both directions are cut and concatenated once, and
       ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once;
@@ -136,10 +136,11 @@ class MentorNetStep:
     * a step writes only the two LSTM cell columns of the input and returns a fresh weight tensor.
 
     The derived tensors are rebuilt whenever a parameter or buffer of the mentor is changed in place
-    (their version counters, checked every call: ``load_state_dict``, an optimiser step) or replaced
-    (storage, device and dtype, checked whenever the epoch changes, or at :meth:`refresh`). A write
-    through ``.data`` bypasses version counters; call :meth:`refresh` after one. Replacing the mentor
-    object, as MentorNet re-learning does, needs nothing: a step belongs to one mentor object.
+    (version counters: ``load_state_dict``, an optimiser step) or the mentor moves to another device or
+    dtype, both checked every call, and whenever a tensor is replaced (a new parameter, ``.data = ...``:
+    checked when the epoch changes, or at :meth:`refresh`). An in-place write through ``.data`` bypasses
+    version counters; call :meth:`refresh` after one. Replacing the mentor object, as MentorNet
+    re-learning does, needs nothing: a step belongs to one mentor object.
     ``weights`` answers ``None`` where the fused path does not apply (forward hooks, a MentorNet that is
     not float32, the losses on another device than the mentor); the caller then takes the general path.
     """
@@ -150,7 +151,7 @@ class MentorNetStep:
         if not self.supports(mentor):
             raise TypeError(f"{type(mentor).__name__} is not a MentorNet with the 2018 forward")
         self.mentor = mentor
-        self._tensors = [*mentor._parameters.values(), *mentor._buffers.values()]
+        self._tensors = self._mentor_tensors()
         self._versions = None
         self._storage = None
         self._epoch = None
@@ -170,8 +171,11 @@ class MentorNetStep:
         self._storage = None
         self._plans.clear()
 
+    def _mentor_tensors(self) -> list[torch.Tensor]:
+        return [*self.mentor._parameters.values(), *self.mentor._buffers.values()]
+
     def _storage_key(self) -> tuple:
-        return tuple((t.data_ptr(), t.device, t.dtype) for t in self._tensors)
+        return tuple((id(t), t.data_ptr(), t.device, t.dtype) for t in self._mentor_tensors())
 
     def _build(self) -> None:
         mentor = self.mentor
@@ -191,7 +195,9 @@ class MentorNetStep:
             self.epoch_embedding = mentor.epoch_embedding.detach().clone()
         self.device, self.dtype = self.fc1_weight.device, self.fc1_weight.dtype
         self._plans.clear()
+        self._tensors = self._mentor_tensors()
         self._versions = [t._version for t in self._tensors]
+        self._probe = (self._tensors[0].dtype, self._tensors[0].device)
         self._storage = self._storage_key()
 
     def _plan(self, batch: int, epoch: int) -> tuple:
@@ -214,8 +220,9 @@ class MentorNetStep:
         if mentor._forward_hooks or mentor._forward_pre_hooks or _module._global_forward_hooks \
                 or _module._global_forward_pre_hooks:
             return None
-        if self._versions != [t._version for t in self._tensors] \
-                or (epoch != self._epoch and self._storage != self._storage_key()):
+        probe = self._tensors[0]  # Module.to() and .double() swap every tensor's data without a version bump
+        if self._versions != [t._version for t in self._tensors] or probe.dtype != self._probe[0] \
+                or probe.device != self._probe[1] or (epoch != self._epoch and self._storage != self._storage_key()):
             self._build()
         self._epoch = epoch
         if x.device != self.device or self.dtype != torch.float32 or x.dtype != torch.float32:

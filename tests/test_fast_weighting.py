@@ -260,24 +260,33 @@ class _Contract:
         self.weight = mentor.weight
 
 
-def test_a_swapped_or_reloaded_mentor_is_noticed():
-    """Re-learning replaces ``weighter.mentor``; a resume loads a state into the same object."""
+def test_a_swapped_or_changed_mentor_is_noticed():
+    """Re-learning replaces ``weighter.mentor``; a resume loads a state into the same object; an optimiser
+    edits it in place; ``.double()`` swaps its tensors' data; a parameter may be replaced."""
     first, second, third = (load_mentornet(name) for name in ("mentornet_pd", "mentornet_dd", "self_paced_mentornet"))
     config = CONFIGS["p50-decay90-burnin18-dropout"]
+    steps = [i // 2 for i in range(120)]  # two steps per progress epoch: every event below is mid-epoch
     new = MentorWeighter(first, config, total_steps=100, seed=2)
     reference = ReferenceWeighter(first, config, total_steps=100, seed=2)
 
     def events(i, step):
-        if i == 30:  # at the same progress epoch as the step before: no epoch change to hide behind
+        if i == 31:
             new.mentor = reference.mentor = second
-        if i == 60:
+        if i == 61:
             with torch.no_grad():
                 second.load_state_dict(third.state_dict())
-        if i == 80:
+        if i == 81:
             with torch.no_grad():
-                second.fc1_weight.mul_(0.5)  # an in-place edit, as an optimiser step would make
+                second.fc1_weight.mul_(0.5)
+        if i == 101:
+            second.double()
+        if i == 102:  # float64: the general path took over at once (to within 1e-6 the float32 one agrees)
+            assert new._step.dtype == torch.float64
+        if i == 105:
+            second.float()
+        if i == 110:  # a replaced parameter is taken up when the progress epoch changes (step 110 -> 55)
+            second.fc2_beta = torch.nn.Parameter(second.fc2_beta.detach() + 1.0, requires_grad=False)
 
-    steps = [0, 1, 2] + list(range(2, 99))
     assert_same_run(new, reference, steps, seed=2, on_step=events)
 
 
