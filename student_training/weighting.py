@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from curricula.features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, NUM_EPOCHS,
-                                LossMovingAverage, MentorFeatures, batch_loss_percentile, check_percentile,
+                                LossMovingAverage, MentorFeatures, check_percentile, percentile_index,
                                 progress_percent)
 from mentor_training.model import MentorNetStep
 
@@ -115,8 +115,9 @@ class MentorWeighter:
         self.last = {}  # what the last call used: epoch, dropout rate, percentile average, burn-in
         self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
         self._step = None  # its MentorNetStep, or None for a curriculum
-        self._constants = (None,)  # (device, decay, decay and 1 - decay as 0-d float32 tensors there)
-        self._masks = {}  # (batch, kept, dtype) -> (the pattern 1..1 0..0, the CPU mask buffer)
+        self._cache = (None,) * 7  # (device, batch, p, decay, kthvalue k, decay and 1 - decay tensors there)
+        self._written = None  # the moving average as the last step left it (anything else: a restore)
+        self._masks = {}  # (batch, rate) -> (the pattern 1..1 0..0, the CPU mask buffer)
         self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
         self._switch_threads = None  # whether torch's intra-op thread count may be set to 1 and back
 
@@ -157,20 +158,21 @@ class MentorWeighter:
             loss = loss.float()
         epoch = self.epoch_at(step)
         floor = self.burn_in_floor(epoch)
-        # Step 3 as LossMovingAverage.loss_diff: M_t = decay * M_{t-1} + (1 - decay) * P_t, then loss - M_t.
-        average = self.moving_average
-        percentile = batch_loss_percentile(loss, average.p)
-        value = average.value
-        constants = self._constants
-        if constants[0] != loss.device or constants[1] != average.decay or value.device != loss.device \
-                or value.dtype != torch.float32:
-            value, constants = self._on_device(value, loss.device, average.decay)
+        # Step 3 as LossMovingAverage.loss_diff: P_t, M_t = decay * M_{t-1} + (1 - decay) * P_t, loss - M_t.
+        average, cache = self.moving_average, self._cache
+        value, device = average.value, loss.device
+        if value is not self._written or device != cache[0] or loss.shape[0] != cache[1] or average.p != cache[2] \
+                or average.decay != cache[3]:
+            cache = self._step_constants(average, device, loss.shape[0])
+            value = average.value
+        percentile = torch.kthvalue(loss, cache[4]).values  # batch_loss_percentile, its index cached
         # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
-        value = average.value = value * constants[2] + percentile * constants[3]
+        value = average.value = self._written = value * cache[5] + percentile * cache[6]
         loss_diff = loss - value
-        if self._step_for is not self.mentor:
-            self._step_for = self.mentor
-            self._step = MentorNetStep(self.mentor) if MentorNetStep.supports(self.mentor) else None
+        mentor = self.mentor
+        if mentor is not self._step_for:
+            self._step_for = mentor
+            self._step = MentorNetStep(mentor) if MentorNetStep.supports(mentor) else None
         weights = None
         if self._step is not None:  # the fused MentorNet forward (step 4)
             weights = self._step.weights(torch.stack([loss, loss_diff], dim=1), epoch)
@@ -184,16 +186,20 @@ class MentorWeighter:
                      "loss_moving_average": value}
         return weights
 
-    def _on_device(self, value: torch.Tensor, device: torch.device, decay: float) -> tuple:
-        """The moving average and the decay constants on the losses' device: fills, not copies (once a run,
-        or after a restore or a change of device)."""
+    def _step_constants(self, average: LossMovingAverage, device: torch.device, batch: int) -> tuple:
+        """What a step needs besides the losses, for this device, batch size, percentile and decay: the
+        moving average on the device (a fill, not a copy: once a run, or after a restore), the kthvalue
+        index of the percentile, and the decay and 1 - decay as 0-d float32 tensors there."""
+        value = average.value
         if value.device != device and value.device.type == "cpu":  # a host value: reading it waits for no device
-            value = torch.full((), float(value), dtype=torch.float32, device=device)
+            average.value = torch.full((), float(value), dtype=torch.float32, device=device)
         elif value.device != device or value.dtype != torch.float32:
-            value = value.to(device, torch.float32)
-        self._constants = (device, decay, torch.full((), decay, dtype=torch.float32, device=device),
-                           torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
-        return value, self._constants
+            average.value = value.to(device, torch.float32)
+        decay = average.decay
+        self._cache = (device, batch, average.p, decay, percentile_index(batch, average.p) + 1,
+                       torch.full((), decay, dtype=torch.float32, device=device),
+                       torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
+        return self._cache
 
     @torch.no_grad()
     def _weight(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -207,16 +213,14 @@ class MentorWeighter:
         if rate == 0.0:
             return weights
         batch = weights.numel()
-        keep = int(batch * (1.0 - rate))
         # The 2018 draw, on the host: the samples perm[:keep] keep their weight. The mask is written as
         # mask[perm] = pattern with pattern = (1,...,1 [keep times], 0,...,0): the same mask in one operation.
         perm = torch.randperm(batch, generator=self.generator)
-        key = (batch, keep, weights.dtype)
-        entry = self._masks.get(key)
-        if entry is None:
+        entry = self._masks.get((batch, rate))
+        if entry is None or entry[0].dtype != weights.dtype:
             pattern = torch.zeros(batch, dtype=weights.dtype)
-            pattern[:keep] = 1.0
-            entry = self._masks[key] = (pattern, torch.empty_like(pattern))
+            pattern[:int(batch * (1.0 - rate))] = 1.0
+            entry = self._masks[batch, rate] = (pattern, torch.empty_like(pattern))
         pattern, mask = entry
         if weights.is_cpu:
             return weights * mask.index_copy_(0, perm, pattern)
