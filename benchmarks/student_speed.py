@@ -14,14 +14,16 @@ For each student, on the same data, network, loader and optimiser:
   of one of our training steps.
 
 A second table, ``per-step overhead``, times what our loop does per step besides the student's forward,
-backward and optimiser step, replayed over every step of a 100-epoch run (``--overhead-steps``) on the
-student's own per-sample losses, ``--overhead-repeats`` times: the weighting (``mentor_weights`` then
-``example_dropout``), the bookkeeping (``EpochStats.add``, and one read of the sums per epoch of steps),
-the loop glue (learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax,
-this rank's shard, the mean weight) and all of it together, in the order of ``train_one_epoch``. ``cpu``
-columns are this thread's CPU time (``time.thread_time``: steadier on a shared machine), ``wall`` columns
-wall-clock time; ``min`` and ``median`` are over the repeats, in microseconds per step. ``--overhead-only``
-prints only this table (it runs against older trees too, for before/after pairs).
+backward and optimiser step, replayed over a 100-epoch run (``--overhead-steps``) on the student's own
+per-sample losses, in ``--overhead-repeats`` windows of ``--overhead-window`` consecutive steps taken one
+after the other round the run (short windows: on a shared machine the minimum is the least disturbed), for
+each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
+(``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (learning rate and param
+groups, ``distributed.gather_batch`` with the predictions' argmax, this rank's shard, the mean weight) and
+all of it together, in the order of ``train_one_epoch``. ``cpu`` columns are this thread's CPU time
+(``time.thread_time``: steadier on a shared machine), ``wall`` columns wall-clock time; ``min`` and
+``median`` are over the windows, in microseconds per step. ``--overhead-only`` prints only this table (it
+runs against older trees too, for before/after pairs).
 
 GPU mode (``--device cuda``): every student by default (small_cnn, resnet32, preact_resnet18, resnet101,
 mlp) on 20,000 Fashion-MNIST images for one timed epoch, under bf16 autocast where the card has it and
@@ -96,8 +98,9 @@ def weighting_ms(run, repeats: int = 300) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def _replay(run, weighter, batches, steps: int, part: str) -> tuple[float, float]:
-    """(cpu, wall) seconds for ``steps`` steps of one part of our loop's per-step work (see the module doc)."""
+def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tuple[float, float]:
+    """(cpu, wall) seconds for the steps ``window`` of a ``steps``-step run, one part of our loop's per-step
+    work (see the module doc)."""
     config, world = run.config, run.world
     stats = EpochStats(run.data.num_train, run.device)
     schedule = config.recipe["lr_schedule"]
@@ -109,7 +112,7 @@ def _replay(run, weighter, batches, steps: int, part: str) -> tuple[float, float
     count, epoch_steps = len(batches), len(run.train_loader)
     _sync(run.device)
     cpu, wall = time.thread_time(), time.perf_counter()
-    for step in range(steps):
+    for step in window:
         losses, logits, indices = batches[step % count]
         if step % epoch_steps == 0 and part in ("bookkeeping", "total"):
             stats.loss  # the epoch's metrics row reads the sums (EpochStats folds its batches in here)
@@ -143,8 +146,9 @@ def _replay(run, weighter, batches, steps: int, part: str) -> tuple[float, float
     return time.thread_time() - cpu, time.perf_counter() - wall
 
 
-def step_overhead(run, steps: int, repeats: int) -> list[dict]:
-    """The per-step overhead table: every step of a ``steps``-step run, on the student's own losses."""
+def step_overhead(run, steps: int, window: int, repeats: int) -> list[dict]:
+    """The per-step overhead table: windows of ``window`` consecutive steps of a ``steps``-step run, one
+    after the other round the run, on the student's own losses."""
     batches = []
     for images, labels, indices in run.train_loader.epoch_batches(0):
         logits = run.forward_model(images)  # losses with their autograd graph, as in training
@@ -154,15 +158,17 @@ def step_overhead(run, steps: int, repeats: int) -> list[dict]:
     parts = ("weighting", "bookkeeping", "glue", "total")
     times = {part: [] for part in parts}
     for repeat in range(repeats + 1):  # the first round warms up
+        start = (repeat * window) % steps
         for part in parts:  # interleaved, so that drifts of a shared machine touch every part alike
             weighter = MentorWeighter(run.weighter.mentor, run.weighter.config, total_steps=steps)
-            cpu, wall = _replay(run, weighter, batches, steps, part)
+            cpu, wall = _replay(run, weighter, batches, steps, range(start, start + window), part)
             if repeat:
-                times[part].append((cpu / steps * 1e6, wall / steps * 1e6))
+                times[part].append((cpu / window * 1e6, wall / window * 1e6))
     rows = []
     for part in parts:
         cpu, wall = [t[0] for t in times[part]], [t[1] for t in times[part]]
-        rows.append({"part": part, "batch": run.config.batch_size, "steps": steps,
+        rows.append({"part": part, "batch": run.config.batch_size, "run steps": steps, "window": window,
+                     "windows": repeats,
                      "cpu µs min": round(min(cpu), 1), "cpu µs median": round(statistics.median(cpu), 1),
                      "wall µs min": round(min(wall), 1), "wall µs median": round(statistics.median(wall), 1)})
     return rows
@@ -213,7 +219,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the student (our loop only)")
     parser.add_argument("--overhead-steps", type=int, default=3900,
                         help="steps of the replayed run for the per-step overhead table (100 epochs of 39)")
-    parser.add_argument("--overhead-repeats", type=int, default=7)
+    parser.add_argument("--overhead-window", type=int, default=390, help="steps timed at a time (10 epochs)")
+    parser.add_argument("--overhead-repeats", type=int, default=30, help="windows timed per part")
     parser.add_argument("--overhead-only", action="store_true", help="only the per-step overhead table")
     args = parser.parse_args()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -234,8 +241,8 @@ def main() -> None:
                                device=args.device)
         run = prepare_run(config, Path(workdir) / "overhead")
         print(f"\nper-step overhead ({args.mentornet}, {run.device}, torch threads {torch.get_num_threads()}):")
-        print(markdown_table(pd.DataFrame(step_overhead(run, args.overhead_steps, args.overhead_repeats)),
-                             index=False))
+        rows = step_overhead(run, args.overhead_steps, args.overhead_window, args.overhead_repeats)
+        print(markdown_table(pd.DataFrame(rows), index=False))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@
 2. No host synchronisation: the step runs on the ``meta`` device, a stand-in for a GPU whose tensors hold
    no values, under :class:`HostSyncGuard`, which fails on every read of a device value (``item``, ``bool``,
    ``float``, ``int``, ``tolist``, ``numpy``, ``cpu``, printing, a data-dependent shape such as ``nonzero``
-   or a boolean mask) and records every host-to-device copy. A separate test shows the guard fails on
-   each such read; another runs a whole ``train_one_epoch`` on the CPU under it.
+   or a boolean mask) and records every host-to-device copy: only the example-dropout mask may be copied,
+   once a step, without waiting. Separate tests show the guard fails on each such read and on a read added
+   to the weighter, and run a whole ``train_one_epoch`` on the CPU under it; on a CUDA machine, an epoch
+   also runs under ``torch.cuda.set_sync_debug_mode("error")``.
 """
 
 from __future__ import annotations
@@ -232,9 +234,6 @@ def test_other_mentornets_match_the_reference():
     class Doubled(MentorNet):
         def forward(self, features):
             return super().forward(features) / 2
-
-    def reference_doubled(mentor, loss, loss_diff, epoch):
-        return MentorNet.weight(mentor, MentorFeatures.build(loss, loss_diff, epoch=epoch))
 
     additive = MentorNet(MentorNetConfig(additive_output_bias=True, num_fc_nodes=7, epoch_embedding_size=3))
     hooked, double, doubled = MentorNet(), MentorNet(), Doubled()
