@@ -7,7 +7,13 @@ DEMO := runs/demo
 # The bundled digits (UCI optdigits) at 40% symmetric noise: the MLP memorises the noise without a MentorNet.
 STUDENT := --dataset digits --studentnet mlp --noise 0.4 --epochs 100
 
-.PHONY: setup demo test clean
+# Fashion-MNIST for benchmarks/gpu_acceptance.py: Debian's idx files (dataset-fashion-mnist), copied into the
+# ignored data/ folder so that they travel with the working tree to a GPU machine. Files already there are kept.
+FASHION_MNIST_SOURCE ?= /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz \
+	t10k-labels-idx1-ubyte.gz
+
+.PHONY: setup demo test data clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +36,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+data: $(addprefix data/fashion-mnist/,$(FASHION_MNIST_FILES))
+
+data/fashion-mnist/%.gz:
+	@mkdir -p $(@D)
+	@test -f $(FASHION_MNIST_SOURCE)/$*.gz || { echo "Error: $(FASHION_MNIST_SOURCE)/$*.gz not found: install \
+	Debian's dataset-fashion-mnist, or set FASHION_MNIST_SOURCE to a folder holding the idx .gz files" >&2; exit 1; }
+	cp $(FASHION_MNIST_SOURCE)/$*.gz $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,21 +1,33 @@
 """Command-line interface: ``python cli.py --help`` or, once installed, ``mentornet --help``.
 
 Each command parses options, builds a config, calls one API function and says where its output went.
-Errors in the input end in a one-line ``Error: ...`` and exit status 1, never a traceback.
+Errors end in a one-line ``Error: ...``, never a traceback, with exit status 2 for a usage error (a bad
+option, name, combination or input file, found before the work starts: nothing was written) and 1 for
+a failure of the work itself (a diverging loss, a full disk).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shlex
 import sys
+import warnings
 
 # Two OpenMP threads spinning on a busy 2-core machine stall the tiny MentorNet ops.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
+from curricula.files import TOOLKIT_VERSION  # noqa: E402
+from student_training.callbacks import Callback  # noqa: E402
+from student_training.config import StudentConfig  # noqa: E402
+from student_training.trainer import TrainingDiverged  # noqa: E402
+from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
+
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
+WORK_ERRORS = (TrainingDiverged,)  # failures of the work itself, reported as they are
 
 
 class ToolkitGroup(click.Group):
@@ -36,18 +48,55 @@ class ToolkitGroup(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             code = 1
+        except OSError as error:  # a read-only folder, a full disk, no network: one line naming the file
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"Error: {error.strerror or type(error).__name__}{where}", err=True)
+            code = 1
+        except MemoryError:
+            click.echo("Error: out of memory (a figure or batch too large for this machine?)", err=True)
+            code = 1
+        except Exception as error:  # noqa: BLE001 - never a traceback; MENTORNET_DEBUG=1 shows it
+            if os.environ.get("MENTORNET_DEBUG"):
+                raise
+            click.echo(f"Error: {type(error).__name__}: {_one_line(error)} (MENTORNET_DEBUG=1 shows the traceback)",
+                       err=True)
+            code = 1
         if standalone_mode:
             sys.exit(code)
         return code
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except USER_ERRORS as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if isinstance(error, KeyError):
-                message = f"missing key {message}"
-            raise click.ClickException(message) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except USER_ERRORS + WORK_ERRORS as error:
+                raise click.ClickException(_one_line(error)) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning is one line on stderr, ``Warning: ...``, never a source excerpt."""
+    click.echo(f"Warning: {message}", err=True)
+
+
+def _one_line(error: BaseException) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"missing key {message}" if isinstance(error, KeyError) else message
+
+
+@contextlib.contextmanager
+def _usage_errors():
+    """Input errors found before any work starts are usage errors (exit status 2)."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise click.UsageError(_one_line(error)) from None
+
+
+def _versions() -> str:
+    import torch
+
+    return f"mentornet-toolkit {TOOLKIT_VERSION} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
 def _command_line() -> str:
@@ -64,10 +113,14 @@ curriculum_params = click.option("-p", "--param", "params", multiple=True, metav
                                  help="Curriculum parameter, e.g. -p gamma=2; repeat for several.")
 
 
-@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _, value: (click.echo(_versions()), ctx.exit()) if value else None,
+              help="Show the toolkit, torch and Python versions, and exit.")
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
-              help="Python file that registers curricula, loaded before the command; repeat for several. "
-                   "Installed packages register through the 'mentornet.curricula' entry-point group instead.")
+              help="Python file that registers curricula or training callbacks, loaded before the command; repeat "
+                   "for several. Installed packages register curricula through the 'mentornet.curricula' "
+                   "entry-point group instead.")
 def cli(plugin_files):
     """Learn MentorNets (Jiang et al., ICML 2018) and use them to train on noisy labels.
 
@@ -77,12 +130,17 @@ def cli(plugin_files):
       plot              draw weight surfaces of a curriculum or MentorNet
       train-student     train a StudentNet on noisy labels, weighted by a MentorNet
       show, list        describe a checkpoint; list curricula and pretrained MentorNets
+    Using a trained student:
+      evaluate          score a run's StudentNet on its test set or other labelled images
+      find-label-issues rank a run's training samples by how likely their label is wrong
+      export            write a run's StudentNet as a torch.export program
     """
     from curricula.plugins import load_entry_point_plugins, load_plugin_file
 
-    load_entry_point_plugins()  # installed plugins first, so their errors come before any output
-    for path in dict.fromkeys(plugin_files):
-        load_plugin_file(path)
+    with _usage_errors():
+        load_entry_point_plugins()  # installed plugins first, so their errors come before any output
+        for path in dict.fromkeys(plugin_files):
+            load_plugin_file(path)
 
 
 @cli.command("learn-curriculum")
@@ -91,8 +149,10 @@ def cli(plugin_files):
 @curriculum_params
 @click.option("--dump", "dump_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="StudentNet dump (id epoch noisy_label clean_label loss) for a data-driven MentorNet.")
-@click.option("--percentile", type=float, default=90.0, show_default=True,
-              help="With --dump: loss percentile P (0-100) of the whole dump that defines loss_diff.")
+@click.option("--percentile", type=float, default=None,
+              help="With --dump: the percentile P of the dump's losses that defines loss_diff, a fraction in "
+                   "(0, 1] as every percentile of this toolkit (0.9 is the 90th percentile, the 2018 value). "
+                   "[default: 0.9]")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write the MentorNet checkpoint (.pt).")
 @click.option("--recipe", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
@@ -118,7 +178,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
     Examples:
       python cli.py learn-curriculum --curriculum self_paced --out sp.pt
       python cli.py learn-curriculum --curriculum focal_loss -p gamma=3 --out focal3.pt
-      python cli.py learn-curriculum --dump dump.txt --percentile 90 --out dd.pt
+      python cli.py learn-curriculum --dump dump.txt --percentile 0.9 --out dd.pt
     """
     from mentor_training.learn import plan_learning, run_learning
 
@@ -126,13 +186,18 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
         raise click.UsageError("give exactly one of --curriculum NAME or --dump FILE")
     if dump_path is not None and params:
         raise click.UsageError("-p/--param applies to --curriculum, not to --dump")
-    plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
-                         out=out_path, recipe=recipe, balance=balance, steps=steps,
-                         learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
+    if dump_path is None and percentile is not None:
+        raise click.UsageError("--percentile applies to --dump (it defines loss_diff of a data-driven fit); a "
+                               "curriculum's targets do not use it")
+    percentile = 0.9 if percentile is None else percentile
+    with _usage_errors():
+        plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
+                             out=out_path, recipe=recipe, balance=balance, steps=steps,
+                             learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
     if dump_path is not None:
         source = plan.split.source
         click.echo(f"dump: {source['num_rows']} samples ({source['duplicates_dropped']} duplicate ids "
-                   f"dropped, last line kept), loss threshold {source['loss_threshold']:.4f} at P={percentile:g}")
+                   f"dropped, last line kept), loss threshold {source['loss_threshold']:.4f} at percentile {percentile:g}")
     with _progress_bar(plan.recipe.steps, "fitting MentorNet") as bar:
         checkpoint = run_learning(plan, command=_command_line(),
                                   progress=lambda step, loss: bar.update(step - bar.pos))
@@ -155,6 +220,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
               help="Registered curriculum to draw (see `list`), or 'all' for a gallery of every one.")
 @curriculum_params
 @click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
+@click.option("--run", "run_dirs", multiple=True, type=click.Path(), metavar="DIR",
+              help="A finished train-student run folder: draw its test accuracy, mean weight on clean and "
+                   "corrupted samples, detector AUC and fitted corrupted labels per epoch. Repeat to overlay "
+                   "several runs; the legend names the options in which they differ.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Figure to write; .png, .pdf or .svg (the extension picks the format).")
 @click.option("--kind", type=click.Choice(["surface", "heatmap"]), default=None,
@@ -184,9 +253,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @click.option("--dpi", type=click.FloatRange(min=0, min_open=True), default=100, show_default=True,
               help="Pixels per inch of PNG and GIF output.")
 @click.option("--force", is_flag=True, help="Overwrite --out and --animate if they exist.")
-def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, epochs_text, loss_range_text,
+def plot_command(curriculum_name, params, mentornet, run_dirs, out_path, kind, compare, epochs_text, loss_range_text,
                  loss_diff_range_text, resolution, animate_path, frames, fps, width, height, dpi, force):
-    """Draw the weight a curriculum or MentorNet gives a sample, over (loss, loss_diff), per epoch.
+    """Draw the weight a curriculum or MentorNet gives a sample, over (loss, loss_diff), per epoch; or the
+    training curves of finished runs (--run).
 
     Like the 2018 visualiser, loss and loss_diff are treated as independent (label 0): on a real
     StudentNet they are not, so parts of each surface are never visited in training.
@@ -198,20 +268,22 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
       python cli.py plot --mentornet sp.pt --compare --out sp_vs_self_paced.png
       python cli.py plot --curriculum spcl_linear --animate spcl.gif
       python cli.py plot --curriculum all --out gallery.png
+      python cli.py plot --run runs/baseline --run runs/pd --out curves.png
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, whatever the environment says
     from visualize import parse_epochs, parse_range, plan_plot, run_plot
 
-    if (curriculum_name is None) == (mentornet is None):
-        raise click.UsageError("give exactly one of --curriculum NAME (or 'all') or --mentornet NAME|PATH")
-    plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
-                     compare=compare, animate=animate_path, frames=frames, fps=fps,
-                     epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
-                     loss_range=parse_range(loss_range_text, name="--loss-range"),
-                     loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
-                     resolution=resolution, width=width, height=height, dpi=dpi, force=force)
+    if not run_dirs and (curriculum_name is None) == (mentornet is None):
+        raise click.UsageError("give exactly one of --curriculum NAME (or 'all'), --mentornet NAME|PATH or --run DIR")
+    with _usage_errors():
+        plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
+                         compare=compare, animate=animate_path, frames=frames, fps=fps,
+                         epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
+                         loss_range=parse_range(loss_range_text, name="--loss-range"),
+                         loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
+                         resolution=resolution, width=width, height=height, dpi=dpi, force=force, runs=run_dirs)
     if plan.animate is None:
         result = run_plot(plan)
     else:
@@ -223,96 +295,73 @@ def plot_command(curriculum_name, params, mentornet, out_path, kind, compare, ep
         click.echo(f"wrote {path}")
 
 
+def _click_option(cls, f, *, nested: bool = False):
+    """The click option that field ``f`` of ``cls`` declares (see ``curricula.options.option``)."""
+    from curricula.options import choices_of, field_type, flag_name
+
+    meta = f.metadata
+    kind, nullable = field_type(cls, f.name)
+    default = None if nested else f.default
+    help_text = meta["help"]
+    choices = choices_of(f)
+    if choices and not all(choice in help_text for choice in choices):
+        help_text += f" One of: {', '.join(choices)}."
+    if nested:
+        help_text += " Default: the MentorNet's (with --mentormix: MentorMix's, see --mentormix)."
+    if kind is bool:
+        flags = meta["flags"] or f"{flag_name(f.name)}/--no-{f.name.replace('_', '-')}"
+        return click.option(flags, f.name, default=default, show_default=default is not None, help=help_text)
+    click_type = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+    return click.option(meta["flags"] or flag_name(f.name), f.name, type=click_type, default=default,
+                        show_default=default is not None, metavar=meta["metavar"], help=help_text)
+
+
+def config_options(cls):
+    """Decorator adding one click option per option field of ``cls`` (nested option groups flattened)."""
+    from curricula.options import option_fields
+
+    def decorate(function):
+        options = []
+        for f in option_fields(cls):
+            if f.metadata["cli"]:
+                options.append(_click_option(cls, f))
+        for f in dataclasses.fields(cls):
+            nested = f.metadata.get("nested")
+            if nested is not None:
+                options += [_click_option(nested, g, nested=True) for g in option_fields(nested) if g.metadata["cli"]]
+        for decorator in reversed(options):
+            function = decorator(function)
+        return function
+
+    return decorate
+
+
+def _given_options(ctx: click.Context, options: dict) -> dict:
+    """The options the user typed on the command line (not defaults)."""
+    return {name: value for name, value in options.items()
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+
+
 @cli.command("train-student")
-@click.option("--dataset", default="digits", show_default=True,
-              help="cifar10, cifar100, fashion-mnist, or the bundled digits (no download needed).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder holding the data set files (CIFAR python archives, Fashion-MNIST idx files).")
-@click.option("--download", is_flag=True, help="Fetch a missing data set from its official address (md5-checked).")
-@click.option("--subset", type=click.IntRange(min=1), default=None,
-              help="Train on a seeded, class-balanced subset of this many training images.")
-@click.option("--clean-subset-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Hold this fraction of the training set out as a clean subset (for data-driven MentorNets).")
-@click.option("--noise", type=float, default=0.0, show_default=True,
-              help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
-@click.option("--noise-type", default="symmetric", show_default=True,
-              help="symmetric (exactly r·N labels moved to another class), uniform (each label redrawn over all "
-                   "classes with probability r), pairflip or asymmetric.")
-@click.option("--noise-file", type=click.Path(dir_okay=False), default=None,
-              help="Use these noisy labels instead (.npy/.npz/.pt, e.g. CIFAR-10N: FILE.pt:worse_label).")
-@click.option("--studentnet", default="small_cnn", show_default=True,
-              help="Student network: resnet101 and inception (the 2018 ones), resnet32, preact_resnet18, "
-                   "small_cnn, mlp.")
-@click.option("--mentornet", default="none", show_default=True, metavar="NAME|PATH|none",
-              help="Pretrained MentorNet name, checkpoint file, or none for the plain cross-entropy baseline "
-                   "(2018: --trained_mentornet_dir).")
-@click.option("--loss-p-percentile", type=float, default=None,
-              help="p of the batch loss percentile whose moving average defines loss_diff "
-                   "(2018: --loss_p_percentile; every released run used 0.7). Default: the MentorNet's.")
-@click.option("--burn-in-epoch", type=click.IntRange(0, 100), default=None,
-              help="Weights are 1 for the first epochs of training progress (2018: --burn_in_epoch). "
-                   "Default: the MentorNet's.")
-@click.option("--fixed-epoch-after-burn-in/--no-fixed-epoch-after-burn-in", default=None,
-              help="Feed the MentorNet the burn-in epoch once past it (2018: --fixed_epoch_after_burn_in; "
-                   "set for MentorNet DD). Default: the MentorNet's.")
-@click.option("--burn-in-2018/--burn-in-exact", default=True, show_default=True,
-              help="2018: the burn-in ends one epoch early (epochs 0..16 for 18); exact: epochs 0..17.")
-@click.option("--loss-moving-average-decay", type=float, default=None,
-              help="Decay of the loss-percentile moving average (2018: --loss_moving_average_decay, 0.5). "
-                   "Default: the MentorNet's.")
-@click.option("--example-dropout-rates", default=None, metavar="RATE,EPOCHS,...",
-              help="Piecewise probability of zeroing a sample's weight over the 100 progress epochs "
-                   "(2018: --example_dropout_rates, e.g. 0.5,17,0.05,83). Default: the MentorNet's.")
-@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Passes over the training set.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None,
-              help="Stop after this many steps instead (2018: --max_number_of_steps, 39000 for ResNet).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="Peak learning rate (2018: --learning_rate).")
-@click.option("--lr-schedule", type=click.Choice(["auto", "piecewise_2018", "exponential_2018", "baseline_2018",
-                                                  "cosine", "constant"]), default="auto", show_default=True,
-              help="auto: the 2018 schedule for resnet101 (piecewise) and inception (exponential), "
-                   "cosine for the others; baseline_2018: the 2018 ResNet baseline's (0.1, then 0.01 from "
-                   "step 19531 of 39000).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
-              help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for inception (2018), "
-                   "0 for mlp, 5e-4 otherwise.")
-@click.option("--augment/--no-augment", default=None,
-              help="Pad-and-crop plus flip. Default: on for CIFAR, off otherwise.")
-@click.option("--dump", "dump_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,clean_label,loss) "
-                   "for learn-curriculum --dump. Needs --clean-subset-fraction and --dump-at-epoch.")
-@click.option("--dump-at-epoch", type=int, default=None, metavar="E",
-              help="Training progress epoch (0..99) at which to take the dump (2018: about 18).")
-@click.option("--relearn-mentor", default="never", show_default=True, metavar="never|lr-drops|E1,E2",
-              help="Re-fit the MentorNet from its current weights on a dump of the current student at these "
-                   "progress epochs (paper Algorithm 1, step 6; lr-drops: after the first two 2018 LR drops).")
-@click.option("--relearn-percentile", type=click.FloatRange(0, 100), default=None,
-              help="Loss percentile P of each re-fit's dump. Default: the MentorNet's own, else 90.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise, subset, init, batches, dropout.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Under torchrun, cuda means cuda:LOCAL_RANK (one GPU per process).")
-@click.option("--compile", "compile_model", is_flag=True,
-              help="torch.compile the student for training (slower start, faster steps on a GPU).")
-@click.option("--sync-bn", is_flag=True,
-              help="Under torchrun on GPUs: SyncBatchNorm, so BN statistics span the global batch as in one "
-                   "process (default: each rank's BN sees its shard).")
+@config_options(StudentConfig)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Start from the options in FILE: a run's config.json (re-runs it exactly) or a JSON/TOML file "
+                   "of options written by hand; options given on the command line override it and are reported.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=True), metavar="DIR",
               help="Run folder: config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, with its config.json.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt, with its config.json. Options given beside it "
+                   "must equal the run's, except --device, --compile and --precision.")
 @click.option("--force", is_flag=True, help="Start over in an --out folder that already holds a run.")
-def train_student(dataset, data_dir, download, subset, clean_subset_fraction, noise, noise_type, noise_file,
-                  studentnet, mentornet, loss_p_percentile, burn_in_epoch, fixed_epoch_after_burn_in, burn_in_2018,
-                  loss_moving_average_decay, example_dropout_rates, epochs, max_steps, batch_size, lr,
-                  lr_schedule, weight_decay, augment, dump_path, dump_at_epoch, relearn_mentor, relearn_percentile,
-                  seed, device, compile_model, sync_bn, out_dir, resume, force):
+@click.pass_context
+def train_student(ctx, config_file, out_dir, resume, force, **options):
     """Train a StudentNet on noisy labels, weighting each sample's loss with a MentorNet.
 
     \b
     Examples:
       python cli.py train-student --dataset digits --noise 0.4 --studentnet mlp --mentornet mentornet_pd --out runs/pd
       python cli.py train-student --dataset cifar10 --data-dir data --noise 0.4 --mentornet mentornet_pd --out runs/c10
+      python cli.py train-student --config runs/pd/config.json --seed 1 --out runs/pd_seed1
       python cli.py train-student --out runs/pd --resume
       torchrun --standalone --nproc_per_node 2 cli.py train-student --batch-size 128 ... --out runs/ddp
 
@@ -320,61 +369,110 @@ def train_student(dataset, data_dir, download, subset, clean_subset_fraction, no
     Under torchrun --batch-size is the global batch, split evenly over the processes, and only rank 0
     prints and writes files.
     """
+    from pathlib import Path
+
+    from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.distributed import shutdown, world_from_env
-    from student_training.trainer import StudentConfig, prepare_run, summarize, train
+    from student_training.trainer import check_run, prepare_run, resume_config, summarize, train
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
-
-    if resume and force:
-        raise click.UsageError("--resume and --force exclude each other")
-    config = StudentConfig(dataset=dataset, data_dir=data_dir, download=download, subset=subset,
-                           clean_subset_fraction=clean_subset_fraction, noise=noise, noise_type=noise_type,
-                           noise_file=noise_file, studentnet=studentnet, mentornet=mentornet, epochs=epochs,
-                           max_steps=max_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-                           weight_decay=weight_decay, augment=augment, seed=seed, device=device, dump=dump_path,
-                           dump_at_epoch=dump_at_epoch, relearn_mentor=relearn_mentor,
-                           relearn_percentile=relearn_percentile, compile=compile_model, sync_bn=sync_bn)
-    overrides = {"loss_p_percentile": loss_p_percentile, "burn_in_epoch": burn_in_epoch,
-                 "fixed_epoch_after_burn_in": fixed_epoch_after_burn_in, "burn_in_2018": burn_in_2018,
-                 "loss_moving_average_decay": loss_moving_average_decay,
-                 "example_dropout_rates": example_dropout_rates}
-    run = prepare_run(config, out_dir, weighter_overrides=overrides, resume=resume, force=force)
-    _describe_run(run)
-    with click.progressbar(length=run.config.epochs, label="training", file=sys.stderr if run.is_main else sys.stdout,
-                           item_show_func=lambda row: row) as bar:
-        if run.start_epoch:
-            bar.update(run.start_epoch)
-        train(run, on_epoch=lambda row: bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} "
-                                                      f"test acc {row['test_accuracy']:.4f}"))
-    summary = summarize(run.rows)
-    click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f}); "
-               f"flipped labels fitted {summary['final_fit_noisy']:.3f}; "
-               f"weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
-    for row in run.relearn_rows:
-        click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} clean-subset "
-                   f"samples ({row['noisy_fraction']:.0%} noisy): held-out MAE {row['heldout_mae']:.4f}")
-    if run.config.dump:
+    given = _given_options(ctx, options)
+    with _usage_errors():
+        if resume and force:
+            raise click.UsageError("--resume and --force exclude each other")
+        if resume and config_file:
+            raise click.UsageError("--resume continues with the run's own config.json; drop --config")
+        if resume:
+            config = resume_config(Path(out_dir), None).with_options(given)
+        elif config_file:
+            base = read_config_file(config_file)
+            config = base.with_options(given)
+            for name, old, new in describe_changes(base, config):
+                click.echo(f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
+                           f"from {config_file}")
+        else:
+            config = StudentConfig().with_options(options)
+        config = check_run(config, out_dir, resume=resume, force=force)
+        run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
+    try:
+        _describe_run(run)
+        train(run)
+    finally:
+        run.release()
+    summary = summarize(run.state.rows)
+    click.echo(f"final test accuracy {summary['final_test_accuracy']:.4f}; flipped labels fitted "
+               f"{summary['final_fit_noisy']:.3f}; weight AUC clean-vs-noisy {summary['final_detector_auc']:.3f}")
+    if summary["selected_epoch"] is not None:
+        click.echo(f"best.pt: epoch {summary['selected_epoch']}, chosen on {run.validation_description()} "
+                   f"(validation accuracy {summary['selected_val_accuracy']:.4f}, test accuracy "
+                   f"{summary['selected_test_accuracy']:.4f})")
+    else:
+        click.echo("no validation split (--validation-fraction 0): best.pt not written; last.pt holds the final student")
+    for callback in run.callbacks:
+        for row in getattr(callback, "rows", []):
+            if row.get("status", "fitted") != "fitted":
+                click.echo(f"re-fit at progress epoch {row['progress_epoch']} {row['status']}")
+                continue
+            click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
+                       f"clean-subset samples ({row['noisy_fraction']:.0%} noisy): held-out MAE "
+                       f"{row['heldout_mae']:.4f}")
+    if run.config.dump and Path(run.config.dump).is_file():
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
-    extra = ", relearn.csv" if run.relearn_rows else ""
-    click.echo(f"wrote {out_dir}/ (config.json, noisy_labels.npz, metrics.csv, last.pt, best.pt{extra})")
+    written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
+               if (Path(out_dir) / name).exists()]
+    click.echo(f"wrote {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
+
+
+class _ProgressBar(Callback):
+    """One progress bar over the run's epochs, on stderr (rank 0 only)."""
+
+    name = "progress_bar"
+
+    def on_train_start(self, run):
+        stream = sys.stderr if run.is_main else open(os.devnull, "w")
+        self.bar = click.progressbar(length=run.epochs, label="training", item_show_func=lambda row: row, file=stream)
+        self.bar.__enter__()
+        self.bar.update(run.state.epoch)
+
+    def on_epoch_end(self, run, epoch, row):
+        self.bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} test acc {row['test_accuracy']:.4f}")
+
+    def on_train_end(self, run):
+        self.bar.__exit__(None, None, None)
 
 
 def _describe_run(run) -> None:
     config = run.config
-    click.echo(f"{'resuming at epoch ' + str(run.start_epoch) if run.start_epoch else 'run'}: "
+    click.echo(f"{'resuming at epoch ' + str(run.state.epoch) if run.state.epoch else 'run'}: "
                f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
                f"clean held out, {len(run.data.test_labels)} test), student {config.studentnet}, "
                f"mentornet {config.mentornet}, device {run.device}"
                + (f", {run.world.size} processes (DistributedDataParallel)" if run.world.enabled else ""))
     click.echo(f"labels: {run.noise.summary()}")
-    recipe = config.recipe
-    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe['lr_schedule']}), "
-               f"weight decay {recipe['weight_decay']} ({recipe['decay_mode']}), batch {config.batch_size}, "
-               f"{config.epochs} epochs = {run.total_steps} steps, augment {recipe['augment']}")
-    if run.weighter is not None:
-        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in config.weighter.items()))
+    click.echo(f"precision: {run.precision.describe()}" + _precision_change(run))
+    recipe = run.recipe
+    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
+               f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
+               f"{run.epochs} epochs = {run.total_steps} steps, augment {config.augmented}")
+    if run.weighting is not None:
+        origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
+                  "no example dropout; weighting options given override them)" if run.mentormix is not None else "")
+        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()) + origin)
+    if run.mentormix is not None:
+        second = run.mentormix.second_reweight
+        decay = ("no weight decay unless --weight-decay is given, as in the official code" if second and
+                 config.weight_decay is None else f"weight decay {recipe.weight_decay}")
+        click.echo(f"mentormix: mixup alpha {run.mentormix.alpha:g}, second reweighting {'on' if second else 'off'} "
+                   f"({decay}); clean pass keeps the BN statistics; evaluated with the raw weights (no EMA)")
+
+
+def _precision_change(run) -> str:
+    """On a resume at another precision, what the run computed in before."""
+    state = next((callback for callback in run.callbacks if callback.name == "precision"), None)
+    before = getattr(state, "resumed_from", None)
+    return f" (until this resume: {before})" if before and before != run.precision.name else ""
 
 
 @cli.command("show")
@@ -386,7 +484,8 @@ def show_command(mentornet):
     from mentor_training.checkpoint import read_checkpoint
     from mentor_training.pretrained import resolve_mentornet_path
 
-    checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
+    with _usage_errors():
+        checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
     shown = {key: checkpoint[key] for key in ("source", "student_defaults", "feature_spec", "model_config",
                                               "provenance")}
     shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}
@@ -417,7 +516,178 @@ def list_command():
         click.echo(f"  {name:<30} from {origin:<22} held-out MAE {test.get('mae', float('nan')):.4f}")
 
 
+# ----------------------------------------------------------------------- using a trained student
+
+run_option = click.option("--run", "run_dir", required=True, type=click.Path(), metavar="DIR",
+                          help="A train-student run folder (config.json, noisy_labels.npz, last.pt, best.pt).")
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
+                                 show_default=True,
+                                 help="best: best.pt, the student at the epoch the run chose as its best; last: "
+                                      "last.pt, the student after the last epoch trained.")
+
+
+@cli.command("evaluate")
+@run_option
+@checkpoint_option
+@click.option("--dataset", metavar="NAME", default=None,
+              help="Score on this data set instead of the run's own (cifar10, cifar100, fashion-mnist, digits, or "
+                   "npz:PATH); its classes and image shape must be the student's.")
+@click.option("--data-dir", metavar="DIR", default=None,
+              help="Folder holding the data set files. Default: the run's --data-dir for its own data set.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="test: the test set. train: the training images (the run's --subset for its own data set), "
+                   "against their true labels.")
+@click.option("--noise-file", metavar="FILE[:KEY]", default=None,
+              help="Score the training images against the labels in FILE (.npy/.npz/.pt, full length, official "
+                   "order, read as train-student --noise-file reads it, e.g. CIFAR-10_human.pt:worse_label); "
+                   "implies --split train.")
+@click.option("--per-class", is_flag=True, help="Also print the accuracy of each class (by the label scored against).")
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Write one row per image: sample_id (test-set index, or for --split train the index in the "
+                   "official training set), label (scored against), prediction (top-1 class), confidence (its "
+                   "softmax probability).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Images per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the student runs.")
+@click.option("--force", is_flag=True, help="Overwrite --predictions if it exists.")
+def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_class, predictions_path, batch_size,
+                     device, force):
+    """Score a run's StudentNet: top-1 accuracy on its test set, another data set, or a noise file's labels.
+
+    \b
+    Examples:
+      python cli.py evaluate --run runs/pd
+      python cli.py evaluate --run runs/pd --checkpoint last --per-class --predictions pd_test.csv
+      python cli.py evaluate --run runs/pd --dataset npz:other.npz
+      python cli.py evaluate --run runs/c10 --noise-file CIFAR-10_human.pt:worse_label
+    """
+    from curricula.files import check_output_path
+    from student_training.inference import evaluate_student, evaluation_data, load_student, write_predictions
+    from student_training.trainer import resolve_device
+
+    with _usage_errors():
+        if predictions_path is not None:
+            check_output_path(predictions_path, force=force)
+        model, config = load_student(run_dir, which=which)
+        model.to(resolve_device(device))
+        data = evaluation_data(model, config, dataset=dataset, data_dir=data_dir, split=split, noise_file=noise_file)
+    _describe_checkpoint(model)
+    result = evaluate_student(model, data, batch_size=batch_size)
+    click.echo(f"{data.description}: top-1 accuracy {result.accuracy:.4f} "
+               f"({int((result.prediction == result.label).sum())}/{len(result.label)})")
+    if data.true_labels is not None:
+        true = data.true_labels.numpy()
+        click.echo(f"against the true labels: top-1 accuracy {float((result.prediction == true).mean()):.4f}")
+    if per_class:
+        click.echo(result.per_class().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if predictions_path is not None:
+        click.echo(f"wrote {write_predictions(result, predictions_path, force=force)}")
+
+
+def _describe_checkpoint(model) -> None:
+    info = model.checkpoint
+    state = "" if info.finished in (None, True) else f" (the run is unfinished: {info.run_epochs} epochs planned)"
+    click.echo(f"student: {info.path} ({info.which}, epoch {info.epoch}){state}")
+
+
+@cli.command("find-label-issues")
+@run_option
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE.csv", default=None,
+              help="Where to write the ranking. Default: label_issues.csv in the run folder.")
+@click.option("--score", type=click.Choice(list(ISSUE_SCORES)), default=DEFAULT_ISSUE_SCORE, show_default=True,
+              help="mean_loss: the sample's loss against its given label, averaged over every epoch (chosen on "
+                   "runs with known truth, see README); early_loss: averaged over the epochs up to the one the "
+                   "validation split chose, before the student memorises (better under symmetric noise, worse "
+                   "under pair flips, see README); mean_weight: 1 - its mean MentorNet weight; final_loss, "
+                   "final_weight: the same after the last epoch only. Runs without a MentorNet have only the loss "
+                   "scores.")
+@click.option("--top", default="20%", show_default=True, metavar="K|P%",
+              help="Measure precision and recall of the first K samples (or P percent of them) when the run knows "
+                   "the clean labels.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def find_label_issues_command(run_dir, out_path, score, top, force):
+    """Rank a finished run's training samples by how likely their given label is wrong.
+
+    Writes sample_id (index in the official training set), given_label, predicted_label (the final
+    student's top-1 class) and score (higher: more likely wrong), most likely wrong first. The score comes
+    from the per-sample losses and MentorNet weights recorded after every epoch of the run. Where the run
+    knows which labels it corrupted, prints the precision and recall of the top K and the ranking's AUC.
+
+    \b
+    Examples:
+      python cli.py find-label-issues --run runs/pd
+      python cli.py find-label-issues --run runs/pd --top 500 --out pd_issues.csv
+    """
+    from pathlib import Path
+
+    from curricula.files import check_output_path
+    from student_training.label_issues import SCORES, find_label_issues, parse_top, write_label_issues
+
+    out_path = out_path or str(Path(run_dir) / "label_issues.csv")
+    with _usage_errors():
+        if not Path(run_dir).is_dir():
+            raise ValueError(f"--run {run_dir} is not a folder")
+        check_output_path(out_path, force=force)
+        issues = find_label_issues(run_dir, score=score)
+        k = parse_top(top, len(issues.ranking))
+    source = "MentorNet weights and losses" if issues.weighted else "losses alone (the run has no MentorNet)"
+    click.echo(f"{len(issues.ranking)} training samples ranked by {score} ({SCORES[score]}), from {source} over "
+               f"{issues.epochs} epochs")
+    if issues.is_wrong is None:
+        click.echo("the run knows no corrupted labels (none differ from the clean ones): precision and recall "
+                   "cannot be measured")
+    else:
+        precision, recall = issues.precision_recall(k)
+        found, total = int(issues.is_wrong[:k].sum()), int(issues.is_wrong.sum())
+        click.echo(f"top {k}: precision {precision:.4f} ({found} of {k} labels are corrupted), recall {recall:.4f} "
+                   f"({found} of {total} corrupted labels); ranking AUC {issues.auc:.4f}")
+    click.echo(f"wrote {write_label_issues(issues, out_path, force=force)}")
+
+
+@cli.command("export")
+@run_option
+@checkpoint_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.pt2",
+              help="Where to write the exported student (torch.export format, .pt2).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def export_command(run_dir, which, out_path, force):
+    """Export a run's StudentNet with torch.export, so plain PyTorch runs it without this toolkit.
+
+    The program takes uint8 images N x C x H x W (pixel values 0..255, any N; the per-image
+    standardisation is inside) and returns float32 logits N x classes:
+
+    \b
+      program = torch.export.load("student.pt2")
+      logits = program.module()(images)
+
+    \b
+    Examples:
+      python cli.py export --run runs/pd --out student.pt2
+    """
+    from curricula.files import check_output_path
+    from student_training.inference import export_student, load_student
+
+    with _usage_errors():
+        if not out_path.endswith(".pt2"):
+            raise ValueError(f"--out {out_path} must end in .pt2 (torch.export's file format)")
+        check_output_path(out_path, force=force)
+        model, _ = load_student(run_dir, which=which)
+    _describe_checkpoint(model)
+    info = model.checkpoint
+    path = export_student(model, out_path, force=force, source=f"{info.path} (epoch {info.epoch})")
+    click.echo(f"wrote {path}: uint8 images {'x'.join(map(str, ('N', *model.image_shape)))} in, logits "
+               f"N x {model.num_classes} out")
+def _terminate(signum, frame):
+    """SIGTERM (e.g. torchrun stopping its workers, a job scheduler's timeout) unwinds like Ctrl-C, so
+    temporary files are removed and the run folder's lock is released."""
+    raise KeyboardInterrupt
+
+
 def main():
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="mentornet" if os.path.basename(sys.argv[0]) == "mentornet" else "cli.py")
 
 

@@ -1,9 +1,9 @@
 """How well a MentorNet's weights pick out the clean samples of a held-out dump.
 
-    python benchmarks/dd_detector.py DUMP.csv [--mentornets mentornet_dd,mentornet_pd] [--percentile 90]
+    python benchmarks/dd_detector.py DUMP.csv [--mentornets mentornet_dd,mentornet_pd] [--percentile 0.9]
 
 For every row of the dump (a clean subset with its noisy and clean labels and the student's loss), the
-features are those the data-driven fit uses: loss_diff = loss − the dump's P-th loss percentile, label 0,
+features are those the data-driven fit uses: loss_diff = loss − the dump's loss percentile P (a fraction), label 0,
 the dump's epoch. A sample is positive when its noisy label is clean. Printed per weighter: the ROC AUC
 of the weight as a clean-vs-noisy detector, and the accuracy of "weight ≥ 0.5 means clean". The
 loss-only references are ``self_paced`` at the same percentile (weight 1 when loss_diff ≤ 0) and the
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dump")
     parser.add_argument("--mentornets", default="mentornet_dd,mentornet_pd")
-    parser.add_argument("--percentile", type=float, default=90.0)
+    parser.add_argument("--percentile", type=float, default=0.9, help="a fraction in (0, 1]")
     args = parser.parse_args()
     table, rows, noisy = detector_table(args.dump, args.mentornets.split(","), args.percentile)
     print(f"{args.dump}: {rows} samples, {noisy:.1%} with corrupted labels\n")

@@ -1,11 +1,13 @@
-"""The 2018 experiment grid as one command (spec §4.3), with our table beside the 2018 README's (spec §5.1).
+"""The 2018 experiment grid as one command (spec §4.3), with our table beside the 2018 README's (spec §5.1),
+plus MentorMix rows beside the 2020 README's (2020 spec §4.1).
 
     python benchmarks/reproduce_2018.py --data-dir data --out runs/2018 [--protocol paper|fast]
         [--gpus 0,1,2] [--datasets cifar10,cifar100] [--noise 0.2,0.4,0.8]
-        [--methods baseline,self_paced,focal,pd,dd] [--baseline-schedule 2018|mentornet] [--dry-run] [--smoke]
+        [--methods baseline,self_paced,focal,pd,dd,mentormix] [--baseline-schedule 2018|mentornet] [--dry-run]
+        [--smoke]
 
 Every cell is one ``train-student`` run in ``OUT/<dataset>_<noise>_<method>/``: CIFAR-10 and CIFAR-100 ×
-noise 0.2, 0.4, 0.8 × baseline, self-paced, focal loss, MentorNet PD and MentorNet DD.
+noise 0.2, 0.4, 0.8 × baseline, self-paced, focal loss, MentorNet PD, MentorNet DD and MentorMix.
 
 * ``--protocol paper``: the 2018 ResNet runs (``commands/train_studentnet_resnet.sh``): ``resnet101``,
   39,000 steps of batch 128, lr 0.1 with the piecewise schedule, pad-2 crops, and per method the
@@ -14,6 +16,11 @@ noise 0.2, 0.4, 0.8 × baseline, self-paced, focal loss, MentorNet PD and Mentor
   baseline (``cifar_train_baseline.py``) used another schedule, 0.1 then 0.01 from step 19531
   (``--baseline-schedule 2018``, the default); ``--baseline-schedule mentornet`` gives it the MentorNet runs'.
 * ``--protocol fast``: ``small_cnn``, 30 epochs, cosine schedule; the same weighting flags.
+* ``mentormix`` (2020 spec §3.1): ``--mentormix`` with ``mentornet_pd``, burn-in 10, decay 0.5, no example
+  dropout, and per cell the official α, p and second reweighting (``training_mentormix_command.sh``). Under
+  ``--protocol paper`` it runs the 2020 setting: ``resnet32``, 200,000 steps of batch 128, lr 0.1 with the
+  ``mentormix_2020`` schedule, weight decay 2e-4 without second reweighting and none with it. Its reference
+  is the 2020 README's table (column "2020 (ResNet-32)"), not the 2018 one.
 
 With ``--gpus 0,1,2`` the cells run in parallel, one ``cli.py train-student`` process per GPU
 (``CUDA_VISIBLE_DEVICES``); without it they run one after another in this process. A cell whose folder
@@ -62,6 +69,12 @@ PROTOCOLS = {
     "paper": {"studentnet": "resnet101", "max_steps": 39000, "batch_size": 128, "lr": 0.1, "lr_schedule": "auto"},
     "fast": {"studentnet": "small_cnn", "epochs": 30, "batch_size": 128, "lr": 0.1, "lr_schedule": "cosine"},
 }
+# 2020 spec §3.1-3.2: the official MentorMix runs; alpha, p and second reweighting come per cell from OFFICIAL_SETTINGS.
+MENTORMIX = {"mentornet": "mentornet_pd", "mentormix": True, "burn_in_epoch": 10, "loss_moving_average_decay": 0.5,
+             "fixed_epoch_after_burn_in": False, "example_dropout_rates": "0.0,100"}
+MENTORMIX_PAPER = {"studentnet": "resnet32", "max_steps": 200000, "batch_size": 128, "lr": 0.1,
+                   "lr_schedule": "mentormix_2020"}
+METHODS["mentormix"] = MENTORMIX
 SMOKE = {"max_steps": 2, "batch_size": 16, "epochs": 1}
 # Spec §5.1: the 2018 README's test accuracy, ResNet StudentNet (google/mentornet README.md at 76d6be2).
 PAPER_2018 = {
@@ -72,8 +85,11 @@ PAPER_2018 = {
     ("cifar100", 0.4): {"baseline": 0.448, "self_paced": 0.509, "focal": 0.467, "pd": 0.567, "dd": 0.675},
     ("cifar100", 0.8): {"baseline": 0.084, "self_paced": 0.089, "focal": 0.079, "pd": 0.193, "dd": 0.301},
 }
-FLAG_OF = {"fixed_epoch_after_burn_in": ("--fixed-epoch-after-burn-in", "--no-fixed-epoch-after-burn-in")}
-WEIGHTER_KEYS = ("loss_p_percentile", "burn_in_epoch", "fixed_epoch_after_burn_in", "example_dropout_rates")
+# 2020 spec §4.1: the MentorMix README's test accuracy, ResNet-32 (google-research mentormix/README.md).
+PAPER_2020 = {("cifar10", 0.2): 0.962, ("cifar10", 0.4): 0.944, ("cifar10", 0.6): 0.890, ("cifar10", 0.8): 0.820,
+              ("cifar100", 0.2): 0.778, ("cifar100", 0.4): 0.704, ("cifar100", 0.6): 0.660, ("cifar100", 0.8): 0.392}
+FLAG_OF = {"fixed_epoch_after_burn_in": ("--fixed-epoch-after-burn-in", "--no-fixed-epoch-after-burn-in"),
+           "mentormix": ("--mentormix", "--no-mentormix"), "second_reweight": ("--second-reweight", "--no-second-reweight")}
 
 
 def cell_options(dataset: str, noise: float, method: str, args) -> dict:
@@ -82,8 +98,23 @@ def cell_options(dataset: str, noise: float, method: str, args) -> dict:
                "seed": args.seed, **PROTOCOLS[args.protocol], **METHODS[method]}
     if method == "baseline" and args.protocol == "paper" and args.baseline_schedule == "2018":
         options["lr_schedule"] = "baseline_2018"
+    if method == "mentormix":
+        options.update(mentormix_options(dataset, noise, args.protocol))
     if args.smoke:
         options.update(SMOKE, subset=None, device="cpu")
+    return options
+
+
+def mentormix_options(dataset: str, noise: float, protocol: str) -> dict:
+    """A MentorMix cell's official alpha, p and second reweighting (and, for the paper protocol, the 2020 run)."""
+    from student_training.mentormix import OFFICIAL_SETTINGS, OFFICIAL_WEIGHT_DECAY
+
+    alpha, p, second_reweight = OFFICIAL_SETTINGS[(dataset, noise)]
+    options = {"mixup_alpha": alpha, "loss_p_percentile": p, "second_reweight": second_reweight}
+    if protocol == "paper":
+        options.update(MENTORMIX_PAPER)
+        if not second_reweight:  # with it the official regulariser is 0, which --mentormix does by itself
+            options["weight_decay"] = OFFICIAL_WEIGHT_DECAY
     return options
 
 
@@ -115,10 +146,9 @@ def mentor_problem(name: str) -> str | None:
 def run_in_process(options: dict, out: Path) -> None:
     from student_training.trainer import StudentConfig, prepare_run, train
 
-    weighter = {key: options[key] for key in WEIGHTER_KEYS if key in options}
-    config = StudentConfig(**{k: v for k, v in options.items() if k not in WEIGHTER_KEYS})
+    config = StudentConfig().with_options(options)
     resume = (out / "last.pt").is_file()
-    train(prepare_run(config, out, weighter_overrides=weighter, resume=resume, force=not resume))
+    train(prepare_run(config, out, resume=resume, force=not resume))
 
 
 def run_on_gpu(options: dict, out: Path, gpus: Queue) -> None:
@@ -136,7 +166,8 @@ def run_on_gpu(options: dict, out: Path, gpus: Queue) -> None:
 
 def result_row(cell: dict, out: Path, skipped: str | None) -> dict:
     row = {"dataset": cell["dataset"], "noise": cell["noise"], "method": cell["method"],
-           "2018 (ResNet)": PAPER_2018[(cell["dataset"], cell["noise"])][cell["method"]]}
+           "2018 (ResNet)": PAPER_2018[(cell["dataset"], cell["noise"])].get(cell["method"], ""),
+           "2020 (ResNet-32)": PAPER_2020[(cell["dataset"], cell["noise"])] if cell["method"] == "mentormix" else ""}
     metrics = out / "metrics.csv"
     if skipped:
         return {**row, "ours final": "skipped", "ours best": "", "note": skipped}
@@ -241,7 +272,8 @@ def main(argv=None) -> pd.DataFrame | None:
         start = time.perf_counter()
         table = run_grid(args)
     print(f"protocol {args.protocol}{' (smoke: tiny random data, 2 steps)' if args.smoke else ''}: "
-          f"{len(table)} cells in {time.perf_counter() - start:.0f} s; 2018 = README ResNet numbers (spec §5.1)")
+          f"{len(table)} cells in {time.perf_counter() - start:.0f} s; 2018 = README ResNet numbers (spec §5.1); "
+          f"2020 = MentorMix README ResNet-32 numbers (2020 spec §4.1)")
     print(markdown_table(table, index=False))
     return table
 

@@ -18,12 +18,13 @@ backward and optimiser step, replayed over a 100-epoch run (``--overhead-steps``
 per-sample losses, in ``--overhead-repeats`` windows of ``--overhead-window`` consecutive steps taken one
 after the other round the run (short windows: on a shared machine the minimum is the least disturbed), for
 each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
-(``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (learning rate and param
-groups, ``distributed.gather_batch`` with the predictions' argmax, this rank's shard, the mean weight) and
-all of it together, in the order of ``train_one_epoch``. ``cpu`` columns are this thread's CPU time
-(``time.thread_time``: steadier on a shared machine), ``wall`` columns wall-clock time; ``min`` and
-``median`` are over the windows, in microseconds per step. ``--overhead-only`` prints only this table (it
-runs against older trees too, for before/after pairs).
+(``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
+callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
+rank's shard, the mean weight) and all of it together, in the order of ``train_one_epoch``. ``cpu``
+columns are this thread's CPU time (``time.thread_time``: steadier on a shared machine), ``wall`` columns
+wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
+``--overhead-only`` prints only this table (it also runs against a tree from before ``EpochStats`` that
+has the step callbacks and ``TrainingRecipe``, such as main before the fast path, for before/after pairs).
 
 GPU mode (``--device cuda``): every student by default (small_cnn, resnet32, preact_resnet18, resnet101,
 mlp) on 20,000 Fashion-MNIST images for one timed epoch, under bf16 autocast where the card has it and
@@ -51,6 +52,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
 from student_training import distributed  # noqa: E402
+from student_training.callbacks import step_callbacks  # noqa: E402
 from student_training.trainer import StudentConfig, learning_rate, prepare_run, train_one_epoch  # noqa: E402
 from student_training.weighting import MentorWeighter  # noqa: E402
 
@@ -103,7 +105,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
     work (see the module doc)."""
     config, world = run.config, run.world
     stats = EpochStats(run.data.num_train, run.device)
-    schedule = config.recipe["lr_schedule"]
+    schedule, stepping = run.recipe.lr_schedule, step_callbacks(run.callbacks)
     prepared = []
     for losses, logits, indices in batches:  # inputs of the later parts, computed outside the timing
         all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
@@ -124,7 +126,8 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             all_losses, predictions, mentor_weights, all_weights = prepared[step % count]
             stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
         elif part == "glue":
-            _ = run.has_events
+            for callback in stepping:
+                callback.on_step(run, step)
             lr = learning_rate(step, steps, config.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -132,7 +135,8 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             all_weights = prepared[step % count][3]
             all_weights[world.shard(len(all_weights))], all_weights.mean()
         else:  # everything, in the order of train_one_epoch
-            _ = run.has_events
+            for callback in stepping:
+                callback.on_step(run, step)
             lr = learning_rate(step, steps, config.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+
+from .options import check_option_types, option, options_from_mapping
 
 FEATURE_NAMES = ("loss", "loss_diff", "label", "epoch")
 NUM_EPOCHS = 100  # the epoch feature takes the values 0..99
@@ -152,10 +154,20 @@ def progress_percent(step: int, total_steps: int) -> int:
     return min((100 * step) // total_steps, MAX_EPOCH)
 
 
-def check_percentile(p: float) -> float:
+PERCENTILE_SCALE = "a fraction in (0, 1]"  # every percentile of this toolkit: 0.7 is the 70th percentile
+
+
+def check_percentile(p: float, *, name: str = "loss percentile p") -> float:
+    """``p`` as a float if it is a percentile on the toolkit's one scale, a fraction in (0, 1].
+
+    A value that looks like a percent (1 < p <= 100) is refused with the fraction it probably meant.
+    """
     p = float(p)
+    if 1.0 < p <= 100.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {p:g}: percentiles are fractions throughout this toolkit "
+                         f"(0.7 is the 70th percentile); did you mean {p / 100:g}?")
     if not (0.0 < p <= 1.0) or math.isnan(p):
-        raise ValueError(f"loss percentile p must lie in (0, 1], got {p}")
+        raise ValueError(f"{name} must lie in (0, 1], got {p:g}")
     return p
 
 
@@ -254,3 +266,98 @@ def check_feature_spec(spec) -> None:
             raise ValueError(
                 f"feature spec mismatch: {key} is {spec.get(key)!r}, this toolkit uses {expected[key]!r}"
             )
+
+
+# ------------------------------------------------------------------------- the student-side settings
+
+
+def parse_dropout_schedule(text: str) -> tuple[float, ...]:
+    """``"rate,epochs,rate,epochs,..."`` to one rate per progress epoch 0..99 (``utils.parse_dropout_rate_list``).
+
+    Each rate must lie in [0, 1] and the epochs must be whole numbers summing to 100.
+    """
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts or len(parts) % 2:
+        raise ValueError(f"example dropout schedule {text!r} must be pairs of rate,epochs")
+    rates: list[float] = []
+    for rate_text, epochs_text in zip(parts[0::2], parts[1::2]):
+        try:
+            rate, epochs = float(rate_text), float(epochs_text)
+        except ValueError:
+            raise ValueError(f"example dropout schedule {text!r} must hold numbers") from None
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"example dropout rate {rate_text} in {text!r} is outside [0, 1]")
+        if epochs < 0 or not epochs.is_integer():
+            raise ValueError(f"example dropout epochs {epochs_text} in {text!r} must be a whole number >= 0")
+        rates += [rate] * int(epochs)
+    if len(rates) != NUM_EPOCHS:
+        raise ValueError(f"example dropout epochs in {text!r} sum to {len(rates)}, they must sum to 100")
+    return tuple(rates)
+
+
+@dataclass(frozen=True)
+class WeighterConfig:
+    """The StudentNet-side settings of the 2018 weighting (spec §4.2), with their 2018 defaults.
+
+    The percentile and decay define the ``loss_diff`` a MentorNet sees; burn-in, the fixed epoch and
+    example dropout shape how its weights are used. Every MentorNet checkpoint carries one of these as
+    its ``student_defaults`` (the values the 2018 commands used with it), and each field is also a
+    ``train-student`` option that overrides it.
+    """
+
+    loss_p_percentile: float = option(
+        DEFAULT_LOSS_P_PERCENTILE, metavar="P",
+        help="Percentile p of the batch losses whose moving average defines loss_diff, a fraction in (0, 1] "
+             "(0.7 is the 70th percentile; 2018: --loss_p_percentile, which every released run used at 0.7).")
+    loss_moving_average_decay: float = option(
+        DEFAULT_LOSS_MOVING_AVERAGE_DECAY, metavar="DECAY",
+        help="Decay in [0, 1) of the loss-percentile moving average (2018: --loss_moving_average_decay, 0.5).")
+    burn_in_epoch: int = option(
+        0, metavar="E",
+        help="Weights are 1 for the first E epochs of training progress, 0..100 (2018: --burn_in_epoch).")
+    fixed_epoch_after_burn_in: bool = option(
+        False, help="Feed the MentorNet the burn-in epoch once past it (2018: --fixed_epoch_after_burn_in; "
+                    "set for MentorNet DD).")
+    example_dropout_rates: str = option(
+        "0.0,100", metavar="RATE,EPOCHS,...",
+        help="Piecewise probability of zeroing a sample's weight over the 100 progress epochs "
+             "(2018: --example_dropout_rates, e.g. 0.5,17,0.05,83).")
+    burn_in_2018: bool = option(
+        True, flags="--burn-in-2018/--burn-in-exact",
+        help="2018: the burn-in ends one epoch early (epochs 0..16 for 18); exact: epochs 0..17.")
+
+    def __post_init__(self):
+        check_option_types(self)
+        check_percentile(self.loss_p_percentile)
+        if not 0.0 <= self.loss_moving_average_decay < 1.0:
+            raise ValueError(f"loss moving-average decay must lie in [0, 1), got {self.loss_moving_average_decay}")
+        if not 0 <= self.burn_in_epoch <= 100:
+            raise ValueError(f"burn-in epoch must be an integer in 0..100, got {self.burn_in_epoch!r}")
+        parse_dropout_schedule(self.example_dropout_rates)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, origin: str = "weighter settings") -> "WeighterConfig":
+        """From a plain dict such as a checkpoint's ``student_defaults``; unknown keys are an error."""
+        return cls(**options_from_mapping(cls, values, origin=origin))
+
+    def with_overrides(self, overrides: dict | None) -> "WeighterConfig":
+        """A copy with the non-None entries of ``overrides`` (e.g. the options a user gave) applied."""
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        return replace(self, **options_from_mapping(WeighterConfig, given, origin="weighter options"))
+
+    @classmethod
+    def coerce(cls, value: "WeighterConfig | dict", *, origin: str = "weighter settings") -> "WeighterConfig":
+        """``value`` itself, or the config a dict (a checkpoint's ``student_defaults``) describes."""
+        return value if isinstance(value, cls) else cls.from_dict(value, origin=origin)
+
+    @classmethod
+    def from_defaults(cls, defaults: "WeighterConfig | dict", **overrides) -> "WeighterConfig":
+        """Start from a MentorNet's ``student_defaults``; ``None`` overrides keep the default."""
+        return cls.coerce(defaults).with_overrides(overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The weighting every curriculum gets unless it declares its own ``student_defaults``.
+DEFAULT_WEIGHTER = WeighterConfig()

@@ -13,21 +13,10 @@ from typing import Callable, Iterable
 
 import torch
 
-from .features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, MentorFeatures,
-                       NUM_EPOCHS)
+from .features import DEFAULT_WEIGHTER, NUM_EPOCHS, MentorFeatures, WeighterConfig
 
 _REGISTRY: dict[str, type] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-# What a curriculum that does not set its own ``student_defaults`` gets: the plain 2018 StudentNet flags
-# (spec §4.3), so that a user's ten-line curriculum can be learned without knowing about them.
-DEFAULT_STUDENT_DEFAULTS = {
-    "loss_p_percentile": DEFAULT_LOSS_P_PERCENTILE,
-    "loss_moving_average_decay": DEFAULT_LOSS_MOVING_AVERAGE_DECAY,
-    "burn_in_epoch": 0,
-    "fixed_epoch_after_burn_in": False,
-    "example_dropout_rates": "0.0,100",
-}
 
 
 class DuplicateCurriculumError(ValueError):
@@ -48,8 +37,12 @@ def register_curriculum(name: str) -> Callable[[type], type]:
         if not callable(getattr(cls, "weight", None)):
             raise TypeError(f"curriculum {name!r} must define weight(features)")
         cls.name = name
-        if not isinstance(getattr(cls, "student_defaults", None), dict):
-            cls.student_defaults = dict(DEFAULT_STUDENT_DEFAULTS)
+        # The StudentNet settings learned MentorNets of this curriculum carry: the curriculum's own
+        # (a WeighterConfig, or a dict of its fields), else the plain 2018 flags (spec §4.3), so that a
+        # user's ten-line curriculum can be learned without knowing about them.
+        defaults = getattr(cls, "student_defaults", None)
+        cls.student_defaults = DEFAULT_WEIGHTER if defaults is None else \
+            WeighterConfig.coerce(defaults, origin=f"curriculum {name!r} student_defaults")
         _REGISTRY[name] = cls
         return cls
 
@@ -132,6 +125,8 @@ def parse_params(name: str, assignments: Iterable[str]) -> dict[str, object]:
         if key not in types:
             valid = ", ".join(types) or "none"
             raise ValueError(f"unknown parameter {key!r} for curriculum {name!r}; valid: {valid}")
+        if key in params:
+            raise ValueError(f"parameter {key!r} is given twice ({key}={params[key]!r} and {item!r}); give it once")
         params[key] = _convert(value, types[key], key)
     return params
 
@@ -145,25 +140,36 @@ def probe_features(num_points: int = 4096, *, seed: int = 0) -> MentorFeatures:
     return MentorFeatures(loss, loss_diff, torch.zeros(num_points, dtype=torch.long), epoch)
 
 
-def check_curriculum(curriculum) -> None:
-    """Raise ``ValueError`` unless ``curriculum.weight`` returns a finite [0, 1] tensor shaped like the loss.
-
-    Run once before a curriculum is learned or plotted, so a user's own curriculum fails early and clearly.
-    """
-    features = probe_features()
+def checked_weights(curriculum, features: MentorFeatures) -> torch.Tensor:
+    """``curriculum.weight(features)``, checked in full: a float tensor shaped like the loss with every
+    value finite and in [0, 1]. Anything else, and any exception (or ``sys.exit``) inside ``weight()``,
+    is a ``ValueError`` naming the curriculum and, for a bad value, the first point where it occurs."""
     name = getattr(curriculum, "name", type(curriculum).__name__)
-    weights = curriculum.weight(features)
+    try:
+        with torch.no_grad():
+            weights = curriculum.weight(features)
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - a plugin's code may fail in any way
+        text = str(error).strip().splitlines()
+        raise ValueError(f"curriculum {name!r}: weight() raised {type(error).__name__}"
+                         + (f": {text[0]}" if text else "")) from None
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"curriculum {name!r}: weight() must return a tensor, got {type(weights).__name__}")
     if weights.shape != features.loss.shape:
-        raise ValueError(
-            f"curriculum {name!r}: weight() returned shape {tuple(weights.shape)}, "
-            f"expected {tuple(features.loss.shape)}"
-        )
+        raise ValueError(f"curriculum {name!r}: weight() returned shape {tuple(weights.shape)}, "
+                         f"expected {tuple(features.loss.shape)}")
     if not weights.dtype.is_floating_point:
         raise ValueError(f"curriculum {name!r}: weight() must return floats, got {weights.dtype}")
-    if not bool(torch.isfinite(weights).all()):
-        raise ValueError(f"curriculum {name!r}: weight() returned NaN or infinite values")
-    low, high = float(weights.min()), float(weights.max())
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"curriculum {name!r}: weight() must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    bad = ~torch.isfinite(weights) | (weights < 0) | (weights > 1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"curriculum {name!r}: weight() must lie in [0, 1], got {float(weights[i]):g} at loss "
+                         f"{float(features.loss[i]):g}, loss_diff {float(features.loss_diff[i]):g}, epoch "
+                         f"{int(features.epoch[i])} ({int(bad.sum())} of {bad.numel()} points)")
+    return weights
+
+
+def check_curriculum(curriculum) -> None:
+    """Raise ``ValueError`` unless ``curriculum.weight`` returns a finite [0, 1] tensor shaped like the loss
+    on random points of the grid's domain. Run once before a curriculum is learned or plotted, so a user's
+    own curriculum fails early and clearly; the target set and the plotted surface are checked in full."""
+    checked_weights(curriculum, probe_features())

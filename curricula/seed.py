@@ -16,7 +16,8 @@ from typing import ClassVar
 import torch
 
 from .features import MentorFeatures
-from .registry import DEFAULT_STUDENT_DEFAULTS, curriculum_class, register_curriculum
+from .features import WeighterConfig
+from .registry import curriculum_class, register_curriculum
 
 @register_curriculum("baseline")
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class MentorNetPD:
     early: str = "baseline"
     middle: str = "self_paced"
     late: str = "spcl_linear"
-    student_defaults: ClassVar[dict] = {**DEFAULT_STUDENT_DEFAULTS, "example_dropout_rates": "0.5,17,0.05,83"}
+    student_defaults: ClassVar[WeighterConfig] = WeighterConfig(example_dropout_rates="0.5,17,0.05,83")
 
     def __post_init__(self):
         for key in ("first_threshold", "second_threshold"):

@@ -19,23 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import NUM_EPOCHS, MentorFeatures
+from .features import NUM_EPOCHS, MentorFeatures, WeighterConfig, check_percentile
 
 GRID_SIZE = 1_200_000
 DEFAULT_SAMPLE_SIZE = 100_000
 DEFAULT_TRAIN_FRACTION = 0.8
-DEFAULT_DD_PERCENTILES = (40, 50, 60, 75, 80, 90)
+DEFAULT_DD_PERCENTILES = (0.4, 0.5, 0.6, 0.75, 0.8, 0.9)  # fractions, as every percentile here
 DUMP_COLUMNS = ("sample_id", "epoch", "noisy_label", "clean_label", "loss")
 # Spec §4.3, MentorNet DD: burn-in 18 with the epoch fixed after it, and 50 % example dropout until
 # then. The 2018 ResNet string ends in "0.9,5", a segment the fixed epoch never reaches, so the
 # equivalent reachable schedule is stored.
-DATA_DRIVEN_STUDENT_DEFAULTS = {
-    "loss_p_percentile": 0.7,
-    "loss_moving_average_decay": 0.5,
-    "burn_in_epoch": 18,
-    "fixed_epoch_after_burn_in": True,
-    "example_dropout_rates": "0.5,17,0.05,83",
-}
+DATA_DRIVEN_WEIGHTER = WeighterConfig(burn_in_epoch=18, fixed_epoch_after_burn_in=True,
+                                      example_dropout_rates="0.5,17,0.05,83")
 
 
 @dataclass(frozen=True)
@@ -103,14 +98,14 @@ def split_indices(n: int, *, train_fraction: float = DEFAULT_TRAIN_FRACTION, see
 def curriculum_targets(curriculum, *, sample_size: int = DEFAULT_SAMPLE_SIZE,
                        train_fraction: float = DEFAULT_TRAIN_FRACTION, seed: int = 0) -> TargetSplit:
     """Label the seed grid with ``curriculum``, keep ``sample_size`` random rows and split them."""
-    from .registry import curriculum_source
+    from .registry import checked_weights, curriculum_source
 
     if not 2 <= sample_size <= GRID_SIZE:
         raise ValueError(f"sample size must lie in 2..{GRID_SIZE}, got {sample_size}")
     grid = seed_grid()
     keep = torch.randperm(GRID_SIZE, generator=torch.Generator().manual_seed(seed))[:sample_size]
     features = grid.select(keep)
-    data = TargetSet(features, curriculum.weight(features).to(torch.float32))
+    data = TargetSet(features, checked_weights(curriculum, features).to(torch.float32))
     train, test = split_indices(sample_size, train_fraction=train_fraction, seed=seed + 1)
     source = {**curriculum_source(curriculum), "sample_size": sample_size,
               "train_fraction": train_fraction, "seed": seed}
@@ -152,17 +147,28 @@ def _parse_row(fields: list[str], line_number: int, path) -> tuple:
     return sample_id, epoch, noisy, clean, loss
 
 
+def _decode_dump(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save the dump as "
+                         "UTF-8 or plain ASCII") from None
+
+
 def read_dump(path: str | os.PathLike) -> Dump:
     """Read a dump in the 2018 space-separated format or as a CSV with a header row.
 
     As in 2018, a sample id that appears more than once keeps its **last** line; the number of
-    dropped lines is reported in ``duplicates_dropped``. A malformed line is an error naming its number.
+    dropped lines is reported in ``duplicates_dropped``. A malformed line is an error naming its number,
+    and so is a byte that is not UTF-8. A UTF-8 byte-order mark (as spreadsheet programs write) is
+    ignored, so such a file reads like the same file without it.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"dump file {path} does not exist")
     raw = path.read_bytes()
-    text = raw.decode("utf-8", errors="strict") if raw else ""
+    text = _decode_dump(raw, path)
     rows: dict[int, tuple] = {}
     total = 0
     lines = text.splitlines()
@@ -198,14 +204,13 @@ def read_dump(path: str | os.PathLike) -> Dump:
 def data_driven_set(dump: Dump, percentile: float) -> tuple[TargetSet, float]:
     """Every row of ``dump`` as features and targets (spec §2.3), and the loss threshold Q.
 
-    loss_diff = loss − Q with Q the P-th percentile (linear interpolation) of every loss in the dump,
-    the label feature is 0, and v* = 1 when the noisy label equals the clean label, else 0.
+    loss_diff = loss − Q with Q the percentile P, a fraction in (0, 1] (0.9 is the 90th percentile), of
+    every loss in the dump (linear interpolation), the label feature is 0, and v* = 1 when the noisy label
+    equals the clean label, else 0.
     """
-    percentile = float(percentile)
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must lie in [0, 100], got {percentile}")
+    percentile = check_percentile(percentile, name="dump percentile P")
     targets = (dump.noisy_label == dump.clean_label).astype(np.float32)
-    threshold = float(np.percentile(dump.loss, percentile))
+    threshold = float(np.quantile(dump.loss, percentile))
     n = len(dump)
     features = MentorFeatures(
         loss=torch.from_numpy(dump.loss.astype(np.float32)),
@@ -233,6 +238,13 @@ def data_driven_targets(dump: Dump, percentile: float, *, train_fraction: float 
     return TargetSplit(data.select(train), data.select(test), source)
 
 
+def dump_percentile(source: dict) -> float:
+    """The percentile a data-driven MentorNet was fitted at, as a fraction (files of toolkit 0.1 recorded
+    it in percent: 90 there is 0.9 here)."""
+    value = float(source["percentile"])
+    return value / 100.0 if value > 1.0 else value
+
+
 def data_driven_target_sets(dump: Dump, percentiles=DEFAULT_DD_PERCENTILES, **options) -> dict[float, TargetSplit]:
-    """One target set per requested percentile (2018 default: 40, 50, 60, 75, 80, 90)."""
+    """One target set per requested percentile (2018 default: the 40th, 50th, 60th, 75th, 80th, 90th)."""
     return {float(p): data_driven_targets(dump, p, **options) for p in percentiles}

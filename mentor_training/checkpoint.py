@@ -10,63 +10,22 @@ then a rename, so a crash never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-import tempfile
-import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from curricula.features import check_feature_spec
+from curricula.features import WeighterConfig, check_feature_spec
+from curricula.files import TOOLKIT_VERSION, atomic_write, load_plain
 
 from .model import MentorNet, MentorNetConfig
 
 FORMAT_VERSION = 1
 KIND = "mentornet"
-TOOLKIT_VERSION = "0.1.0"
 
 
 class CheckpointError(ValueError):
     """A file that is not a MentorNet checkpoint this toolkit can load."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force: bool = False) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` in one rename.
-
-    Without ``force`` an existing ``path`` is an error, checked before anything is written.
-    """
-    path = Path(path)
-    check_output_path(path, force=force)
-    # The temporary name keeps the extension, for writers that choose the format by it (figures).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep the file from other users
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Raise ``FileExistsError``/``ValueError`` unless ``path`` may be written; call before long work."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, expected a file path")
-    if not path.parent.is_dir():
-        raise ValueError(f"output folder {path.parent} does not exist")
-    return path
 
 
 def provenance(command: str | None = None) -> dict:
@@ -77,7 +36,7 @@ def provenance(command: str | None = None) -> dict:
     }
 
 
-def build_checkpoint(model: MentorNet, *, source: dict, feature_spec: dict, student_defaults: dict,
+def build_checkpoint(model: MentorNet, *, source: dict, feature_spec: dict, student_defaults: WeighterConfig | dict,
                      metrics: dict, command: str | None = None) -> dict:
     """The checkpoint dict for ``model``; every value is a plain type or a tensor."""
     check_feature_spec(feature_spec)
@@ -87,7 +46,7 @@ def build_checkpoint(model: MentorNet, *, source: dict, feature_spec: dict, stud
         "model_config": model.config.to_dict(),
         "feature_spec": dict(feature_spec),
         "source": dict(source),
-        "student_defaults": dict(student_defaults),
+        "student_defaults": WeighterConfig.coerce(student_defaults).to_dict(),
         "metrics": dict(metrics),
         "provenance": provenance(command),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -123,21 +82,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no MentorNet checkpoint at {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's notice about old pickle protocols
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        if not unsafe:
-            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated, or not plain data); "
-                                  "refusing to load it") from None
-        detail = unsafe[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
-        raise CheckpointError(
-            f"{path} holds objects other than plain data and tensors; refusing to load it ({detail})"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
-                              f"{type(error).__name__})") from None
+        checkpoint = load_plain(path, what="checkpoint")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     validate_checkpoint(checkpoint, origin=str(path))
     return checkpoint
 
@@ -160,6 +107,13 @@ def validate_checkpoint(checkpoint, *, origin: str = "checkpoint") -> None:
         check_feature_spec(checkpoint["feature_spec"])
     except ValueError as error:
         raise CheckpointError(f"{origin}: {error}") from None
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{origin}: state_dict must map names to tensors")
+    broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise CheckpointError(f"{origin}: the weights {', '.join(broken)} hold NaN or infinite values; "
+                              "this MentorNet would weight every sample NaN")
 
 
 def mentornet_from_checkpoint(checkpoint: dict, *, origin: str = "checkpoint") -> MentorNet:
@@ -170,9 +124,13 @@ def mentornet_from_checkpoint(checkpoint: dict, *, origin: str = "checkpoint") -
     except (TypeError, ValueError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{origin}: weights do not fit the MentorNet architecture ({message[:160]})") from None
+    try:
+        model.student_defaults = WeighterConfig.coerce(checkpoint["student_defaults"],
+                                                       origin=f"{origin} student_defaults")
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(str(error)) from None
     model.requires_grad_(False)
     model.source = checkpoint["source"]
-    model.student_defaults = checkpoint["student_defaults"]
     model.feature_spec = checkpoint["feature_spec"]
     model.metrics = checkpoint["metrics"]
     return model.eval()

@@ -6,11 +6,13 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from curricula import check_curriculum, get_curriculum, parse_params
-from curricula.features import feature_spec
-from curricula.targets import (DATA_DRIVEN_STUDENT_DEFAULTS, TargetSplit, curriculum_targets,
+from curricula.features import WeighterConfig, feature_spec
+from curricula.targets import (DATA_DRIVEN_WEIGHTER, TargetSplit, curriculum_targets,
                                data_driven_targets, read_dump)
 
-from .checkpoint import build_checkpoint, check_output_path, save_checkpoint
+from curricula.files import check_output_path
+
+from .checkpoint import build_checkpoint, save_checkpoint
 from .fidelity import fidelity
 from .trainer import BALANCE_CHOICES, Recipe, fit_mentornet, get_recipe
 
@@ -24,12 +26,12 @@ class LearningPlan:
     seed: int
     force: bool
     curriculum: object | None  # the curriculum, or None for a data-driven fit
-    student_defaults: dict
+    student_defaults: WeighterConfig
     feature_spec: dict
 
 
 def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] | dict = (), dump=None,
-                  percentile: float = 90.0, recipe: str = "fast", balance: str = "none",
+                  percentile: float = 0.9, recipe: str = "fast", balance: str = "none",
                   steps: int | None = None, learning_rate: float | None = None, sample_size: int = 100_000,
                   seed: int = 0, force: bool = False) -> LearningPlan:
     """Check every input and build the target set, so a bad value never costs a fit or leaves a file."""
@@ -46,14 +48,14 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
         target_curriculum = get_curriculum(curriculum, **kwargs)
         check_curriculum(target_curriculum)
         split = curriculum_targets(target_curriculum, sample_size=sample_size, seed=seed)
-        defaults = dict(type(target_curriculum).student_defaults)
-        spec = feature_spec(loss_p_percentile=defaults["loss_p_percentile"],
-                            loss_moving_average_decay=defaults["loss_moving_average_decay"])
+        defaults = type(target_curriculum).student_defaults
+        spec = feature_spec(loss_p_percentile=defaults.loss_p_percentile,
+                            loss_moving_average_decay=defaults.loss_moving_average_decay)
     else:
         target_curriculum = None
         split = data_driven_targets(read_dump(dump), percentile, seed=seed)
-        defaults = dict(DATA_DRIVEN_STUDENT_DEFAULTS)
-        spec = feature_spec(loss_p_percentile=float(percentile) / 100.0, loss_moving_average_decay=None,
+        defaults = DATA_DRIVEN_WEIGHTER
+        spec = feature_spec(loss_p_percentile=float(percentile), loss_moving_average_decay=None,
                             loss_diff_reference="percentile_of_dump")
     return LearningPlan(out=str(out), split=split, recipe=fit_recipe, balance=balance, seed=seed, force=force,
                         curriculum=target_curriculum, student_defaults=defaults, feature_spec=spec)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from curricula.files import sha256_of
 from pretrained import MANIFEST_PATH, PRETRAINED_DIR
 
 from .checkpoint import CheckpointError, mentornet_from_checkpoint, read_checkpoint
 from .model import MentorNet
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> dict:
@@ -47,13 +42,26 @@ def pretrained_path(name: str) -> Path:
     return path
 
 
+def _shipped_name(path: Path) -> str | None:
+    """The pretrained name whose shipped file ``path`` is, if any (however the path is spelled)."""
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    for name, entry in read_manifest().items():
+        if (PRETRAINED_DIR / entry["file"]).resolve() == resolved:
+            return name
+    return None
+
+
 def resolve_mentornet_path(name_or_path: str | os.PathLike) -> Path:
-    """The file behind a pretrained name (sha256 verified) or an existing path."""
+    """The file behind a pretrained name or an existing path. A shipped file is sha256-verified either way."""
     text = str(name_or_path)
     if text in read_manifest():
         return pretrained_path(text)
     if Path(text).exists():
-        return Path(text)
+        shipped = _shipped_name(Path(text))
+        return pretrained_path(shipped) if shipped is not None else Path(text)
     shipped = ", ".join(list_pretrained()) or "none"
     raise CheckpointError(f"{text!r} is neither a pretrained MentorNet ({shipped}) nor an existing file")
 

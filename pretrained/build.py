@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mentor_training.checkpoint import read_checkpoint  # noqa: E402
-from mentor_training.pretrained import sha256_of  # noqa: E402
+from curricula.files import sha256_of  # noqa: E402
 from pretrained import MANIFEST_PATH, PRETRAINED_DIR  # noqa: E402
 
 GOLDEN_PATH = ROOT / "tests" / "golden" / "pretrained_outputs.json"
@@ -49,13 +49,13 @@ COMMANDS = {
 
 # Data-driven MentorNets: every command of the pipeline, the last one writing the .pt (spec §2.3).
 # A baseline student on Fashion-MNIST at 20% symmetric noise with 10% held out as a clean subset is
-# dumped when training progress reaches epoch 18; the MentorNet is fitted at percentile 90 (as in 2018).
+# dumped when training progress reaches epoch 18; the MentorNet is fitted at percentile 0.9 (as in 2018).
 DD_STUDENT = ("python cli.py train-student --dataset fashion-mnist --subset 20000 --noise 0.2 "
               "--clean-subset-fraction 0.1 --studentnet mlp --epochs 100 --dump-at-epoch 18")
 PIPELINES = {
     "mentornet_dd": [
         f"{DD_STUDENT} --seed 0 --dump pretrained/data/mentornet_dd_dump.csv --out runs/pretrained/dd_seed0 --force",
-        "python cli.py learn-curriculum --dump pretrained/data/mentornet_dd_dump.csv --percentile 90 "
+        "python cli.py learn-curriculum --dump pretrained/data/mentornet_dd_dump.csv --percentile 0.9 "
         "--out pretrained/mentornet_dd.pt --force",
     ],
 }
@@ -88,12 +88,13 @@ def pipeline(name: str) -> list[str]:
     return [f"python cli.py learn-curriculum {COMMANDS[name]} --out pretrained/{name}.pt --force"]
 
 
-def build(name: str) -> dict:
+def build(name: str, *, fit_only: bool = False) -> dict:
+    """Run ``name``'s commands (with ``fit_only``, only the last: the fit, from the committed dump)."""
     out = PRETRAINED_DIR / f"{name}.pt"
     (ROOT / "runs" / "pretrained").mkdir(parents=True, exist_ok=True)
     (PRETRAINED_DIR / "data").mkdir(exist_ok=True)
     commands = pipeline(name)
-    for command in commands + HELDOUT_COMMANDS.get(name, []):
+    for command in commands[-1:] if fit_only else commands + HELDOUT_COMMANDS.get(name, []):
         run_command(command)
     checkpoint = read_checkpoint(out)
     metrics = checkpoint["metrics"]
@@ -116,12 +117,14 @@ def build(name: str) -> dict:
 def main(names: list[str]) -> None:
     from mentor_training import load_mentornet
 
+    fit_only = "--fit-only" in names  # data-driven MentorNets: refit from the committed dumps only
+    names = [name for name in names if name != "--fit-only"]
     manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.exists() else {}
     known = [*COMMANDS, *PIPELINES]
     for name in names or known:
         if name not in known:
             raise SystemExit(f"unknown pretrained name {name!r}; known: {', '.join(known)}")
-        manifest[name] = build(name)
+        manifest[name] = build(name, fit_only=fit_only)
         MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     golden = {name: load_mentornet(name).weight(golden_features()).tolist() for name in sorted(manifest)}
     GOLDEN_PATH.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")

@@ -1,6 +1,7 @@
 """StudentNet training: data sets, label noise, student architectures and the device loader (spec §4).
 
-``from student_training import load_dataset, create_student`` is the contract other code relies on.
+``from student_training import load_dataset, create_student`` is the contract other code relies on;
+``MentorWeighter`` (2018) and ``MentorMix`` (2020) are the weightings usable from any training loop.
 The student registry is filled by importing :mod:`student_training.models`.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from .data import ImageDataset, list_datasets, load_dataset
 from .loader import DeviceLoader
+from .mentormix import MENTORMIX_WEIGHTING, MentorMix, MixedBatch
 from .models import create_student, list_students, register_student
 from .weighting import MentorWeighter, WeighterConfig
 from .noise import (
@@ -21,6 +23,9 @@ from .noise import (
 
 __all__ = [
     "DeviceLoader",
+    "MENTORMIX_WEIGHTING",
+    "MentorMix",
+    "MixedBatch",
     "MentorWeighter",
     "WeighterConfig",
     "ImageDataset",

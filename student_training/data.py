@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -34,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write, md5_of
 
 __all__ = [
     "CIFAR100_COARSE_OF_FINE",
@@ -111,7 +110,8 @@ class ImageDataset:
     """A data set in memory. Images are uint8 ``N x C x H x W``; labels are clean int64.
 
     ``train_images``/``train_labels`` are the whole training pool. ``train_indices`` (the samples for
-    noisy training) and ``clean_subset_indices`` (the clean held-out split) partition it.
+    noisy training), ``clean_subset_indices`` (the clean held-out split) and ``validation_indices`` (a
+    noisy held-out split for choosing checkpoints) partition it.
     ``source_indices`` maps each pool sample to its position in the official training set, so
     that per-sample label files (CIFAR-10N) can be indexed after ``subset``.
     """
@@ -127,6 +127,9 @@ class ImageDataset:
     clean_subset_indices: torch.Tensor
     source_indices: torch.Tensor
     source: str
+    noisy_train_labels: torch.Tensor | None = None  # labels the data set itself brings as noisy (npz:)
+    source_size: int = 0  # images in the official training set, before ``subset``
+    validation_indices: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
 
     @property
     def in_channels(self) -> int:
@@ -149,14 +152,43 @@ class _RawData:
     test_labels: np.ndarray
     class_names: tuple[str, ...]
     source: str
+    noisy_train_labels: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------- public API
 
 
+_LOADERS: dict[str, Callable[[Path | None, bool], _RawData]] = {}
+NPZ_PREFIX = "npz:"
+
+
+def register_dataset(name: str) -> Callable:
+    """Decorator that registers a loader ``f(data_dir: Path | None, download: bool) -> _RawData``."""
+
+    def decorator(loader: Callable[[Path | None, bool], _RawData]) -> Callable:
+        if name in _LOADERS:
+            raise ValueError(f"data set {name!r} is already registered")
+        _LOADERS[name] = loader
+        return loader
+
+    return decorator
+
+
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`, sorted."""
+    """Names accepted by :func:`load_dataset`, sorted; ``npz:PATH`` reads a user's own arrays besides."""
     return sorted(_LOADERS)
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if :func:`load_dataset` accepts it (a registered name or ``npz:PATH``), else ``ValueError``."""
+    if isinstance(name, str) and name.startswith(NPZ_PREFIX):
+        if not name[len(NPZ_PREFIX):]:
+            raise ValueError("npz: needs a file path, e.g. npz:my_data.npz")
+        return name
+    if name not in _LOADERS:
+        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(list_datasets())}, "
+                         f"or npz:PATH for your own arrays")
+    return name
 
 
 def load_dataset(
@@ -166,18 +198,31 @@ def load_dataset(
     download: bool = False,
     subset: int | None = None,
     clean_subset_fraction: float = 0.0,
+    validation_fraction: float = 0.0,
     seed: int = 0,
 ) -> ImageDataset:
     """Load data set ``name`` into memory.
 
     ``subset`` keeps a seeded, class-balanced subset of that many training images (the test set is
     kept whole). ``clean_subset_fraction`` holds that fraction of the pool out of ``train_indices``
-    as a seeded, class-balanced clean split.
+    as a seeded, class-balanced clean split. ``validation_fraction`` holds a further fraction of the
+    pool out as a validation split, drawn at random (not balanced: that would consult the clean labels),
+    which keeps its noisy labels.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(list_datasets())}")
+    check_dataset_name(name)
     fraction = _check_fraction(clean_subset_fraction)
-    raw = _LOADERS[name](Path(data_dir) if data_dir is not None else None, download)
+    validation_fraction = _check_fraction(validation_fraction, what="validation fraction")
+    if fraction + validation_fraction >= 1.0:
+        raise ValueError(f"the clean subset ({fraction:g}) and the validation split ({validation_fraction:g}) "
+                         "leave no training images")
+    if data_dir is not None and (name in ("digits",) or name.startswith(NPZ_PREFIX)):
+        raise ValueError(f"--data-dir does not apply to {name} (it reads no data folder)")
+    if data_dir is not None and not download and not Path(data_dir).is_dir():
+        raise ValueError(f"data folder {data_dir} does not exist")
+    if name.startswith(NPZ_PREFIX):
+        raw = _load_npz(Path(name[len(NPZ_PREFIX):]))
+    else:
+        raw = _LOADERS[name](Path(data_dir) if data_dir is not None else None, download)
     source_indices = np.arange(len(raw.train_labels))
     if subset is not None:
         source_indices = _subset_indices(raw.train_labels, subset, seed)
@@ -185,7 +230,10 @@ def load_dataset(
     num_classes = len(raw.class_names)
     num_clean = int(round(fraction * len(labels)))
     clean = np.sort(balanced_subset(labels, num_clean, seed=_child_seed(seed, 2)))
-    train = np.setdiff1d(np.arange(len(labels)), clean)
+    rest = np.setdiff1d(np.arange(len(labels)), clean)
+    num_validation = int(round(validation_fraction * len(labels)))
+    validation = np.sort(np.random.default_rng(_child_seed(seed, 3)).permutation(rest)[:num_validation])
+    train = np.setdiff1d(rest, validation)
     return ImageDataset(
         name=name,
         train_images=torch.from_numpy(np.ascontiguousarray(raw.train_images[source_indices])),
@@ -196,8 +244,12 @@ def load_dataset(
         class_names=raw.class_names,
         train_indices=torch.from_numpy(train.astype(np.int64)),
         clean_subset_indices=torch.from_numpy(clean.astype(np.int64)),
+        validation_indices=torch.from_numpy(validation.astype(np.int64)),
         source_indices=torch.from_numpy(source_indices.astype(np.int64)),
         source=raw.source,
+        noisy_train_labels=None if raw.noisy_train_labels is None else
+        torch.from_numpy(raw.noisy_train_labels[source_indices].astype(np.int64)),
+        source_size=len(raw.train_labels),
     )
 
 
@@ -222,9 +274,9 @@ def balanced_subset(labels: np.ndarray, size: int, *, seed: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _check_fraction(fraction: float) -> float:
+def _check_fraction(fraction: float, *, what: str = "clean subset fraction") -> float:
     if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) < 1.0:
-        raise ValueError(f"clean subset fraction must be in [0, 1), got {fraction!r}")
+        raise ValueError(f"{what} must be in [0, 1), got {fraction!r}")
     return float(fraction)
 
 
@@ -240,18 +292,13 @@ def _child_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), stream]).generate_state(1)[0])
 
 
-def _md5(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
-
-
 def _fetch(url: str, destination: Path, md5: str) -> None:
     """Download ``url`` to ``destination`` atomically, checking its md5."""
     destination.parent.mkdir(parents=True, exist_ok=True)
 
     def download(temporary: str) -> None:
         urllib.request.urlretrieve(url, temporary)
-        actual = _md5(Path(temporary))
+        actual = md5_of(Path(temporary))
         if actual != md5:
             raise DataError(f"downloaded {url} has md5 {actual}, expected {md5}; try again later")
 
@@ -329,7 +376,7 @@ def _read_folder(name: str, folder: Path) -> dict:
 
 def _read_archive(name: str, path: Path, data_dir: Path | None) -> dict:
     archive = CIFAR_ARCHIVES[name]
-    actual = _md5(path)
+    actual = md5_of(path)
     if actual != archive.md5:
         raise DataError(f"{name}: {path} has md5 {actual}, expected {archive.md5} (corrupt or "
                         f"incomplete); delete it and " + _how_to_get(name, data_dir))
@@ -354,6 +401,16 @@ def _cifar_labels(batch: dict, key: str, count: int, source: str) -> np.ndarray:
     if labels.shape != (count,):
         raise DataError(f"{source}: expected {count} {key}, got {labels.shape[0]}")
     return labels
+
+
+@register_dataset("cifar10")
+def _load_cifar10(data_dir: Path | None, download: bool) -> _RawData:
+    return _load_cifar("cifar10", data_dir, download)
+
+
+@register_dataset("cifar100")
+def _load_cifar100(data_dir: Path | None, download: bool) -> _RawData:
+    return _load_cifar("cifar100", data_dir, download)
 
 
 def _load_cifar(name: str, data_dir: Path | None, download: bool) -> _RawData:
@@ -423,10 +480,11 @@ def _find_idx(stem: str, folders: list[Path]) -> Path | None:
 
 
 def _fashion_folders(data_dir: Path | None) -> list[Path]:
-    folders = []
+    """Where the idx files are looked for: only in ``data_dir`` when one is given (never silently another
+    copy), else where Debian's ``dataset-fashion-mnist`` puts them."""
     if data_dir is not None:
-        folders += [data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw"]
-    return folders + [DEBIAN_FASHION_MNIST_DIR]
+        return [data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw"]
+    return [DEBIAN_FASHION_MNIST_DIR]
 
 
 def _fashion_path(stem: str, data_dir: Path | None, download: bool) -> Path:
@@ -444,6 +502,7 @@ def _fashion_path(stem: str, data_dir: Path | None, download: bool) -> Path:
     return found
 
 
+@register_dataset("fashion-mnist")
 def _load_fashion_mnist(data_dir: Path | None, download: bool) -> _RawData:
     arrays = {stem: _read_idx(_fashion_path(stem, data_dir, download)) for stem in FASHION_MNIST_FILES}
     parts = []
@@ -461,6 +520,7 @@ def _load_fashion_mnist(data_dir: Path | None, download: bool) -> _RawData:
 # ------------------------------------------------------------------------------------------- digits
 
 
+@register_dataset("digits")
 def _load_digits(data_dir: Path | None, download: bool) -> _RawData:
     with np.load(DIGITS_FILE, allow_pickle=False) as bundle:
         images, labels, is_test = bundle["images"], bundle["labels"], bundle["is_test"]
@@ -470,9 +530,58 @@ def _load_digits(data_dir: Path | None, download: bool) -> _RawData:
                     tuple(str(digit) for digit in range(10)), str(DIGITS_FILE))
 
 
-_LOADERS: dict[str, Callable[[Path | None, bool], _RawData]] = {
-    "cifar10": lambda data_dir, download: _load_cifar("cifar10", data_dir, download),
-    "cifar100": lambda data_dir, download: _load_cifar("cifar100", data_dir, download),
-    "fashion-mnist": _load_fashion_mnist,
-    "digits": _load_digits,
-}
+# ------------------------------------------------------------------------------------- npz:PATH
+
+NPZ_REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _load_npz(path: Path) -> _RawData:
+    """A user's own data set: ``train_images`` and ``test_images`` (N x H x W or N x H x W x C, uint8,
+    square), ``train_labels`` and ``test_labels`` (integers in [0, C)), optional ``clean_labels`` (the
+    true labels of the training images when ``train_labels`` are noisy) and optional ``class_names``."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"npz data set {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as bundle:
+            arrays = {key: bundle[key] for key in bundle.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"cannot read npz data set {path}: {str(error).splitlines()[0]}") from None
+    missing = [key for key in NPZ_REQUIRED if key not in arrays]
+    if missing:
+        raise DataError(f"npz data set {path} lacks {', '.join(missing)} (it needs {', '.join(NPZ_REQUIRED)})")
+    train_images = _npz_images(arrays["train_images"], "train_images", path)
+    test_images = _npz_images(arrays["test_images"], "test_images", path)
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(f"{path}: train_images are {train_images.shape[1:]} (C x H x W) but test_images are "
+                        f"{test_images.shape[1:]}")
+    given = _npz_labels(arrays["train_labels"], "train_labels", len(train_images), path)
+    test_labels = _npz_labels(arrays["test_labels"], "test_labels", len(test_images), path)
+    clean = _npz_labels(arrays["clean_labels"], "clean_labels", len(train_images), path) \
+        if "clean_labels" in arrays else None
+    num_classes = int(max(given.max(initial=0), test_labels.max(initial=0),
+                          clean.max(initial=0) if clean is not None else 0)) + 1
+    class_names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else \
+        tuple(str(c) for c in range(max(num_classes, 2)))
+    if len(class_names) < num_classes:
+        raise DataError(f"{path}: {len(class_names)} class_names for labels up to {num_classes - 1}")
+    train_labels, noisy = (given, None) if clean is None else (clean, given)
+    return _RawData(train_images, train_labels, test_images, test_labels, class_names, str(path), noisy)
+
+
+def _npz_images(images: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise DataError(f"{path}: {key} must be uint8 N x H x W or N x H x W x C, got {images.dtype} "
+                        f"{images.shape}")
+    images = images[:, None] if images.ndim == 3 else np.moveaxis(images, 3, 1)
+    if images.shape[2] != images.shape[3] or images.shape[2] < 4 or len(images) == 0:
+        raise DataError(f"{path}: {key} must hold square images of at least 4 x 4, got H x W = "
+                        f"{images.shape[2]} x {images.shape[3]} for {len(images)} images")
+    return np.ascontiguousarray(images)
+
+
+def _npz_labels(labels: np.ndarray, key: str, count: int, path: Path) -> np.ndarray:
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: {key} must be {count} integers (one per image), got {labels.dtype} {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{path}: {key} must be >= 0, found {labels.min()}")
+    return labels.astype(np.int64)

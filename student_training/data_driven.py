@@ -20,46 +20,26 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from curricula.features import MAX_EPOCH, progress_percent
-from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets
-from mentor_training.checkpoint import atomic_write
+from typing import TYPE_CHECKING
+
+from curricula.features import DEFAULT_WEIGHTER, progress_percent
+from curricula.files import atomic_write
+from curricula.targets import DUMP_COLUMNS, Dump, data_driven_targets, dump_percentile
 from mentor_training.trainer import fit_mentornet
 
-DEFAULT_RELEARN_PERCENTILE = 90.0  # the released DD MentorNet's percentile
+from . import distributed
+from .callbacks import Callback
+from .config import parse_relearn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Run
+
+DEFAULT_RELEARN_PERCENTILE = 0.9  # the released DD MentorNet's percentile (the 90th)
 RELEARN_STEPS = 500  # a re-fit starts from the current MentorNet, so it needs fewer steps than a fresh fit
 RELEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "percentile", "loss_threshold",
-                   "heldout_mae", "heldout_accuracy", "fit_seconds")
-# Progress epochs at which the 2018 schedules drop the learning rate (spec §4.6).
-LR_DROP_EPOCHS = {"piecewise_2018": (50, 64), "exponential_2018": (65,)}
-
-
-def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
-    """``never``, ``lr-drops`` (the first two drops of the 2018 schedule, as in the paper), or progress
-    epochs ``E1,E2,...`` in 0..99."""
-    text = str(text).strip()
-    if text == "never":
-        return ()
-    if text == "lr-drops":
-        if lr_schedule not in LR_DROP_EPOCHS:
-            raise ValueError(f"--relearn-mentor lr-drops needs a stepped learning-rate schedule (piecewise_2018 "
-                             f"or exponential_2018), this run uses {lr_schedule}; give progress epochs, e.g. 30,60")
-        return LR_DROP_EPOCHS[lr_schedule]
-    try:
-        epochs = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise ValueError(f"--relearn-mentor must be never, lr-drops or progress epochs like 30,60; got {text!r}") from None
-    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
-        raise ValueError(f"--relearn-mentor epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
-    return tuple(epochs)
-
-
-def check_dump_epoch(epoch: int | None) -> None:
-    if epoch is not None and not 0 <= epoch <= MAX_EPOCH:
-        raise ValueError(f"dump epoch {epoch} is beyond the run: training progress runs over epochs 0..{MAX_EPOCH}")
-
-
+                   "heldout_mae", "heldout_accuracy", "fit_seconds", "status")
 @torch.no_grad()
-def clean_subset_dump(run, step: int) -> Dump:
+def clean_subset_dump(run: "Run", step: int) -> Dump:
     """The dump of the clean subset for the student as it is at ``step`` (eval mode)."""
     indices = run.data.clean_subset_indices
     model = run.model
@@ -69,8 +49,7 @@ def clean_subset_dump(run, step: int) -> Dump:
     for start in range(0, len(indices), 1000):
         batch = indices[start:start + 1000]
         images = run.test_loader.prepare(run.data.train_images[batch].to(run.device))
-        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                            enabled=run.autocast_dtype is not None):
+        with run.precision.autocast():  # the forward only: the loss below is fp32
             logits = model(images)
         losses.append(F.cross_entropy(logits.float(), run.noise.noisy_labels[batch].to(run.device),
                                       reduction="none").cpu())
@@ -101,43 +80,109 @@ def write_dump(dump: Dump, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(dump_text(table)), force=True)
 
 
-def relearn_percentile(run) -> float:
+def relearn_percentile(run: "Run") -> float:
     if run.config.relearn_percentile is not None:
         return float(run.config.relearn_percentile)
     source = getattr(run.weighter.mentor, "source", {}) or {}
-    return float(source["percentile"]) if source.get("type") == "data_driven" else DEFAULT_RELEARN_PERCENTILE
+    return dump_percentile(source) if source.get("type") == "data_driven" else DEFAULT_RELEARN_PERCENTILE
 
 
-def relearn(run, step: int, point: int) -> dict:
+def relearn(run: "Run", step: int, point: int) -> dict:
     """Re-fit the MentorNet from its current weights on a dump of the current student; returns the log row."""
     mentor = run.weighter.mentor
     percentile = relearn_percentile(run)
     dump = clean_subset_dump(run, step)
+    row = {"progress_epoch": point, "step": step, "rows": len(dump),
+           "noisy_fraction": float(np.mean(dump.noisy_label != dump.clean_label)), "percentile": percentile}
+    if row["noisy_fraction"] in (0.0, 1.0):  # nothing to learn: keep the MentorNet, log why, train on
+        kind = "clean" if row["noisy_fraction"] == 0.0 else "corrupted"
+        return {**row, "loss_threshold": float("nan"), "heldout_mae": float("nan"), "heldout_accuracy": float("nan"),
+                "fit_seconds": 0.0, "status": f"skipped: the dump holds only {kind} samples"}
     split = data_driven_targets(dump, percentile, seed=run.config.seed + point)
     result = fit_mentornet(split, recipe="fast", steps=RELEARN_STEPS, seed=run.config.seed + point, init=mentor.cpu())
     fitted = result.model.to(run.device)
     fitted.source = {**split.source, "relearned_from": getattr(mentor, "source", None)}
-    fitted.student_defaults = getattr(mentor, "student_defaults", {})
+    fitted.student_defaults = getattr(mentor, "student_defaults", DEFAULT_WEIGHTER)
     run.weighter.mentor = fitted
     test = result.metrics["test"]
-    return {"progress_epoch": point, "step": step, "rows": len(dump),
-            "noisy_fraction": float(np.mean(dump.noisy_label != dump.clean_label)), "percentile": percentile,
-            "loss_threshold": split.source["loss_threshold"], "heldout_mae": test["mae"],
-            "heldout_accuracy": test.get("binary_accuracy", float("nan")), "fit_seconds": round(result.seconds, 3)}
+    return {**row, "loss_threshold": split.source["loss_threshold"], "heldout_mae": test["mae"],
+            "heldout_accuracy": test.get("binary_accuracy", float("nan")), "fit_seconds": round(result.seconds, 3),
+            "status": "fitted"}
 
 
-def run_due_events(run, step: int) -> None:
-    """Take the dump and any re-fits whose progress epoch has been reached at ``step``."""
-    epoch = progress_percent(step, run.total_steps)
-    config = run.config
-    writes = getattr(run, "is_main", True)  # under torchrun only rank 0 writes files
-    if config.dump and not run.dump_done and epoch >= config.dump_at_epoch:
-        if writes:
-            write_dump(clean_subset_dump(run, step), config.dump)
-        run.dump_done = True
-    for point in run.relearn_pending():
-        if epoch >= point:
-            run.relearn_rows.append(relearn(run, step, point))
-            frame = pd.DataFrame(run.relearn_rows, columns=list(RELEARN_COLUMNS))
-            if writes:
+class CleanSubsetDump(Callback):
+    """Writes the clean subset's dump to ``config.dump`` once training progress reaches ``dump_at_epoch``."""
+
+    name = "clean_subset_dump"
+
+    def __init__(self):
+        self.done = False
+
+    def on_step(self, run: "Run", step: int) -> None:
+        if self.done or progress_percent(step, run.total_steps) < run.config.dump_at_epoch:
+            return
+        if run.is_main:  # under torchrun only rank 0 writes files
+            write_dump(clean_subset_dump(run, step), run.config.dump)
+        self.done = True
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done = bool(state["done"])
+
+
+class Relearn(Callback):
+    """Re-fits the MentorNet at the progress epochs of ``--relearn-mentor`` and logs each fit to ``relearn.csv``.
+
+    Its state (the fits so far and the MentorNet as re-fitted) is saved in ``last.pt``, so a resumed run
+    continues with the re-fitted MentorNet.
+    """
+
+    name = "relearn"
+
+    def __init__(self, points: tuple[int, ...], weighter):
+        self.points = points
+        self.weighter = weighter  # its ``mentor`` is the MentorNet being re-fitted
+        self.rows: list[dict] = []
+
+    def pending(self) -> list[int]:
+        done = {row["progress_epoch"] for row in self.rows}
+        return [point for point in self.points if point not in done]
+
+    def on_step(self, run: "Run", step: int) -> None:
+        epoch = progress_percent(step, run.total_steps)
+        due = [point for point in self.pending() if epoch >= point]
+        for point in due:
+            self.rows.append(relearn(run, step, point))
+            if run.is_main:
+                frame = pd.DataFrame(self.rows, columns=list(RELEARN_COLUMNS))
                 atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+        if due:  # every rank re-fits deterministically; rank 0's MentorNet is made the one for all
+            distributed.broadcast_module(self.weighter.mentor, run.world)
+
+    def state_dict(self) -> dict:
+        mentor = self.weighter.mentor
+        return {"rows": list(self.rows),
+                "mentornet": {"state_dict": {k: v.detach().cpu() for k, v in mentor.state_dict().items()},
+                              "source": mentor.source}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        if state["mentornet"] is not None:  # the MentorNet as re-fitted so far
+            self.weighter.mentor.load_state_dict(state["mentornet"]["state_dict"])
+            self.weighter.mentor.source = state["mentornet"]["source"]
+
+
+def data_driven_callbacks(run: "Run") -> list[Callback]:
+    """The dump and re-fit callbacks ``run.config`` asks for."""
+    config = run.config
+    callbacks: list[Callback] = []
+    if config.dump:
+        callbacks.append(CleanSubsetDump())
+    points = parse_relearn(config.relearn_mentor, run.recipe.lr_schedule)
+    if points:
+        if not hasattr(run.weighter.mentor, "state_dict"):
+            raise ValueError("--relearn-mentor needs a learned MentorNet, not a curriculum")
+        callbacks.append(Relearn(points, run.weighter))
+    return callbacks

@@ -74,9 +74,15 @@ def init_process_group(world: World, device: torch.device) -> None:
     if not world.enabled:
         return
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=world.rank,
-                                world_size=world.size, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(rank=world.rank, world_size=world.size, **process_group_options(device))
     barrier(world)
+
+
+def process_group_options(device: torch.device) -> dict:
+    """The backend (nccl for GPUs, gloo for CPUs) and, on a GPU, the device the process group binds."""
+    if device.type == "cuda":
+        return {"backend": "nccl", "device_id": device}
+    return {"backend": "gloo", "device_id": None}
 
 
 def barrier(world: World) -> None:
@@ -92,8 +98,14 @@ def shutdown(world: World) -> None:
 def wrap_model(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     if not world.enabled:
         return model
-    device_ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_device_ids(device))
+
+
+def ddp_device_ids(device: torch.device) -> list[torch.device] | None:
+    """DDP's ``device_ids``: this process's one GPU, or None for a CPU module."""
+    if device.type == "cuda":
+        return [device]
+    return None
 
 
 def shard_batches(loader: DeviceLoader, epoch: int, world: World
@@ -140,5 +152,5 @@ def broadcast_module(module: torch.nn.Module, world: World) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-__all__ = ["World", "world_from_env", "check_batch_size", "init_process_group", "barrier", "shutdown",
-           "wrap_model", "shard_batches", "gather_batch", "all_reduce_sum", "broadcast_module"]
+__all__ = ["World", "world_from_env", "check_batch_size", "init_process_group", "process_group_options", "barrier",
+           "shutdown", "wrap_model", "ddp_device_ids", "shard_batches", "gather_batch", "all_reduce_sum", "broadcast_module"]

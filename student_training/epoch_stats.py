@@ -2,11 +2,13 @@
 
 :class:`EpochStats` replaces the trainer's ``_EpochStats`` with the same attributes (``loss``,
 ``weighted_loss``, ``weight``, ``utilized``, ``count``, ``sample_weight``, ``sample_prediction``), so
-``epoch_row`` reads it unchanged. :meth:`EpochStats.add` runs no tensor operation at all: it keeps the
-batch's tensors, and the first read of a sum or record folds every batch kept so far in, with a dozen
-operations for the whole epoch instead of eleven per step (four reductions, four additions, a product, a
-comparison and two indexed assignments). Nothing reads a value back to the host, so on a GPU neither the
-step nor the fold waits; the values are read once per epoch, when the metrics row is written.
+``epoch_row`` reads it unchanged; :class:`MentorMixStats` replaces ``_MentorMixStats`` (``mixed_loss``,
+``mixing``, ``partner_share``, ``second_weight``) the same way. :meth:`EpochStats.add` runs no tensor
+operation at all: it keeps the batch's tensors, and the first read of a sum or record folds every batch
+kept so far in, with a dozen operations for the whole epoch instead of eleven per step (four reductions,
+four additions, a product, a comparison and two indexed assignments). Nothing reads a value back to the
+host, so on a GPU neither the step nor the fold waits; the values are read once per epoch, when the
+metrics row is written.
 """
 
 from __future__ import annotations
@@ -102,4 +104,53 @@ class EpochStats:
         return self._sample_prediction
 
 
-__all__ = ["EpochStats", "UTILIZED_WEIGHT"]
+class MentorMixStats(EpochStats):
+    """:class:`EpochStats` plus the epoch's sums of what MentorMix did, each weighted by the batch size:
+    ``mixed_loss`` (the mixed pass's loss), ``mixing`` (mean mixing coefficient m), ``partner_share`` (share
+    of partners with v >= 0.5) and ``second_weight`` (mean second weight; NaN without second reweighting).
+    :meth:`add_mix` keeps the step's 0-d tensors, and the first read folds them in, as :meth:`EpochStats.add`.
+    """
+
+    MIX_METRICS = ("mixing_mean", "partner_high_weight_share", "second_weight_mean")
+
+    def __init__(self, num_samples: int, device: torch.device | str):
+        super().__init__(num_samples, device)
+        self._mix_sums = torch.zeros(4, device=device)
+        self._pending_mix: list[tuple[tuple[torch.Tensor, ...], int]] = []
+
+    def add_mix(self, mixed_loss: torch.Tensor, metrics: dict, batch_size: int) -> None:
+        """Record one step: its mixed loss and :attr:`MentorMix.metrics` (0-d device tensors), for
+        ``batch_size`` samples."""
+        values = (mixed_loss.detach(), *(metrics[name] for name in self.MIX_METRICS))
+        self._pending_mix.append((values, batch_size))
+
+    def _fold_mix(self) -> None:
+        pending, self._pending_mix = self._pending_mix, []
+        if not pending:
+            return
+        rows = [torch.stack(values).to(self._mix_sums.dtype) * batch_size for values, batch_size in pending]
+        self._mix_sums += torch.stack(rows).sum(0, dtype=torch.float64)
+
+    @property
+    def mix_sums(self) -> torch.Tensor:
+        self._fold_mix()
+        return self._mix_sums
+
+    @property
+    def mixed_loss(self) -> torch.Tensor:
+        return self.mix_sums[0]
+
+    @property
+    def mixing(self) -> torch.Tensor:
+        return self.mix_sums[1]
+
+    @property
+    def partner_share(self) -> torch.Tensor:
+        return self.mix_sums[2]
+
+    @property
+    def second_weight(self) -> torch.Tensor:
+        return self.mix_sums[3]
+
+
+__all__ = ["EpochStats", "MentorMixStats", "UTILIZED_WEIGHT"]

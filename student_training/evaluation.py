@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import mannwhitneyu
 
 
 def detector_auc(scores, is_clean) -> float:
-    """ROC AUC of ``scores`` as a detector of clean samples (Mann-Whitney, ties counted half).
+    """ROC AUC of ``scores`` as a detector of clean samples: the Mann-Whitney U of the clean samples'
+    scores against the corrupted ones', over the number of pairs (ties count half).
 
     0.5 means the scores say nothing about which labels are clean; 1.0 means every clean sample
-    scores above every noisy one. NaN when either group is empty.
+    scores above every corrupted one. NaN when either group is empty.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     is_clean = np.asarray(is_clean, dtype=bool).reshape(-1)
     if scores.shape != is_clean.shape:
         raise ValueError(f"scores and labels differ in length: {scores.shape[0]} vs {is_clean.shape[0]}")
-    positives, negatives = int(is_clean.sum()), int((~is_clean).sum())
-    if positives == 0 or negatives == 0:
+    clean, corrupted = scores[is_clean], scores[~is_clean]
+    if not len(clean) or not len(corrupted):
         return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, ties shared
-    return float((ranks[is_clean].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(mannwhitneyu(clean, corrupted, method="asymptotic").statistic / (len(clean) * len(corrupted)))
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .accelerator import to_device
+
 __all__ = ["DeviceLoader", "crop_flip", "per_image_standardize"]
 
 
@@ -72,9 +74,7 @@ class DeviceLoader:
     ) -> None:
         _check_inputs(images_uint8, labels, indices, batch_size, pad)
         self.device = torch.device(device) if device is not None else images_uint8.device
-        if self.device.type == "cuda" and images_uint8.device.type == "cpu":
-            images_uint8 = images_uint8.pin_memory()  # one fast copy; then the data stays on the GPU
-        self.images = images_uint8.to(self.device)
+        self.images = to_device(images_uint8, self.device)  # one pinned copy; then the data stays on the GPU
         self.labels = labels.to(self.device, torch.int64)
         all_indices = torch.arange(len(labels)) if indices is None else indices.detach().cpu().to(torch.int64)
         self.indices = all_indices

@@ -20,20 +20,53 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["create_student", "list_students", "register_student"]
+__all__ = ["DECAY_MODES", "TrainingRecipe", "create_student", "list_students", "register_student", "student_recipe"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_RECIPES: dict[str, "TrainingRecipe"] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DECAY_MODES = ("sgd", "scaled", "none")
 
 
-def register_student(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers a factory ``f(*, num_classes, in_channels, image_size) -> nn.Module``."""
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How a student trains unless a run says otherwise (spec §4.4-4.6 for the 2018 students).
+
+    ``lr_schedule`` names a schedule of :func:`student_training.trainer.learning_rate`; ``decay_mode``
+    is ``sgd`` (plain SGD weight decay on weight matrices), ``scaled`` (the 2018 ResNet's
+    ``wd · Σ‖W‖² / 2`` times the mean sample weight) or ``none``; ``pad`` is the random crop's padding
+    in pixels (2018: 2 for the ResNets, 8 for CifarNet); ``channels_last`` is the memory format the
+    student runs fastest in. ``mixable``: the student's input is a float tensor that mixup may interpolate
+    (``--mentormix`` refuses a student with ``mixable=False``, e.g. one that reads token ids).
+    """
+
+    lr_schedule: str = "cosine"
+    weight_decay: float = 5e-4
+    decay_mode: str = "sgd"
+    pad: int = 4
+    channels_last: bool = True
+    mixable: bool = True
+
+    def __post_init__(self):
+        if self.decay_mode not in DECAY_MODES:
+            raise ValueError(f"decay mode must be one of {', '.join(DECAY_MODES)}, got {self.decay_mode!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ValueError(f"pad must be an integer >= 0, got {self.pad!r}")
+
+
+def register_student(name: str, *, recipe: TrainingRecipe | None = None
+                     ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a factory ``f(*, num_classes, in_channels, image_size) -> nn.Module``,
+    with the :class:`TrainingRecipe` runs of that student use by default."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"student name must be lower_snake_case, got {name!r}")
 
@@ -41,6 +74,7 @@ def register_student(name: str) -> Callable[[Callable[..., nn.Module]], Callable
         if name in _REGISTRY:
             raise ValueError(f"student {name!r} is already registered")
         _REGISTRY[name] = factory
+        _RECIPES[name] = recipe or TrainingRecipe()
         return factory
 
     return decorator
@@ -51,12 +85,23 @@ def list_students() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_student(name: str) -> str:
+    """``name`` if it is a registered student, else ``ValueError`` listing the valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown student {name!r}; choose one of: {', '.join(list_students())}")
+    return name
+
+
+def student_recipe(name: str) -> TrainingRecipe:
+    """The default training recipe of student ``name``."""
+    return _RECIPES[check_student(name)]
+
+
 def create_student(
     name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32, seed: int | None = None
 ) -> nn.Module:
     """Build student ``name``. With ``seed``, initialisation is reproducible and leaves the global RNG alone."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown student {name!r}; choose one of: {', '.join(list_students())}")
+    check_student(name)
     for label, value, low in (("num_classes", num_classes, 2), ("in_channels", in_channels, 1),
                               ("image_size", image_size, 4)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -147,7 +192,8 @@ class TFPreActResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_student("resnet101")
+@register_student("resnet101", recipe=TrainingRecipe(lr_schedule="piecewise_2018", weight_decay=2e-4,
+                                                       decay_mode="scaled", pad=2))
 def resnet101(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """The 2018 "resnet101" (spec §4.4): 9 units per stage, widths 16→160→320→640."""
     return TFPreActResNet(num_classes=num_classes, in_channels=in_channels, stem_width=16,
@@ -198,7 +244,8 @@ class CifarNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_student("inception")
+@register_student("inception", recipe=TrainingRecipe(lr_schedule="exponential_2018", weight_decay=0.0,
+                                                       decay_mode="none", pad=8))
 def inception(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return CifarNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
@@ -280,7 +327,7 @@ def small_cnn(*, num_classes: int, in_channels: int, image_size: int) -> nn.Modu
 # ------------------------------------------------------------------------------------------ MLP
 
 
-@register_student("mlp")
+@register_student("mlp", recipe=TrainingRecipe(weight_decay=0.0, channels_last=False))
 def mlp(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Two hidden layers of 512 with ReLU on the flattened pixels."""
     return nn.Sequential(

@@ -7,9 +7,11 @@ different things in the literature (peer-results.md). Both are offered, under di
   uniformly. The realised rate is r (to within 1/N).
 - ``uniform``: each label is redrawn over *all* C classes with probability r (Zhang et al. 2017,
   DivideMix). The realised rate is about r·(1 − 1/C).
-- ``pairflip``: in every class c, exactly round(r·n_c) samples move to class (c + 1) mod C
-  (Co-teaching's pair flipping, with exact per-class counts).
-- ``asymmetric``: exactly round(r·n_c) samples of each mapped class c flip to map(c). CIFAR-10 uses
+- ``pairflip``: every class c sends about r·n_c samples to class (c + 1) mod C (Co-teaching's pair
+  flipping): round(r·N) in all, shared over the classes by largest remainder, so the realised rate is r
+  to within 1/N even when classes are small.
+- ``asymmetric``: about r·n_c samples of each mapped class c flip to map(c), round(r·N_mapped) in all,
+  shared the same way. CIFAR-10 uses
   the usual map truck→automobile, bird→airplane, deer→horse, cat↔dog (Patrini et al. 2017); CIFAR-100
   flips each class to the next class of its superclass (the five fine classes of a superclass taken in
   label order, circularly). Other classes keep their label.
@@ -23,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write, load_plain
 
 from .data import CIFAR100_COARSE_OF_FINE
 
@@ -39,9 +42,18 @@ __all__ = [
     "load_noise_file",
     "load_noisy_labels",
     "make_noisy_labels",
+    "noise_from_labels",
+    "split_noise_path",
     "save_noisy_labels",
     "transition_matrix",
 ]
+
+RATE_TOLERANCE = 0.01  # a realised rate further than this from the one asked is warned about
+
+
+class NoiseRateWarning(UserWarning):
+    """The realised noise rate differs from the one asked for by more than :data:`RATE_TOLERANCE`."""
+
 
 # airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8, truck 9
 CIFAR10_ASYMMETRIC_MAP = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -139,12 +151,32 @@ def _uniform(clean: np.ndarray, rate: float, num_classes: int, rng: np.random.Ge
     return np.where(redraw, drawn, clean)
 
 
+def flip_quotas(class_sizes: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """How many samples of each class flip: round(rate · N) in all (N = sum of the class sizes), shared out
+    by the largest-remainder method over the exact quotas rate · n_c (ties broken at random with ``rng``),
+    so small classes cannot round the total away from the rate asked for."""
+    sizes = np.asarray(class_sizes, dtype=np.int64)
+    exact = rate * sizes
+    quotas = np.floor(exact).astype(np.int64)
+    left = int(round(rate * sizes.sum())) - int(quotas.sum())
+    if left > 0:
+        remainder = exact - quotas
+        order = np.lexsort((rng.random(len(sizes)), -remainder))  # largest remainder first
+        quotas[order[:left]] += 1
+    return np.minimum(quotas, sizes)
+
+
 def _flip_by_map(clean: np.ndarray, rate: float, target: dict[int, int], rng: np.random.Generator) -> np.ndarray:
     noisy = clean.copy()
-    for source_class, target_class in sorted(target.items()):
-        members = np.flatnonzero(clean == source_class)
-        chosen = rng.permutation(members)[: int(round(rate * len(members)))]
-        noisy[chosen] = target_class
+    classes = sorted(target)
+    members = [np.flatnonzero(clean == source_class) for source_class in classes]
+    quotas = flip_quotas(np.array([len(m) for m in members]), rate, rng)
+    for source_class, group, quota in zip(classes, members, quotas):
+        noisy[rng.permutation(group)[:quota]] = target[source_class]
+    flipped, total = int(quotas.sum()), int(sum(len(m) for m in members))
+    if total and abs(flipped / total - rate) > RATE_TOLERANCE:
+        warnings.warn(f"noise rate {rate:g} asked, {flipped / total:.4f} realised: {total} samples of the "
+                      f"flipped classes allow {flipped} flips", NoiseRateWarning, stacklevel=3)
     return noisy
 
 
@@ -210,6 +242,16 @@ def _result(noisy: np.ndarray, clean: np.ndarray, num_classes: int, **fields) ->
     )
 
 
+def noise_from_labels(noisy_labels, clean_labels, num_classes: int, *, source: str) -> NoiseResult:
+    """A :class:`NoiseResult` for labels that came noisy with the data (e.g. ``npz:`` with ``clean_labels``)."""
+    clean = _check_labels(clean_labels, num_classes, what="clean labels")
+    noisy = _check_labels(noisy_labels, num_classes, what=f"noisy labels of {source}")
+    if len(noisy) != len(clean):
+        raise ValueError(f"{source} holds {len(noisy)} noisy labels for {len(clean)} clean ones")
+    return _result(noisy, clean, num_classes, noise_type="given", nominal_rate=float(np.mean(noisy != clean)),
+                   seed=None, source=source)
+
+
 # ----------------------------------------------------------------------------------- label files
 
 
@@ -220,18 +262,25 @@ def load_noise_file(
     *,
     key: str | None = None,
     indices: torch.Tensor | np.ndarray | None = None,
+    source_size: int | None = None,
 ) -> NoiseResult:
     """Import noisy labels from ``.npy``, ``.npz`` or ``.pt`` (e.g. CIFAR-10N ``CIFAR-10_human.pt``).
 
     The array is picked with ``key=`` or a ``path.pt:KEY`` suffix (e.g. ``worse_label``,
     ``aggre_label``, ``random_label1``; CIFAR-100N uses ``noisy_label``). ``indices`` selects the
-    entries of a full-length file that belong to a subset (``ImageDataset.source_indices``). If the
+    entries of a full-length file that belong to a subset (``ImageDataset.source_indices``); then the
+    file must hold exactly ``source_size`` labels (when given), one per image of the official training
+    set: a longer or shorter file belongs to another data set and is refused, never cut to fit. If the
     file also holds clean labels, they must agree with ``clean_labels``.
     """
     path, key = _split_key(path, key)
     clean = _check_labels(clean_labels, num_classes, what="clean labels")
     arrays = _read_label_arrays(path)
     name = _pick_key(arrays, key, path)
+    expected = source_size or (len(clean) if indices is None else None)
+    if expected is not None and len(arrays[name]) != expected:
+        raise ValueError(f"{path} holds {len(arrays[name])} labels, the training set has {expected} (one label per "
+                         f"image, under {name!r})")
     noisy = _select(_check_labels(arrays[name], num_classes, what=f"labels {name!r} in {path}"), indices, path)
     if len(noisy) != len(clean):
         raise ValueError(f"{path} holds {len(noisy)} labels, the training set has {len(clean)}")
@@ -248,6 +297,16 @@ def _split_key(path: str | os.PathLike, key: str | None) -> tuple[Path, str | No
             raise ValueError(f"key given twice: {suffix!r} in the path and key={key!r}")
         return Path(stem), suffix
     return Path(text), key
+
+
+def split_noise_path(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``(file, key)`` of a ``--noise-file`` value ``FILE[:KEY]``; the file must exist and be a label file."""
+    file, key = _split_key(path, None)
+    if not file.is_file():
+        raise ValueError(f"noise file {file} does not exist")
+    if file.suffix.lower() not in (".npy", ".npz", ".pt", ".pth"):
+        raise ValueError(f"noise file {file} must end in .npy, .npz or .pt, got {file.suffix!r}")
+    return file, key
 
 
 def _read_label_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -267,21 +326,33 @@ def _read_label_arrays(path: Path) -> dict[str, np.ndarray]:
     raise ValueError(f"noise file {path} must end in .npy, .npz or .pt, got {suffix!r}")
 
 
+# numpy types a label file may hold: arrays of any integer, float or bool dtype, and numpy scalars.
+_LABEL_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+                 "float64", "bool")
+
+
+def _numpy_globals() -> list:
+    """What a ``torch.save``d numpy array or scalar names when unpickled; plain data, never code.
+
+    Files pickled under numpy 1 (CIFAR-10N/100N) name ``numpy.core``, numpy 2 names ``numpy._core``.
+    """
+    multiarray = np._core.multiarray
+    names = []
+    for function in (multiarray._reconstruct, multiarray.scalar):
+        names += [function, (function, f"numpy.core.multiarray.{function.__name__}")]
+    return [np.ndarray, np.dtype, *names, *(type(np.dtype(name)) for name in _LABEL_DTYPES)]
+
+
 def _read_torch_labels(path: Path) -> dict[str, np.ndarray]:
     """Read a ``torch.save``d tensor, array or dict of them without running code from the file."""
-    reconstruct = np._core.multiarray._reconstruct
-    dtypes = [type(np.dtype(name)) for name in ("int64", "int32", "int16", "uint8", "float64", "float32", "bool")]
-    # Files pickled under numpy 1 (CIFAR-10N/100N) name numpy.core, numpy 2 names numpy._core.
-    safe = [np.ndarray, np.dtype, reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), *dtypes]
-    with torch.serialization.safe_globals(safe):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_plain(path, what="noise file", allowed=_numpy_globals())
     if not isinstance(loaded, dict):
         loaded = {"labels": loaded}
     arrays = {}
     for name, value in loaded.items():
         if isinstance(value, torch.Tensor):
             arrays[str(name)] = value.numpy()
-        elif isinstance(value, (np.ndarray, list, tuple)):
+        elif isinstance(value, (np.ndarray, np.generic, list, tuple)):
             arrays[str(name)] = np.asarray(value)
     return arrays
 

@@ -1,9 +1,11 @@
 """StudentNet training with a frozen MentorNet (spec §4: ``code/cifar_train_mentornet.py``).
 
-One loop for every student: :func:`train_one_epoch`, :func:`evaluate`, and :func:`train_student`,
-which prepares a run folder, trains, logs one row per epoch to ``metrics.csv`` and checkpoints
-``last.pt`` (every epoch, atomically) and ``best.pt``. ``mentornet="none"`` runs the plain
-cross-entropy baseline through the same loop.
+One loop for every student: :func:`prepare_run` checks a :class:`~student_training.config.StudentConfig`,
+loads the data and builds the student, optimiser and weighter; :func:`train` runs the epochs
+(:func:`train_one_epoch`, :func:`evaluate`, :func:`epoch_row`) and hands every boundary to the run's
+callbacks (:mod:`student_training.callbacks`): the run folder's files (:mod:`student_training.run_folder`),
+data-driven dumps and MentorNet re-fits (:mod:`student_training.data_driven`), progress display, and
+whatever plugins register. ``mentornet="none"`` runs the plain cross-entropy baseline through the same loop.
 
 The loss is the 2018 one (spec §4.1 step 12): the mean over the batch of ``v_i · loss_i``. For
 ``resnet101`` the weight decay ``wd · Σ‖W‖² / 2`` over conv and FC weights is scaled by the mean
@@ -12,122 +14,57 @@ plain SGD weight decay.
 
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`student_training.distributed`): each rank
 trains on its slice of every global batch, the weighting sees the whole batch, and only rank 0 writes
-files. AMP (bf16 where the GPU has it), ``channels_last`` and an optional ``torch.compile`` make it fast
-on a GPU; the inner loop never waits for the host (the epoch's sums stay on the device).
+files. Mixed precision (``--precision``: bf16 where the GPU has it, fp16 with a gradient scaler on older
+GPUs; :mod:`student_training.accelerator`), ``channels_last`` and an optional ``torch.compile`` make it
+fast on a GPU. Only the student's forward passes run under autocast: losses, MentorNet weights and
+percentiles are fp32. The inner loop never waits for the host (the epoch's sums stay on the device).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mentor_training.checkpoint import atomic_write
-from mentor_training.pretrained import load_mentornet
+from curricula.features import WeighterConfig
+from curricula.files import check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
+from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 
+from . import distributed, run_folder
+from .accelerator import Precision, compile_unavailable_reason, resolve_precision
+from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
+from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
 from .data import ImageDataset, load_dataset
-from . import distributed
-from .epoch_stats import EpochStats
-from .data_driven import check_dump_epoch, parse_relearn, run_due_events
+from .data_driven import data_driven_callbacks
+from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
+from .label_issues import SampleRecordCallback
 from .loader import DeviceLoader
-from .models import create_student
-from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, save_noisy_labels
-from .weighting import MentorWeighter, WeighterConfig
+from .mentormix import MENTORMIX_WEIGHTING, MentorMix
+from .models import TrainingRecipe, create_student
+from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, noise_from_labels, \
+    save_noisy_labels, split_noise_path
+from .weighting import MentorWeighter
 
-RUN_FORMAT_VERSION = 1
-RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
-LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant")
 METRIC_COLUMNS = ("epoch", "step", "lr", "loss", "weighted_loss", "mean_weight", "data_utilization",
-                  "train_accuracy", "fit_noisy", "test_accuracy", "weight_clean", "weight_noisy",
+                  "train_accuracy", "fit_noisy", "test_accuracy", "val_accuracy", "weight_clean", "weight_noisy",
                   "detector_auc", "seconds")
-
-# Per-student training defaults (spec §4.4-4.6 for the 2018 students). "scaled" is the 2018 ResNet's
-# weight decay times the mean sample weight; "sgd" is ordinary decoupled-from-v SGD weight decay.
-STUDENT_RECIPES = {
-    "resnet101": {"lr_schedule": "piecewise_2018", "weight_decay": 2e-4, "decay_mode": "scaled", "pad": 2},
-    "inception": {"lr_schedule": "exponential_2018", "weight_decay": 0.0, "decay_mode": "none", "pad": 8},
-    "mlp": {"lr_schedule": "cosine", "weight_decay": 0.0, "decay_mode": "sgd", "pad": 4},
-}
-DEFAULT_RECIPE = {"lr_schedule": "cosine", "weight_decay": 5e-4, "decay_mode": "sgd", "pad": 4}
-AUGMENTED_DATASETS = ("cifar10", "cifar100")
+VALIDATION_NAMES = {"clean_subset": "the clean subset (clean labels)", "noisy_holdout": "a noisy hold-out",
+                    "none": "none"}
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """Everything a run needs; written to ``config.json`` and into every checkpoint."""
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    subset: int | None = None
-    clean_subset_fraction: float = 0.0
-    noise: float = 0.0
-    noise_type: str = "symmetric"
-    noise_file: str | None = None
-    studentnet: str = "small_cnn"
-    mentornet: str = "none"
-    weighter: dict = field(default_factory=dict)  # WeighterConfig fields, resolved
-    epochs: int = 100
-    max_steps: int | None = None
-    batch_size: int = 128
-    lr: float = 0.1
-    lr_schedule: str = "auto"
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    augment: bool | None = None
-    seed: int = 0
-    device: str = "auto"
-    dump: str | None = None  # write a dump of the clean subset here ...
-    dump_at_epoch: int | None = None  # ... when training progress reaches this epoch
-    relearn_mentor: str = "never"  # never, lr-drops, or progress epochs "E1,E2"
-    relearn_percentile: float | None = None  # default: the MentorNet's own, else 90
-    compile: bool = False  # torch.compile the student for training (checkpoints hold the plain module)
-    sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA only)
-
-    def __post_init__(self):
-        if not 0.0 <= float(self.noise) <= 1.0:
-            raise ValueError(f"noise rate must lie in [0, 1], got {self.noise}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max steps must be >= 1, got {self.max_steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of: "
-                             f"{', '.join(LR_SCHEDULES)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if (self.dump is None) != (self.dump_at_epoch is None):
-            raise ValueError("give --dump FILE and --dump-at-epoch E together")
-        check_dump_epoch(self.dump_at_epoch)
-        parse_relearn(self.relearn_mentor, self.recipe["lr_schedule"])
-        needs_clean = "--dump" if self.dump else "--relearn-mentor" if self.relearn_mentor != "never" else None
-        if needs_clean and not 0.0 < self.clean_subset_fraction < 1.0:
-            raise ValueError(f"{needs_clean} needs a clean subset: pass --clean-subset-fraction in (0, 1)")
-        if self.relearn_mentor != "never" and self.mentornet == "none":
-            raise ValueError("--relearn-mentor needs a MentorNet to re-fit; --mentornet is none")
-
-    @property
-    def recipe(self) -> dict:
-        recipe = dict(STUDENT_RECIPES.get(self.studentnet, DEFAULT_RECIPE))
-        if self.lr_schedule != "auto":
-            recipe["lr_schedule"] = self.lr_schedule
-        if self.weight_decay is not None:
-            recipe["weight_decay"] = self.weight_decay
-        recipe["augment"] = self.dataset in AUGMENTED_DATASETS if self.augment is None else self.augment
-        return recipe
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the epoch was not saved."""
+# What MentorMix (--mentormix) does, per epoch: the mean of its training loss, of the mixing coefficient m, the
+# share of partners whose weight v is >= 0.5, and the mean second weight. NaN in other runs (and in second_weight_mean
+# without second reweighting), so every metrics.csv has the same columns.
+MENTORMIX_COLUMNS = ("mixed_loss", "mixing_mean", "partner_high_weight_share", "second_weight_mean")
+METRIC_COLUMNS += MENTORMIX_COLUMNS
 
 
 def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> float:
@@ -143,6 +80,8 @@ def learning_rate(step: int, total_steps: int, base: float, schedule: str) -> fl
         return base * 0.1 ** math.floor(step / (19531 / 39000 * total_steps))
     if schedule == "cosine":
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "mentormix_2020":  # 2020 spec §3.2: staircase 0.9^floor(t / 11718.75) over 200000 steps
+        return base * 0.9 ** math.floor(step / (11718.75 / 200000 * total_steps))
     return base
 
 
@@ -151,7 +90,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            name = "cuda"
+        else:
+            name = "cpu"
     if name == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} are visible")
@@ -161,28 +103,50 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 @dataclass
+class RunState:
+    """What training has done so far: epochs completed, the best validation accuracy and its epoch (which
+    best.pt holds), one metrics row per epoch."""
+
+    epoch: int = 0
+    best_validation: float = -math.inf
+    best_epoch: int = 0
+    rows: list[dict] = field(default_factory=list)
+
+
+@dataclass
 class Run:
-    """A prepared run: data on the device, labels, student, optimiser, weighter and bookkeeping."""
+    """A prepared run: its config and what it resolved to, the data on the device, the student, the
+    optimiser and weighter, the callbacks, and the training state."""
 
     config: StudentConfig
     out: Path
     device: torch.device
+    world: distributed.World
     data: ImageDataset
     noise: NoiseResult
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     weighter: MentorWeighter | None
+    weighting: WeighterConfig | None  # the weighting options in force (None without a MentorNet)
+    mentornet_sha256: str | None
+    recipe: TrainingRecipe
     train_loader: DeviceLoader
     test_loader: DeviceLoader
+    validation_loader: DeviceLoader | None  # the split best.pt is chosen on (None: no validation split)
+    epochs: int
     total_steps: int
-    autocast_dtype: torch.dtype | None
-    rows: list = field(default_factory=list)
-    start_epoch: int = 0
-    best_accuracy: float = -1.0
-    dump_done: bool = False
-    relearn_rows: list = field(default_factory=list)
-    world: distributed.World = field(default_factory=distributed.World)
+    precision: Precision  # the forward passes' autocast dtype, and fp16's gradient scaler
     train_model: torch.nn.Module | None = None  # the DDP- and/or compile-wrapped student; None: ``model``
+    callbacks: list[Callback] = field(default_factory=list)
+    state: RunState = field(default_factory=RunState)
+    metric_columns: tuple[str, ...] = METRIC_COLUMNS
+    mentormix: MentorMix | None = None  # with --mentormix (then ``weighter`` is None: MentorMix holds both weightings)
+    lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
+
+    def release(self) -> None:
+        """Release the run folder's lock (:func:`train` does when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def is_main(self) -> bool:
@@ -194,114 +158,300 @@ class Run:
         return self.model if self.train_model is None else self.train_model
 
     @property
-    def relearn_points(self) -> tuple[int, ...]:
-        return parse_relearn(self.config.relearn_mentor, self.config.recipe["lr_schedule"])
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype of the student's forward passes under autocast (None: fp32)."""
+        return self.precision.dtype
 
-    def relearn_pending(self) -> list[int]:
-        done = {row["progress_epoch"] for row in self.relearn_rows}
-        return [point for point in self.relearn_points if point not in done]
+    def resolved(self) -> dict:
+        """What the config's defaults meant for this run (``config.json``'s ``resolved``)."""
+        recipe = self.recipe
+        return {"weighter": self.weighting.to_dict() if self.weighting is not None else None,
+                "mentornet_sha256": self.mentornet_sha256, "lr_schedule": recipe.lr_schedule,
+                "weight_decay": recipe.weight_decay, "decay_mode": recipe.decay_mode, "pad": recipe.pad,
+                "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
+                "device": str(self.device), "precision": self.precision.name,
+                "validation": self.validation_description(),
+                "mentormix": self._resolved_mentormix()}
 
-    @property
-    def has_events(self) -> bool:
-        return bool(self.config.dump) or bool(self.relearn_points)
+    def validation_description(self) -> str:
+        """Which split chooses best.pt, in words (recorded in config.json and best.pt)."""
+        config = self.config
+        if config.validation == "noisy_holdout":
+            return f"a noisy hold-out of {len(self.data.validation_indices)} training images ({config.holdout_fraction:g})"
+        if config.validation == "clean_subset":
+            return f"the clean subset of {len(self.data.clean_subset_indices)} images, with their clean labels"
+        return "none"
+
+    def _resolved_mentormix(self) -> dict | None:
+        if self.mentormix is None:
+            return None
+        return {"mixup_alpha": self.mentormix.alpha, "second_reweight": self.mentormix.second_reweight,
+                "weighting_defaults": "mentormix", "clean_pass_updates_bn": self.mentormix.clean_pass_updates_bn}
+
+    def check_world_size(self, saved: int) -> None:
+        if saved != self.world.size:
+            hint = f"resume it with torchrun --nproc_per_node {saved}" if saved > 1 else "resume it without torchrun"
+            raise ValueError(f"mismatched resume across world sizes: {self.out} was trained by {saved} "
+                             f"process(es), this launch has {self.world.size}; {hint}")
+
+    def add_callback(self, callback: Callback) -> None:
+        """Register ``callback`` before the run folder's writer (which saves every callback's state)."""
+        writers = [i for i, c in enumerate(self.callbacks) if isinstance(c, RunFolderWriter)]
+        self.callbacks.insert(writers[0] if writers else len(self.callbacks), callback)
+        check_names(self.callbacks)
 
 
-def _load_mentor(config: StudentConfig, device: torch.device):
+class RunFolderWriter(Callback):
+    """Writes ``config.json`` and ``noisy_labels.npz`` when a fresh run starts, then ``metrics.csv``,
+    ``best.pt`` and ``last.pt`` after every epoch (rank 0 only)."""
+
+    name = "run_folder"
+
+    def on_epoch_end(self, run: Run, epoch: int, row: dict) -> None:
+        if run.is_main:
+            run_folder.save_epoch(run)
+
+
+class PrecisionState(Callback):
+    """Carries the run's precision and fp16's gradient-scaler state in ``last.pt``. A run may resume at
+    another precision: a new fp16 scaler then starts afresh, and a saved scaler is dropped at bf16 or fp32."""
+
+    name = "precision"
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.resumed_from: str | None = None  # the precision last.pt was saved at (on resume)
+
+    def state_dict(self) -> dict:
+        return self.run.precision.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resumed_from = state.get("name")
+        self.run.precision.load_state_dict(state)
+
+
+class MentorMixState(Callback):
+    """Carries the run's :class:`MentorMix` state (both moving averages, all generators) in ``last.pt``, so a
+    resumed MentorMix run continues exactly."""
+
+    name = "mentormix"
+
+    def __init__(self, mentormix: MentorMix):
+        self.mentormix = mentormix
+
+    def state_dict(self) -> dict:
+        return self.mentormix.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mentormix.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------- preparing
+
+
+def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
+    """The config of the run in ``out``; ``config`` may differ from it only in resume-safe options."""
+    try:
+        saved, _ = run_folder.read_config(out)
+    except ValueError as error:
+        raise ValueError(f"cannot resume: {error}") from None
+    if config is None:
+        return saved
+    changed = [(name, old, new) for name, old, new in describe_changes(saved, config)]
+    unsafe = [change for change in changed if change[0] not in RESUME_SAFE]
+    if unsafe:
+        listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has {format_value(old)})"
+                           for name, old, new in unsafe)
+        safe = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_SAFE)
+        raise ValueError(f"cannot resume {out} with changed options: {listed}; only {safe} may change on resume")
+    return config
+
+
+def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: bool = False,
+              force: bool = False) -> StudentConfig:
+    """Every check that needs no data or model: the folder, the resume conflicts, the device, the batch
+    under torchrun, and the files the config names. Returns the config to run (the run's own on resume).
+
+    Cheap, so the CLI calls it before anything is loaded, and :func:`prepare_run` calls it again.
+    """
+    out = Path(out)
+    world = distributed.world_from_env()
+    if resume:
+        config = resume_config(out, config)
+        if not (out / "last.pt").is_file():
+            raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
+        check_writable_folder(out, what="run folder")
+    else:
+        run_folder.check_run_folder(out, force=force, delete=False)
+    if config.mentormix and world.enabled:
+        raise ValueError(f"--mentormix runs in one process (partners and percentiles come from the whole batch on "
+                         f"one device); this launch has {world.size} torchrun processes")
+    if config.dump:  # the run's own dump may exist on resume; any other file there needs --force
+        check_output_path(config.dump, force=force or resume)
+    distributed.check_batch_size(config.batch_size, world)
+    device = resolve_device(config.device, world.local_rank)
+    resolve_precision(config.precision, device)
+    if config.compile:
+        reason = compile_unavailable_reason(device)
+        if reason:
+            raise ValueError(f"--compile cannot run on the {device.type} here: {reason}")
+    if config.sync_bn and device.type != "cuda":
+        raise ValueError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel), this run is on {device}")
+    if config.sync_bn and not world.enabled:
+        raise ValueError("--sync-bn synchronises BatchNorm across torchrun processes; this run has one process")
+    if config.noise_file:
+        split_noise_path(config.noise_file)
+    if config.mentornet != "none":
+        load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
+    return config
+
+
+def _mentornet(config: StudentConfig, device: torch.device):
+    """The MentorNet and its file's sha256, or (None, None) for the baseline."""
     if config.mentornet == "none":
-        return None, {}
-    mentor = load_mentornet(config.mentornet, device=device)
-    return mentor, mentor.student_defaults
+        return None, None
+    path = resolve_mentornet_path(config.mentornet)
+    return load_mentornet(config.mentornet, device=device), sha256_of(path)
+
+
+def weighting_defaults(config: StudentConfig, mentor) -> WeighterConfig:
+    """What the weighting options override: MentorMix's settings with ``--mentormix`` (2020 spec §3.1: burn-in
+    10, decay 0.5, no example dropout; a 2018 checkpoint's defaults carry the 2018 dropout schedule, which
+    the MentorMix runs did not use), else the MentorNet's own ``student_defaults``."""
+    return MENTORMIX_WEIGHTING if config.mentormix else mentor.student_defaults
 
 
 def _noisy_labels(config: StudentConfig, data: ImageDataset) -> NoiseResult:
     if config.noise_file:
         return load_noise_file(config.noise_file, data.train_labels, data.num_classes,
-                               indices=data.source_indices)
+                               indices=data.source_indices, source_size=data.source_size)
+    if data.noisy_train_labels is not None:
+        if config.noise:
+            raise ValueError(f"{config.dataset} brings its own noisy labels (train_labels beside clean_labels); "
+                             "--noise would replace them: drop it, or drop clean_labels from the file")
+        return noise_from_labels(data.noisy_train_labels, data.train_labels, data.num_classes, source=data.source)
     return make_noisy_labels(data.train_labels, noise_type=config.noise_type, rate=config.noise,
                              num_classes=data.num_classes, seed=config.seed, dataset=config.dataset)
 
 
-def _optimizer(model: torch.nn.Module, config: StudentConfig) -> torch.optim.Optimizer:
-    recipe = config.recipe
+def _optimizer(model: torch.nn.Module, config: StudentConfig, recipe: TrainingRecipe) -> torch.optim.Optimizer:
     weights = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
-    decay = recipe["weight_decay"] if recipe["decay_mode"] == "sgd" else 0.0
+    decay = recipe.weight_decay if recipe.decay_mode == "sgd" else 0.0
     groups = [{"params": weights, "weight_decay": decay}, {"params": others, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
-def prepare_run(config: StudentConfig, out: str | os.PathLike, *, weighter_overrides: dict | None = None,
-                resume: bool = False, force: bool = False) -> Run:
+def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: bool = False,
+                force: bool = False, callbacks: tuple[Callback, ...] = ()) -> Run:
     """Check the folder, load data and labels, build the student; restore ``last.pt`` with ``resume``.
 
-    The weighter settings come from ``weighter_overrides`` where given (None means not given), then
-    from the MentorNet's ``student_defaults``. With ``resume`` the run's own ``config.json`` is used.
+    With ``resume`` the run's own ``config.json`` is used; a ``config`` given beside it may differ only in
+    the options that are safe to change on resume (:data:`~student_training.config.RESUME_SAFE`), else
+    ``ValueError``.
+    The weighting is the MentorNet's ``student_defaults`` with the config's weighting options applied.
+    ``callbacks`` are added to the built-in ones (data-driven events, the run folder's writer) and to
+    those registered with :func:`~student_training.callbacks.register_callback`.
     Under torchrun this joins the process group; every rank checks its input before any rank writes.
+
+    The run folder is locked (:class:`~student_training.run_folder.RunLock`) from here until :func:`train`
+    ends or :meth:`Run.release` is called; a second run on the same folder is refused meanwhile. If
+    preparing fails, the lock is released and a folder this call created is removed again.
     """
     out = Path(out)
+    config = check_run(config, out, resume=resume, force=force)
     world = distributed.world_from_env()
-    if resume:
-        config = _resume_config(out, world)
-    else:
-        _check_run_folder(out, force=force, delete=False)
-    distributed.check_batch_size(config.batch_size, world)
+    lock, created = None, False
+    if world.is_main:
+        created = not out.exists()
+        out.mkdir(exist_ok=True)
+        lock = run_folder.RunLock(out).acquire()
+        sweep_stale_temporaries(out)  # what a killed run's atomic writes left behind
+    try:
+        run = _build_run(config, out, world, resume=resume, force=force, callbacks=callbacks)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, resume: bool, force: bool,
+               callbacks: tuple[Callback, ...]) -> Run:
     device = resolve_device(config.device, world.local_rank)
-    if config.sync_bn and (device.type != "cuda"):
-        raise ValueError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel), this run is on {device}")
-    mentor, defaults = _load_mentor(config, device)
-    if config.relearn_mentor != "never" and not hasattr(mentor, "state_dict"):
-        raise ValueError("--relearn-mentor needs a learned MentorNet, not a curriculum")
-    if not resume:
-        config = replace(config, weighter=asdict(WeighterConfig.from_defaults(defaults, **(weighter_overrides or {}))))
+    mentor, mentor_sha256 = _mentornet(config, device)
     data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, subset=config.subset,
-                        clean_subset_fraction=config.clean_subset_fraction, seed=config.seed)
+                        clean_subset_fraction=config.clean_subset_fraction,
+                        validation_fraction=config.holdout_fraction, seed=config.seed)
     noise = load_noisy_labels(out / "noisy_labels.npz") if resume else _noisy_labels(config, data)
+    recipe = config.recipe
     model = create_student(config.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
                            image_size=data.image_size, seed=config.seed).to(device)
-    channels_last = config.studentnet != "mlp"
-    if channels_last:
+    if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, test_loader = _loaders(config, data, noise, device, channels_last, world)
+    train_loader, test_loader = _loaders(config, recipe, data, noise, device, world)
     total_steps = config.max_steps or config.epochs * len(train_loader)
-    if config.max_steps:
-        config = replace(config, epochs=math.ceil(config.max_steps / len(train_loader)))
-    weighter = None
-    if mentor is not None:
-        weighter = MentorWeighter(mentor, WeighterConfig(**config.weighter), total_steps=total_steps,
-                                  seed=config.seed)
+    epochs = math.ceil(config.max_steps / len(train_loader)) if config.max_steps else config.epochs
+    _check_event_epochs(config, total_steps)
+    _check_clean_subset(config, data, noise)
+    weighting = config.weighter_config(weighting_defaults(config, mentor)) if mentor is not None else None
+    weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) \
+        if mentor and not config.mentormix else None
+    mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
+                          second_reweight=config.resolved_second_reweight, total_steps=total_steps,
+                          seed=config.seed) if config.mentormix else None
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # fp16 would need a GradScaler: fp32 instead
-    run = Run(config=config, out=out, device=device, data=data, noise=noise, model=model,
-              optimizer=_optimizer(model, config), weighter=weighter, train_loader=train_loader,
-              test_loader=test_loader, total_steps=total_steps, autocast_dtype=torch.bfloat16 if bf16 else None,
-              world=world)
+    precision = Precision.create(resolve_precision(config.precision, device), device)
+    run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
+              optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
+              mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
+              validation_loader=_validation_loader(config, recipe, data, noise, device), epochs=epochs,
+              total_steps=total_steps, precision=precision, mentormix=mentormix)
+    mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
+    for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, SampleRecordCallback(),
+                     *registered_callbacks(run), *callbacks, RunFolderWriter()):
+        run.add_callback(callback)
     if resume:
-        _restore(run)
+        run_folder.restore(run)
     elif run.is_main:
-        _check_run_folder(out, force=force, delete=True)
-        out.mkdir(parents=True, exist_ok=True)
+        run_folder.check_run_folder(out, force=force, delete=True)
         save_noisy_labels(out / "noisy_labels.npz", noise)
-        _write_json(out / "config.json", {"format_version": RUN_FORMAT_VERSION, "config": asdict(config),
-                                          "world_size": world.size})
+        run_folder.write_config(run)
     distributed.barrier(world)
     run.train_model = _training_module(run)
     return run
 
 
-def _resume_config(out: Path, world: distributed.World) -> StudentConfig:
-    if not (out / "last.pt").is_file():
-        raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
-    saved = json.loads((out / "config.json").read_text())
-    _check_world_size(saved.get("world_size", 1), world, out)
-    return StudentConfig(**saved["config"])
+def _check_event_epochs(config: StudentConfig, total_steps: int) -> None:
+    """A dump or re-fit at a progress epoch the run never reaches is refused before training starts."""
+    events = [("--dump-at-epoch", config.dump_at_epoch)] if config.dump else []
+    events += [("--relearn-mentor", point) for point in parse_relearn(config.relearn_mentor, config.recipe.lr_schedule)]
+    for option, epoch in events:
+        first_step = math.ceil(epoch * total_steps / 100)  # the first step whose progress epoch is >= epoch
+        if first_step >= total_steps:
+            needed = math.floor(100 * (total_steps - 1) / total_steps)
+            raise ValueError(f"{option} epoch {epoch} is never reached: {total_steps} steps reach progress epoch "
+                             f"{needed} at most; run at least {math.ceil(100 / (100 - epoch))} steps "
+                             f"(--epochs or --max-steps) or pick an earlier epoch")
 
 
-def _check_world_size(saved: int, world: distributed.World, out: Path) -> None:
-    if saved != world.size:
-        raise ValueError(f"mismatched resume across world sizes: {out} was trained by {saved} process(es), this "
-                         f"launch has {world.size}; resume it with torchrun --nproc_per_node {saved}"
-                         if saved > 1 else f"mismatched resume across world sizes: {out} was trained by 1 "
-                         f"process, this launch has {world.size}; resume it without torchrun")
+def _check_clean_subset(config: StudentConfig, data: ImageDataset, noise: NoiseResult) -> None:
+    """A data-driven dump or re-fit needs clean and corrupted samples in the clean subset."""
+    if not (config.dump or config.relearn_mentor != "never"):
+        return
+    held = data.clean_subset_indices
+    corrupted = int(noise.is_noisy[held].sum())
+    if 0 < corrupted < len(held):
+        return
+    rate = max(noise.noise_rate, 1e-3)
+    smallest = min(0.99, math.ceil(1000 * 10 / (rate * len(data.train_labels))) / 1000)
+    kind = "no corrupted" if corrupted == 0 else "only corrupted"
+    raise ValueError(f"the clean subset of {len(held)} images holds {kind} labels at noise rate "
+                     f"{noise.noise_rate:.3f}, so a data-driven MentorNet has nothing to learn; use "
+                     f"--clean-subset-fraction {smallest:g} or more (about 10 corrupted samples)")
 
 
 def _training_module(run: Run) -> torch.nn.Module | None:
@@ -319,37 +469,37 @@ def _training_module(run: Run) -> torch.nn.Module | None:
     return torch.compile(module) if run.config.compile else module
 
 
-def _loaders(config: StudentConfig, data: ImageDataset, noise: NoiseResult, device: torch.device,
-             channels_last: bool, world: distributed.World | None = None) -> tuple[DeviceLoader, DeviceLoader]:
+def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
+             device: torch.device, world: distributed.World | None = None) -> tuple[DeviceLoader, DeviceLoader]:
     """The global-batch training loader, and the test loader over this rank's contiguous part of the test set."""
-    recipe = config.recipe
     world = world or distributed.World()
     train_loader = DeviceLoader(data.train_images, noise.noisy_labels, data.train_indices,
-                                batch_size=config.batch_size, augment=recipe["augment"], pad=recipe["pad"],
-                                seed=config.seed, device=device, channels_last=channels_last)
+                                batch_size=config.batch_size, augment=config.augmented, pad=recipe.pad,
+                                seed=config.seed, device=device, channels_last=recipe.channels_last)
     test_indices = torch.arange(len(data.test_labels)).tensor_split(world.size)[world.rank]
     test_loader = DeviceLoader(data.test_images, data.test_labels, test_indices if world.enabled else None,
                                batch_size=1000, augment=False, shuffle=False, drop_last=False, device=device,
-                               channels_last=channels_last)
+                               channels_last=recipe.channels_last)
     return train_loader, test_loader
 
 
-def _check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, expected a folder")
-    if not out.parent.is_dir():
-        raise ValueError(f"the folder above --out, {out.parent}, does not exist")
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if present and not force:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
-                              "or --force to start over")
-    for name in present if delete else ():
-        (out / name).unlink(missing_ok=True)
+def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
+                       device: torch.device) -> DeviceLoader | None:
+    """The split best.pt is chosen on: the clean subset with its clean labels, or a noisy hold-out."""
+    if config.validation == "clean_subset":
+        indices, labels = data.clean_subset_indices, data.train_labels
+    elif config.validation == "noisy_holdout":
+        indices, labels = data.validation_indices, noise.noisy_labels
+    else:
+        return None
+    if not len(indices):
+        raise ValueError(f"the validation split ({config.validation.replace('_', ' ')}) is empty: the training pool "
+                         f"of {len(data.train_labels)} images is too small for it")
+    return DeviceLoader(data.train_images, labels, indices, batch_size=1000, augment=False, shuffle=False,
+                        drop_last=False, device=device, channels_last=recipe.channels_last)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"),
-                 force=True)
+# ------------------------------------------------------------------------------------------ training
 
 
 def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float, *,
@@ -364,27 +514,30 @@ def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, dec
     return loss
 
 
-def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | None = None) -> EpochStats:
-    """One pass; under DDP this rank trains on its shard, and the stats cover the whole global batch."""
+def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()) -> EpochStats:
+    """One pass; under DDP this rank trains on its shard, and the stats cover the whole global batch.
+
+    ``callbacks`` are those whose :meth:`~student_training.callbacks.Callback.on_step` runs before each step.
+    """
     model, config, world = run.forward_model, run.config, run.world
     model.train()
-    stats = EpochStats(run.data.num_train, run.device)
-    decay = run.config.recipe["weight_decay"] if run.config.recipe["decay_mode"] == "scaled" else 0.0
+    stats = (EpochStats if run.mentormix is None else MentorMixStats)(run.data.num_train, run.device)
+    decay = run.recipe.weight_decay if run.recipe.decay_mode == "scaled" else 0.0
     decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
-    kill_at = _fault_injection_step()
     for images, labels, indices in distributed.shard_batches(run.train_loader, epoch, world):
         if step >= run.total_steps:
             break
-        if step == kill_at:
-            os._exit(137)
-        if run.has_events:
-            _run_events(run, step)
-        lr = learning_rate(step, run.total_steps, config.lr, config.recipe["lr_schedule"])
+        for callback in callbacks:
+            callback.on_step(run, step)
+        lr = learning_rate(step, run.total_steps, config.lr, run.recipe.lr_schedule)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.bfloat16,
-                            enabled=run.autocast_dtype is not None):
+        if run.mentormix is not None:
+            mentormix_step(run, images, labels, indices, step, stats, decayed, decay)
+            step += 1
+            continue
+        with run.precision.autocast():
             logits = model(images)
         losses = F.cross_entropy(logits.float(), labels, reduction="none")
         all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
@@ -395,28 +548,42 @@ def train_one_epoch(run: Run, epoch: int, *, on_step: Callable[[int], None] | No
             all_weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
         weights = all_weights[world.shard(len(all_weights))]
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean())
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.precision.backward_step(loss, run.optimizer)
         stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
         step += 1
-        if on_step is not None:
-            on_step(step)
     return stats
 
 
-def _run_events(run: Run, step: int) -> None:
-    """Dumps and MentorNet re-fits (rank 0 writes; every rank then uses rank 0's re-fitted MentorNet)."""
-    refits = len(run.relearn_rows)
-    run_due_events(run, step)
-    if len(run.relearn_rows) != refits:
-        distributed.broadcast_module(run.weighter.mentor, run.world)
+def validate(run: Run) -> float:
+    """Accuracy on the validation split (NaN without one); every rank scores the whole split."""
+    if run.validation_loader is None:
+        return float("nan")
+    return accuracy(run.model, run.validation_loader, autocast_dtype=run.autocast_dtype)
 
 
-def _fault_injection_step() -> int | None:
-    """Tests kill a run part-way with MENTORNET_KILL_AT_STEP: at that step the process dies as if SIGKILLed."""
-    kill_at = os.environ.get("MENTORNET_KILL_AT_STEP")
-    return int(kill_at) if kill_at is not None else None
+def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
+                   stats: MentorMixStats, decayed: list, decay: float) -> None:
+    """One MentorMix step (2020 spec §2, S1-S9) with the run's :class:`MentorMix`: the clean pass in train mode
+    without gradient (its BN statistics kept), weighting, mixing, the mixed pass and the update.
+
+    ``weight_clean``, ``weight_noisy``, ``detector_auc``, ``mean_weight`` and ``weighted_loss`` describe the
+    first weighting on the clean pass; the mixed pass's loss and the mixing go to :data:`MENTORMIX_COLUMNS`.
+    """
+    mix, model = run.mentormix, run.forward_model
+    with mix.clean_pass(run.model), run.precision.autocast():
+        logits = model(images)
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    batch = mix.mix(images, labels, losses, step)
+    with run.precision.autocast():
+        mixed_logits = model(batch.inputs)
+    loss = mix.loss(mixed_logits.float(), batch)
+    mixed_loss = loss.detach()
+    if decayed and decay:  # the 2018 ResNet's decay, scaled by the mean (second) weight the loss used
+        mean_weight = mix.metrics["second_weight_mean"] if mix.second_reweight else 1.0
+        loss = loss + mean_weight * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
+    run.precision.backward_step(loss, run.optimizer)
+    stats.add(losses, batch.weights, batch.mentor_weights, logits.argmax(dim=1), indices)
+    stats.add_mix(mixed_loss, mix.metrics, len(losses))
 
 
 def evaluate(run: Run) -> float:
@@ -431,7 +598,8 @@ def evaluate(run: Run) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, seconds: float) -> dict:
+def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, val_accuracy: float,
+              seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
     weights = stats.sample_weight[seen].cpu().numpy()
@@ -444,7 +612,7 @@ def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, sec
     return {
         "epoch": epoch + 1,
         "step": step,
-        "lr": learning_rate(step - 1, run.total_steps, run.config.lr, run.config.recipe["lr_schedule"]),
+        "lr": learning_rate(step - 1, run.total_steps, run.config.lr, run.recipe.lr_schedule),
         "loss": float(stats.loss) / count,
         "weighted_loss": float(stats.weighted_loss) / count,
         "mean_weight": float(stats.weight) / count,
@@ -452,87 +620,76 @@ def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, sec
         "train_accuracy": float((predictions == noisy_labels).float().mean()),
         "fit_noisy": _mean((predictions == noisy_labels)[flipped]),
         "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
         "weight_clean": float(weights[clean].mean()) if clean.any() else float("nan"),
         "weight_noisy": float(weights[~clean].mean()) if (~clean).any() else float("nan"),
         "detector_auc": detector_auc(weights, clean),
         "seconds": round(seconds, 3),
+        **mentormix_columns(stats),
     }
+
+
+def mentormix_columns(stats: EpochStats) -> dict:
+    """The epoch's :data:`MENTORMIX_COLUMNS`: means over its samples, NaN for a run without MentorMix."""
+    if not isinstance(stats, MentorMixStats):
+        return dict.fromkeys(MENTORMIX_COLUMNS, float("nan"))
+    count = max(stats.count, 1)
+    sums = (stats.mixed_loss, stats.mixing, stats.partner_share, stats.second_weight)
+    return {name: float(total) / count for name, total in zip(MENTORMIX_COLUMNS, sums)}
 
 
 def _mean(values: torch.Tensor) -> float:
     return float(values.float().mean()) if values.numel() else float("nan")
 
 
-def _save_epoch(run: Run, epoch: int) -> None:
-    """metrics.csv, then best.pt if improved, then last.pt: a run killed in between resumes correctly."""
-    frame = pd.DataFrame(run.rows, columns=list(METRIC_COLUMNS))
-    atomic_write(run.out / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
-    accuracy_now = run.rows[-1]["test_accuracy"]
-    model_state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
-    if accuracy_now > run.best_accuracy:
-        run.best_accuracy = accuracy_now
-        best = {"kind": "student", "format_version": RUN_FORMAT_VERSION, "config": asdict(run.config),
-                "epoch": epoch + 1, "test_accuracy": accuracy_now, "model": model_state}
-        atomic_write(run.out / "best.pt", lambda tmp: torch.save(best, tmp), force=True)
-    last = {"kind": "student_run", "format_version": RUN_FORMAT_VERSION, "config": asdict(run.config),
-            "epoch": epoch + 1, "model": model_state, "optimizer": run.optimizer.state_dict(),
-            "weighter": run.weighter.state_dict() if run.weighter is not None else None,
-            "best_accuracy": run.best_accuracy, "torch_rng": torch.get_rng_state(), "world_size": run.world.size,
-            "dump_done": run.dump_done, "relearn_rows": run.relearn_rows,
-            "mentornet": _mentor_state(run) if run.relearn_points else None,
-            "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None}
-    atomic_write(run.out / "last.pt", lambda tmp: torch.save(last, tmp), force=True)
-
-
-def _mentor_state(run: Run) -> dict:
-    mentor = run.weighter.mentor
-    return {"state_dict": {k: v.detach().cpu() for k, v in mentor.state_dict().items()},
-            "source": mentor.source}
-
-
-def _restore(run: Run) -> None:
-    state = torch.load(run.out / "last.pt", map_location="cpu", weights_only=True)
-    if state.get("kind") != "student_run" or state.get("format_version") != RUN_FORMAT_VERSION:
-        raise ValueError(f"{run.out / 'last.pt'} is not a student run checkpoint of this toolkit")
-    _check_world_size(state.get("world_size", 1), run.world, run.out)
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if run.weighter is not None:
-        run.weighter.load_state_dict(state["weighter"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and run.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"])
-    run.start_epoch, run.best_accuracy = state["epoch"], state["best_accuracy"]
-    run.dump_done, run.relearn_rows = state["dump_done"], list(state["relearn_rows"])
-    if state["mentornet"] is not None:  # the MentorNet as re-fitted so far
-        run.weighter.mentor.load_state_dict(state["mentornet"]["state_dict"])
-        run.weighter.mentor.source = state["mentornet"]["source"]
-    rows = pd.read_csv(run.out / "metrics.csv").to_dict("records")
-    run.rows = [row for row in rows if row["epoch"] <= run.start_epoch]
-
-
-def train(run: Run, *, on_epoch: Callable[[dict], None] | None = None,
-          on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """Train from ``run.start_epoch`` to the end; returns every metrics row."""
-    for epoch in range(run.start_epoch, run.config.epochs):
+def train(run: Run) -> list[dict]:
+    """Train from the run's state to the end, calling its callbacks; returns every metrics row."""
+    for callback in run.callbacks:
+        callback.on_train_start(run)
+    stepping = step_callbacks(run.callbacks)
+    for epoch in range(run.state.epoch, run.epochs):
         start = time.perf_counter()
-        stats = train_one_epoch(run, epoch, on_step=on_step)
-        row = epoch_row(run, epoch, stats, evaluate(run), time.perf_counter() - start)
-        run.rows.append(row)
-        if run.is_main:
-            _save_epoch(run, epoch)
-        if on_epoch is not None:
-            on_epoch(row)
-    return run.rows
+        stats = train_one_epoch(run, epoch, stepping)
+        check_finite(stats, epoch)
+        test_accuracy = evaluate(run)  # under DDP this also gives every rank rank 0's BN statistics
+        row = epoch_row(run, epoch, stats, test_accuracy, validate(run), time.perf_counter() - start)
+        run.state.rows.append(row)
+        run.state.epoch = epoch + 1
+        if row["val_accuracy"] > run.state.best_validation:  # NaN (no validation split) never is: no best.pt
+            run.state.best_validation, run.state.best_epoch = row["val_accuracy"], epoch + 1
+        for callback in run.callbacks:
+            callback.on_epoch_end(run, epoch, row)
+    for callback in run.callbacks:
+        callback.on_train_end(run)
+    run.release()
+    return run.state.rows
+
+
+def check_finite(stats: EpochStats, epoch: int) -> None:
+    """Stop a run whose loss became NaN or infinite, before the epoch is saved (one host read per epoch)."""
+    total = float(stats.weighted_loss) + float(stats.loss)
+    if not math.isfinite(total):
+        kept = f"last.pt keeps epoch {epoch}" if epoch else "nothing was saved"
+        raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the loss became {float(stats.loss):g}; "
+                               f"{kept}; lower --lr and start over")
 
 
 def summarize(rows: list[dict]) -> dict:
+    """The final row, the epoch the validation split chose (its test accuracy is what best.pt scores), and
+    the best test accuracy over epochs (an oracle no checkpoint choice may use)."""
     final = rows[-1]
+    scored = [r for r in rows if math.isfinite(r.get("val_accuracy", float("nan")))]
+    chosen = max(scored, key=lambda r: r["val_accuracy"]) if scored else None
     return {"final_test_accuracy": final["test_accuracy"],
             "best_test_accuracy": max(r["test_accuracy"] for r in rows),
+            "selected_epoch": chosen["epoch"] if chosen else None,
+            "selected_test_accuracy": chosen["test_accuracy"] if chosen else float("nan"),
+            "selected_val_accuracy": chosen["val_accuracy"] if chosen else float("nan"),
             "final_fit_noisy": final["fit_noisy"], "final_detector_auc": final["detector_auc"],
             "epochs": final["epoch"], "steps": final["step"]}
 
-
-__all__ = ["StudentConfig", "Run", "prepare_run", "train", "student_loss", "train_one_epoch", "evaluate",
-           "learning_rate", "summarize", "STUDENT_RECIPES", "METRIC_COLUMNS"]
+__all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "PrecisionState", "Run", "RunFolderWriter",
+           "RunState",
+           "StudentConfig", "TrainingDiverged", "mentormix_step", "weighting_defaults",
+           "check_run", "evaluate", "epoch_row", "learning_rate", "prepare_run", "resume_config", "student_loss", "summarize",
+           "train", "train_one_epoch", "validate"]

@@ -25,68 +25,15 @@ Example, in any loop::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
-from curricula.features import (DEFAULT_LOSS_MOVING_AVERAGE_DECAY, DEFAULT_LOSS_P_PERCENTILE, NUM_EPOCHS,
-                                LossMovingAverage, MentorFeatures, check_percentile, percentile_index,
-                                progress_percent)
+from curricula.features import (LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
+                                percentile_index, progress_percent)
 from mentor_training.model import MentorNetStep
 
-DROPOUT_EPOCHS = NUM_EPOCHS
-
-
-def parse_dropout_schedule(text: str) -> tuple[float, ...]:
-    """``"rate,epochs,rate,epochs,..."`` to one rate per progress epoch 0..99 (``utils.parse_dropout_rate_list``).
-
-    Each rate must lie in [0, 1] and the epochs must be whole numbers summing to 100.
-    """
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts or len(parts) % 2:
-        raise ValueError(f"example dropout schedule {text!r} must be pairs of rate,epochs")
-    rates: list[float] = []
-    for rate_text, epochs_text in zip(parts[0::2], parts[1::2]):
-        try:
-            rate, epochs = float(rate_text), float(epochs_text)
-        except ValueError:
-            raise ValueError(f"example dropout schedule {text!r} must hold numbers") from None
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"example dropout rate {rate_text} in {text!r} is outside [0, 1]")
-        if epochs < 0 or not epochs.is_integer():
-            raise ValueError(f"example dropout epochs {epochs_text} in {text!r} must be a whole number >= 0")
-        rates += [rate] * int(epochs)
-    if len(rates) != DROPOUT_EPOCHS:
-        raise ValueError(f"example dropout epochs in {text!r} sum to {len(rates)}, they must sum to 100")
-    return tuple(rates)
-
-
-@dataclass(frozen=True)
-class WeighterConfig:
-    """The StudentNet-side flags of the 2018 code (spec §4.2), with their 2018 defaults."""
-
-    loss_p_percentile: float = DEFAULT_LOSS_P_PERCENTILE
-    loss_moving_average_decay: float = DEFAULT_LOSS_MOVING_AVERAGE_DECAY
-    burn_in_epoch: int = 0
-    fixed_epoch_after_burn_in: bool = False
-    example_dropout_rates: str = "0.0,100"
-    burn_in_2018: bool = True  # all-ones for ê < burn_in − 1, one epoch short of the name
-
-    def __post_init__(self):
-        check_percentile(self.loss_p_percentile)
-        if not 0.0 <= float(self.loss_moving_average_decay) < 1.0:
-            raise ValueError(f"loss moving-average decay must lie in [0, 1), got {self.loss_moving_average_decay}")
-        if isinstance(self.burn_in_epoch, bool) or not isinstance(self.burn_in_epoch, int) \
-                or not 0 <= self.burn_in_epoch <= 100:
-            raise ValueError(f"burn-in epoch must be an integer in 0..100, got {self.burn_in_epoch!r}")
-        parse_dropout_schedule(self.example_dropout_rates)
-
-    @classmethod
-    def from_defaults(cls, defaults: dict, **overrides) -> "WeighterConfig":
-        """Start from a checkpoint's ``student_defaults``; ``None`` overrides keep the default."""
-        fields = {k: v for k, v in defaults.items() if k in cls.__dataclass_fields__}
-        fields.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**fields)
+from .accelerator import fp32_region
 
 
 class MentorWeighter:
@@ -133,7 +80,12 @@ class MentorWeighter:
         return 1.0 if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in) else 0.0
 
     def mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout."""
+        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. Computed in
+        fp32, outside autocast even when called inside a caller's autocast region."""
+        device_type = loss.device.type
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            with fp32_region(loss.device):
+                return self.mentor_weights(loss, step)
         threads = torch.get_num_threads() if loss.is_cpu else 1
         if threads == 1:
             return self._mentor_weights(loss, step)

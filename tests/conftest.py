@@ -26,6 +26,23 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0], result.output
 
 
+@pytest.fixture
+def isolated_plugins(monkeypatch):
+    """A copy of the curriculum registry and a fresh plugin state: curricula registered by plugin files in
+    the test are forgotten afterwards, as are the plugin modules it imported."""
+    import sys
+
+    from curricula import plugins, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(plugins, "_loaded", False)
+    before = set(sys.modules)
+    yield monkeypatch
+    for name in set(sys.modules) - before:
+        if name.startswith(("ep_plugin_", "mentornet_plugin_")):
+            del sys.modules[name]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The test machine is small and shared."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from curricula import MentorFeatures
-from curricula.features import feature_spec
+from curricula.features import WeighterConfig, feature_spec
 from mentor_training import CheckpointError, MentorNet, build_checkpoint, load_mentornet, read_checkpoint, save_checkpoint
 
 SOURCE = {"type": "curriculum", "name": "self_paced", "params": {}}
@@ -31,7 +31,7 @@ def test_round_trip_is_self_describing_and_weights_only(tmp_path):
     assert raw["provenance"]["command"] == "python cli.py test"
     loaded = load_mentornet(path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
-    assert loaded.source == SOURCE and loaded.student_defaults == DEFAULTS
+    assert loaded.source == SOURCE and loaded.student_defaults == WeighterConfig.from_dict(DEFAULTS)
     features = MentorFeatures.build(torch.rand(9) * 5, torch.randn(9), epoch=torch.arange(9) * 11)
     assert torch.equal(loaded.weight(features), model.weight(features))
 

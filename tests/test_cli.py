@@ -49,10 +49,10 @@ def test_learn_from_a_dump(tmp_path):
     dump.write_text("".join(f"{i} 18 {i % 10} {(i % 10) if i % 3 else (i + 1) % 10} {(i % 7) * 0.5:.3f}\n"
                             for i in range(300)))
     out = tmp_path / "dd.pt"
-    result = invoke("learn-curriculum", "--dump", str(dump), "--percentile", "75", "--out", str(out), "--steps", "50")
+    result = invoke("learn-curriculum", "--dump", str(dump), "--percentile", "0.75", "--out", str(out), "--steps", "50")
     assert result.exit_code == 0, result.output
     checkpoint = torch.load(out, weights_only=True)
-    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 75.0
+    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 0.75
     assert checkpoint["student_defaults"]["burn_in_epoch"] == 18
     assert checkpoint["feature_spec"]["loss_diff_reference"] == "percentile_of_dump"
 

@@ -17,6 +17,7 @@ from student_training.data_driven import parse_relearn
 from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
+KILL_PLUGIN = str(ROOT / "tests" / "fault_injection.py")  # kills a run at MENTORNET_KILL_AT_STEP
 BASE = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "6", "--batch-size", "64",
         "--clean-subset-fraction", "0.2"]
 
@@ -51,11 +52,11 @@ def test_dump_holds_the_clean_subset_with_clean_and_corrupted_samples(dump_run):
 
 def test_learn_curriculum_reads_the_dump(dump_run):
     out = dump_run / "dd.pt"
-    result = invoke("learn-curriculum", "--dump", str(dump_run / "dump.csv"), "--percentile", "90", "--out", str(out),
+    result = invoke("learn-curriculum", "--dump", str(dump_run / "dump.csv"), "--percentile", "0.9", "--out", str(out),
                     "--steps", "300")
     assert result.exit_code == 0, result.output
     checkpoint = torch.load(out, weights_only=True)
-    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 90.0
+    assert checkpoint["source"]["type"] == "data_driven" and checkpoint["source"]["percentile"] == 0.9
     assert checkpoint["student_defaults"]["fixed_epoch_after_burn_in"] is True
 
 
@@ -72,7 +73,7 @@ def test_relearning_changes_the_mentornet_and_training_continues(dump_run, tmp_p
     assert log["heldout_mae"].between(0, 1).all()
     assert len(pd.read_csv(out / "metrics.csv")) == 6
     before = torch.load(mentor, weights_only=True)["state_dict"]
-    after = torch.load(out / "last.pt", weights_only=True)["mentornet"]["state_dict"]
+    after = torch.load(out / "last.pt", weights_only=True)["callbacks"]["relearn"]["mentornet"]["state_dict"]
     assert not torch.equal(before["fc1_weight"], after["fc1_weight"])
     assert torch.equal(before["epoch_embedding"], after["epoch_embedding"])  # frozen, even when re-fitted
 
@@ -84,7 +85,7 @@ def test_resume_across_a_refit(dump_run, tmp_path):
     args = [*BASE, "--mentornet", str(mentor), "--relearn-mentor", "30,60"]
 
     def run(*extra, env=None):
-        return subprocess.run([sys.executable, "cli.py", "train-student", *args, *extra], cwd=ROOT,
+        return subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *args, *extra], cwd=ROOT,
                               capture_output=True, text=True, env={**os.environ, **(env or {})})
 
     whole = run("--out", str(tmp_path / "whole"))

@@ -29,7 +29,7 @@ ATOL = 1e-4
 
 def torchrun(*args, nproc=2, env=None):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "cli.py", "train-student", *args]
+               "cli.py", "--plugin", str(ROOT / "tests" / "fault_injection.py"), "train-student", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 

@@ -32,7 +32,8 @@ from curricula import MentorFeatures, get_curriculum, list_curricula
 from mentor_training import MentorNet, MentorNetConfig, list_pretrained, load_mentornet
 from mentor_training.model import MentorNetStep
 from student_training import distributed
-from student_training.epoch_stats import EpochStats
+from student_training.callbacks import Callback
+from student_training.epoch_stats import EpochStats, MentorMixStats
 from student_training.trainer import StudentConfig, prepare_run, student_loss, train_one_epoch
 from student_training.weighting import MentorWeighter, WeighterConfig
 
@@ -342,6 +343,64 @@ def test_epoch_stats_match_the_reference(reads, revisits):
     torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
 
 
+def test_mentormix_stats_match_per_step_sums():
+    """MentorMixStats folds in what ``trainer._MentorMixStats`` (main, before the merge) summed every step:
+    each metric times the batch size; NaN second weights (no second reweighting) stay NaN."""
+    generator = torch.Generator().manual_seed(8)
+    for second_reweight in (True, False):
+        stats = MentorMixStats(100, "cpu")
+        expected = torch.zeros(4)
+        for i, batch in enumerate((64, 64, 17, 64, 3)):
+            values = torch.rand(4, generator=generator)
+            if not second_reweight:
+                values[3] = math.nan
+            mixed_loss = values[0].clone().requires_grad_()
+            metrics = dict(zip(MentorMixStats.MIX_METRICS, values[1:]))
+            stats.add_mix(mixed_loss, metrics, batch)
+            expected += values * batch
+            if i == 2:  # a read in between folds the steps so far in; later steps add to them
+                torch.testing.assert_close(stats.mix_sums, expected, rtol=1e-6, atol=0, equal_nan=True)
+        sums = torch.stack([stats.mixed_loss, stats.mixing, stats.partner_share, stats.second_weight])
+        torch.testing.assert_close(sums, expected, rtol=1e-6, atol=0, equal_nan=True)
+        assert sums.dtype == torch.float32 and not sums.requires_grad
+
+
+# --- fp32 whatever the precision ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("mentor_name", ["mentornet_pd", "hooked-mentornet", "curriculum"])
+def test_the_weighting_stays_fp32_inside_a_callers_autocast(mentor_name, dtype):
+    """Weights, losses and percentiles are computed in fp32 whatever the precision: called inside a
+    caller's autocast region, the weighter gives bit for bit the weights and moving average it gives
+    outside one, on the fused path (a MentorNet) and on the general one (a hooked MentorNet, whose
+    ``weight`` would run its matmuls in ``dtype`` under autocast; a curriculum), whose ``weight`` sees
+    autocast off."""
+    seen = []
+
+    def make_mentor():
+        if mentor_name == "curriculum":
+            return get_curriculum("self_paced")
+        mentor = load_mentornet("mentornet_pd")
+        if mentor_name == "hooked-mentornet":
+            mentor.register_forward_hook(lambda module, inputs, output: seen.append(
+                (torch.is_autocast_enabled("cpu"), output.dtype)))
+        return mentor
+
+    config = CONFIGS["p50-decay90-burnin18-dropout"]
+    inside, outside = (MentorWeighter(make_mentor(), config, total_steps=50, seed=4) for _ in range(2))
+    generator = torch.Generator().manual_seed(4)
+    for step in range(0, 50, 3):
+        loss = random_losses(generator, 64)
+        with torch.autocast("cpu", dtype=dtype):
+            weights = inside(loss, step)
+            assert torch.is_autocast_enabled("cpu")  # the caller's region is left as it was
+        expected = outside(loss, step)
+        assert weights.dtype == torch.float32 and torch.equal(weights, expected), step
+        assert torch.equal(inside.moving_average.value, outside.moving_average.value)
+    if mentor_name == "hooked-mentornet":
+        assert seen and set(seen) == {(False, torch.float32)}
+
+
 # --- no host synchronisation ------------------------------------------------------------------------------
 
 class HostSync(AssertionError):
@@ -562,8 +621,14 @@ def test_no_synchronisation_on_a_gpu(tmp_path):
     run = prepare_run(config, tmp_path / "run")
     train_one_epoch(run, 0)
     torch.cuda.synchronize()
+
+    class SyncErrorsAfterTheFirstStep(Callback):
+        def on_step(self, run, step):  # before each step: from the second on, the first one is done
+            if step > len(run.train_loader):
+                torch.cuda.set_sync_debug_mode("error")
+
     try:
-        train_one_epoch(run, 1, on_step=lambda step: torch.cuda.set_sync_debug_mode("error"))
+        train_one_epoch(run, 1, [SyncErrorsAfterTheFirstStep()])
     finally:
         torch.cuda.set_sync_debug_mode(0)
     with HostSyncGuard() as guard:  # the dropout mask: pinned and not waited for

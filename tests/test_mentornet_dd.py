@@ -32,15 +32,15 @@ def test_manifest_records_every_command_from_student_to_fit():
     assert "train-student" in entry["pipeline"][0] and "learn-curriculum" in entry["pipeline"][1]
     assert student["--dataset"] == "fashion-mnist" and student["--noise"] == "0.2"
     assert student["--clean-subset-fraction"] == "0.1" and student["--dump-at-epoch"] == "18"
-    assert fit["--dump"] == student["--dump"] and fit["--percentile"] == "90"
+    assert fit["--dump"] == student["--dump"] and fit["--percentile"] == "0.9"
     assert entry["heldout_commands"] == HELDOUT_COMMANDS["mentornet_dd"]
 
 
 def test_the_file_was_fitted_on_the_committed_dump():
     model = load_mentornet("mentornet_dd")
-    assert model.source["type"] == "data_driven" and model.source["percentile"] == 90.0
+    assert model.source["type"] == "data_driven" and model.source["percentile"] == 0.9
     assert model.source["dump_sha256"] == hashlib.sha256(DUMP.read_bytes()).hexdigest()
-    assert model.student_defaults["burn_in_epoch"] == 18 and model.student_defaults["fixed_epoch_after_burn_in"]
+    assert model.student_defaults.burn_in_epoch == 18 and model.student_defaults.fixed_epoch_after_burn_in
     dump = read_dump(DUMP)
     assert len(dump) == 2000 and 0.15 < np.mean(dump.noisy_label != dump.clean_label) < 0.25
 
@@ -52,7 +52,7 @@ def test_golden_outputs():
 
 @pytest.fixture(scope="module")
 def heldout():
-    data, _ = data_driven_set(read_dump(HELDOUT), 90)
+    data, _ = data_driven_set(read_dump(HELDOUT), 0.9)
     return data.features, data.targets.numpy() == 1.0
 
 

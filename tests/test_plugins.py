@@ -1,7 +1,6 @@
 """Curricula from outside the toolkit: entry-point packages, ``--plugin FILE``, and one-line errors for
 plugins and curricula that break the rules."""
 
-import sys
 import textwrap
 import warnings
 
@@ -9,8 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-import curricula.plugins as plugins
-import curricula.registry as registry
 from curricula import get_curriculum, list_curricula
 from curricula.plugins import PluginWarning, load_entry_point_plugins, load_plugin_file
 from conftest import assert_one_line_error
@@ -49,15 +46,9 @@ class WrongShape:
 
 
 @pytest.fixture
-def scratch(monkeypatch):
+def scratch(isolated_plugins):
     """A registry copy and a fresh plugin state; plugin modules imported by the test are forgotten."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(plugins, "_loaded", False)
-    before = set(sys.modules)
-    yield monkeypatch
-    for name in set(sys.modules) - before:
-        if name.startswith(("ep_plugin_", "mentornet_plugin_")):
-            del sys.modules[name]
+    return isolated_plugins
 
 
 def make_distribution(root, dist, entry_points: dict[str, str], modules: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ import mentor_training.pretrained as pretrained_module
 from curricula import get_curriculum
 from mentor_training import CheckpointError, list_pretrained, load_mentornet, read_manifest
 from mentor_training.fidelity import fidelity
-from mentor_training.pretrained import sha256_of
+from curricula.files import sha256_of
 from pretrained import PRETRAINED_DIR
 from pretrained.build import COMMANDS, GOLDEN_PATH, golden_features
 

@@ -99,8 +99,8 @@ def test_data_driven_targets_follow_spec_2_3(tmp_path):
     path = tmp_path / "dump.txt"
     path.write_text("\n".join(lines) + "\n")
     dump = read_dump(path)
-    split = data_driven_targets(dump, 90, seed=0)
-    threshold = np.percentile(dump.loss, 90)
+    split = data_driven_targets(dump, 0.9, seed=0)
+    threshold = np.percentile(dump.loss, 90)  # the 90th percentile is 0.9 on the toolkit's one scale
     assert split.source["loss_threshold"] == pytest.approx(threshold)
     assert len(split.train) == 320 and len(split.test) == 80
     rows = torch.cat([split.train.features.loss, split.test.features.loss])
@@ -116,4 +116,4 @@ def test_dump_without_a_clean_noisy_mixture_is_refused(tmp_path):
     path = tmp_path / "clean.txt"
     path.write_text("1 18 2 2 0.1\n2 18 3 3 0.2\n3 18 4 4 0.3\n")
     with pytest.raises(ValueError, match="only clean samples"):
-        data_driven_targets(read_dump(path), 90)
+        data_driven_targets(read_dump(path), 0.9)

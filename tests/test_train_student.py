@@ -21,6 +21,7 @@ from student_training.trainer import METRIC_COLUMNS, learning_rate, student_loss
 from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
+KILL_PLUGIN = str(ROOT / "tests" / "fault_injection.py")  # kills a run at MENTORNET_KILL_AT_STEP
 QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "4", "--batch-size", "64"]
 
 
@@ -42,8 +43,9 @@ def test_run_folder_contract(tmp_path):
         assert {"noisy_labels", "clean_labels", "transition_matrix", "noise_rate"} <= set(labels.files)
         assert abs(float(labels["noise_rate"]) - 0.4) < 1e-3
         assert_allclose(labels["transition_matrix"].sum(axis=1), 1.0)
-    config = json.loads((out / "config.json").read_text())["config"]
-    assert config["weighter"]["example_dropout_rates"] == "0.5,17,0.05,83"  # from the checkpoint's defaults
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["weighter"] == {}  # no weighting option was given ...
+    assert saved["resolved"]["weighter"]["example_dropout_rates"] == "0.5,17,0.05,83"  # ... so the checkpoint's
     assert torch.load(out / "best.pt", weights_only=True)["kind"] == "student"
 
 
@@ -52,7 +54,7 @@ def test_flags_override_checkpoint_defaults(tmp_path):
     result = invoke(*QUICK, "--epochs", "1", "--mentornet", "mentornet_pd", "--loss-p-percentile", "0.75",
                     "--burn-in-epoch", "5", "--out", str(out))
     assert result.exit_code == 0, result.output
-    weighter = json.loads((out / "config.json").read_text())["config"]["weighter"]
+    weighter = json.loads((out / "config.json").read_text())["resolved"]["weighter"]
     assert weighter["loss_p_percentile"] == 0.75 and weighter["burn_in_epoch"] == 5
     assert weighter["example_dropout_rates"] == "0.5,17,0.05,83"
     assert "loss_p_percentile=0.75" in result.output
@@ -66,8 +68,8 @@ def test_baseline_runs_through_the_same_loop(tmp_path):
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "cli.py", "train-student", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+    return subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from curricula import MentorFeatures, check_curriculum, get_curriculum, list_curricula
+from curricula.features import WeighterConfig
 from curricula.zoo import ZOO
 
 
@@ -128,7 +129,7 @@ def test_contract_on_the_whole_grid_domain(name):
     assert bool(torch.isfinite(weights).all()) and 0 <= float(weights.min()) <= float(weights.max()) <= 1
     assert curriculum.weight(MentorFeatures.build(torch.rand(5) * 29, torch.rand(5) * 10 - 5,
                                                   epoch=50)).dtype == torch.float32
-    assert isinstance(type(curriculum).student_defaults, dict)
+    assert isinstance(type(curriculum).student_defaults, WeighterConfig)
 
 
 @pytest.mark.parametrize("name", ["spl_linear", "spl_logarithmic", "spl_mixture"])

@@ -251,3 +251,39 @@ def _redraw(ax, mappable, frame: pd.DataFrame, epoch: int, kind: str):
         return mappable
     mappable.remove()
     return paint(ax, loss_axis, loss_diff_axis, values, kind=kind)
+
+
+# ------------------------------------------------------------------------------------ finished runs
+
+RUNS_INCHES = (10.0, 7.2)
+_RUN_PANELS = (
+    ("test_accuracy", "test accuracy", "test accuracy"),
+    ("weights", "mean MentorNet weight", "weight: clean (solid), corrupted (dashed)"),
+    ("detector_auc", "AUC", "weight as a clean-vs-corrupted detector (AUC)"),
+    ("fit_noisy", "fraction fitted", "corrupted labels the student predicts"),
+)
+
+
+def runs_figure(frame: pd.DataFrame, *, title: str, figsize: tuple[float, float] | None = None, dpi: float = 100):
+    """Training curves of finished runs (a frame from :func:`visualize.runs.read_runs`), one colour per run:
+    test accuracy, the mean weight on clean and on corrupted samples, the detector AUC, and the fraction
+    of corrupted labels fitted, per epoch."""
+    fig = new_figure(figsize or RUNS_INCHES, dpi)
+    axes = fig.subplots(2, 2, sharex=True).reshape(-1)
+    colours = [f"C{i % 10}" for i in range(frame["run"].nunique())]
+    for colour, (label, run) in zip(colours, frame.groupby("run", sort=False)):
+        for ax, (column, _, _) in zip(axes, _RUN_PANELS):
+            if column == "weights":
+                ax.plot(run["epoch"], run["weight_clean"], color=colour, linewidth=1.3, label=label)
+                ax.plot(run["epoch"], run["weight_noisy"], color=colour, linewidth=1.3, linestyle="--")
+            else:
+                ax.plot(run["epoch"], run[column], color=colour, linewidth=1.3, label=label)
+    for ax, (_, ylabel, panel_title) in zip(axes, _RUN_PANELS):
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[2:]:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return fig

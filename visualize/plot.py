@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from curricula import check_curriculum, curriculum_parameters, get_curriculum, parse_params
+from curricula import check_curriculum, curriculum_parameters, get_curriculum, list_curricula, parse_params
 from curricula.features import NUM_EPOCHS
-from mentor_training.checkpoint import atomic_write
+from curricula.files import atomic_write
 
 from . import draw
+from .runs import read_runs
 from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANGE, DEFAULT_RESOLUTION,
                       SUMMARY_EPOCHS, check_epochs, check_loss_range, check_range,
                       check_resolution, compare_surfaces, evenly_spaced_epochs, gallery_surfaces,
@@ -108,19 +109,30 @@ def save_figure(fig, path: Path) -> Path:
     return write_atomically(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower()))
 
 
+MAX_SIDE_PIXELS = 20_000  # matplotlib's own limit is 2^16 per side; far below what memory allows
+MAX_PIXELS = 100_000_000  # 400 MB of RGBA: a canvas beyond this is refused before it is drawn
+
+
 def figure_size(default: tuple[float, float], *, width: int | None, height: int | None,
                 dpi: float) -> tuple[float, float]:
-    """Inches from pixel sizes; one missing side keeps the default aspect ratio."""
+    """Inches from pixel sizes; one missing side keeps the default aspect ratio. A canvas beyond
+    :data:`MAX_SIDE_PIXELS` per side or :data:`MAX_PIXELS` in all is a ``ValueError``."""
     for name, value in (("width", width), ("height", height)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 50):
             raise ValueError(f"{name} must be an integer number of pixels >= 50, got {value!r}")
     if not dpi > 0:
         raise ValueError(f"dpi must be positive, got {dpi!r}")
     if width is None and height is None:
-        return default
-    aspect = default[1] / default[0]
-    width_in = width / dpi if width is not None else height / dpi / aspect
-    height_in = height / dpi if height is not None else width_in * aspect
+        width_in, height_in = default
+    else:
+        aspect = default[1] / default[0]
+        width_in = width / dpi if width is not None else height / dpi / aspect
+        height_in = height / dpi if height is not None else width_in * aspect
+    pixels = (round(width_in * dpi), round(height_in * dpi))
+    if max(pixels) > MAX_SIDE_PIXELS or pixels[0] * pixels[1] > MAX_PIXELS:
+        raise ValueError(f"a {pixels[0]} x {pixels[1]} pixel canvas is too large to draw (at most "
+                         f"{MAX_SIDE_PIXELS} per side and {MAX_PIXELS // 1_000_000} million in all); lower --width, "
+                         "--height or --dpi")
     return width_in, height_in
 
 
@@ -134,13 +146,23 @@ class _Grid:
         return dict(loss_range=self.loss_range, loss_diff_range=self.loss_diff_range, resolution=self.resolution)
 
 
-def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out) -> None:
+def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out, runs, kind, epochs) -> None:
+    if runs:
+        if curriculum is not None or mentornet is not None or compare or animate is not None or params \
+                or kind is not None or epochs is not None:
+            raise ValueError("--run draws the training curves of finished runs; drop --curriculum, --mentornet, "
+                             "-p, --compare, --animate, --kind and --epochs")
+        if out is None:
+            raise ValueError("--run needs an output file (--out)")
+        return
     if (curriculum is None) == (mentornet is None):
-        raise ValueError("give exactly one of a curriculum (or 'all') or a MentorNet")
+        raise ValueError("give exactly one of a curriculum (or 'all'), a MentorNet, or run folders (--run)")
     if out is None and animate is None:
         raise ValueError("give an output file (--out) or an animation (--animate FILE.gif)")
     if compare and mentornet is None:
         raise ValueError("--compare needs a MentorNet: it draws the MentorNet beside its curriculum")
+    if mentornet is not None and params:
+        raise ValueError("-p/--param sets a curriculum's parameters; a MentorNet's were fixed when it was learned")
     if curriculum == ALL_CURRICULA and params:
         raise ValueError("-p/--param applies to one curriculum, not to 'all'")
     if animate is not None and (compare or curriculum == ALL_CURRICULA):
@@ -161,6 +183,7 @@ class PlotPlan:
     grid: _Grid
     fps: float
     size: dict
+    runs: object = None  # with --run: the runs' curves (visualize.runs.read_runs)
 
 
 def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] | dict = (), mentornet=None,
@@ -168,10 +191,12 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
               loss_range=DEFAULT_LOSS_RANGE, loss_diff_range=DEFAULT_LOSS_DIFF_RANGE,
               resolution: int = DEFAULT_RESOLUTION, animate=None, frames: int = NUM_EPOCHS, fps: float = 10,
               width: int | None = None, height: int | None = None, dpi: float = 100,
-              force: bool = False) -> PlotPlan:
-    """Check every input and load the weighter, so a bad value never costs a drawing or leaves a file."""
+              force: bool = False, runs: Iterable[str | os.PathLike] = ()) -> PlotPlan:
+    """Check every input and load the weighter (or the runs), so a bad value never costs a drawing or
+    leaves a file."""
+    runs = list(runs)
     _check_combination(curriculum=curriculum, params=params, mentornet=mentornet, compare=compare,
-                       animate=animate, out=out)
+                       animate=animate, out=out, runs=runs, kind=kind, epochs=epochs)
     out = None if out is None else check_output(out, extensions=FIGURE_EXTENSIONS, option="--out", force=force)
     animate = None if animate is None else check_output(animate, extensions=ANIMATION_EXTENSIONS,
                                                         option="--animate", force=force)
@@ -185,22 +210,31 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
     figure_size((1.0, 1.0), **size)  # checks the sizes
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
+    if runs:
+        plan = PlotPlan(out=out, animate=None, subject=None, reference=None, kind="heatmap", epochs=epochs,
+                        frame_epochs=(), grid=grid, fps=float(fps), size=size, runs=read_runs(runs))
+        _check_canvases(plan)
+        return plan
     if curriculum == ALL_CURRICULA:
         subject = None
     else:
         subject = curriculum_subject(curriculum, params) if curriculum is not None else mentornet_subject(mentornet)
-    return PlotPlan(out=out, animate=animate, subject=subject,
+    plan = PlotPlan(out=out, animate=animate, subject=subject,
                     reference=reference_curriculum(subject.weighter) if compare else None,
                     kind=draw.check_kind(kind or ("surface" if single else "heatmap")), epochs=epochs,
                     frame_epochs=evenly_spaced_epochs(frames) if animate is not None else (),
                     grid=grid, fps=float(fps), size=size)
+    _check_canvases(plan)
+    return plan
 
 
 def run_plot(plan: PlotPlan, *, progress: Callable[[int, int], None] | None = None) -> PlotResult:
     """Compute, draw and atomically write what ``plan`` asks for. ``progress(done, total)`` is called
     once per animation frame."""
     result = PlotResult()
-    if plan.out is not None and plan.subject is None:
+    if plan.runs is not None:
+        _plot_runs(result, plan)
+    elif plan.out is not None and plan.subject is None:
         _plot_gallery(result, plan)
     elif plan.out is not None and plan.reference is not None:
         _plot_compare(result, plan)
@@ -226,6 +260,21 @@ def _figsize(plan: PlotPlan, default: tuple[float, float]) -> tuple[float, float
     return figure_size(default, **plan.size)
 
 
+def _check_canvases(plan: PlotPlan) -> None:
+    """Every figure the plan will draw fits the canvas limits (checked before anything is computed)."""
+    epochs, kind = len(plan.epochs), plan.kind
+    defaults = []
+    if plan.out is not None:
+        defaults.append(draw.RUNS_INCHES if plan.runs is not None else
+                        draw.gallery_figure_size(len(list_curricula()), epochs, kind) if plan.subject is None else
+                        draw.compare_figure_size(epochs, kind) if plan.reference is not None else
+                        draw.surface_figure_size(epochs, kind))
+    if plan.animate is not None:
+        defaults.append(draw.ANIMATION_INCHES)
+    for default in defaults:
+        _figsize(plan, default)
+
+
 def _plot_surfaces(result: PlotResult, plan: PlotPlan) -> None:
     frame = weight_surface(plan.subject.weighter, epochs=plan.epochs, **plan.grid.options())
     fig = draw.surface_figure(frame, kind=plan.kind, title=plan.subject.title, dpi=plan.size["dpi"],
@@ -246,6 +295,18 @@ def _plot_compare(result: PlotResult, plan: PlotPlan) -> None:
         f"|MentorNet - {described}| over the plotted grid: mean {frame['abs_diff'].mean():.4f}, "
         f"max {worst['abs_diff']:.4f} at loss {worst['loss']:.2f}, loss_diff {worst['loss_diff']:.2f}, "
         f"epoch {int(worst['epoch'])}")
+
+
+def _plot_runs(result: PlotResult, plan: PlotPlan) -> None:
+    runs = plan.runs
+    count = runs["run"].nunique()
+    title = f"{count} run{'s' * (count > 1)}: " + ", ".join(dict.fromkeys(runs["folder"].map(lambda f: Path(f).name)))
+    fig = draw.runs_figure(runs, title=title if len(title) < 110 else f"{count} runs",
+                           figsize=_figsize(plan, draw.RUNS_INCHES), dpi=plan.size["dpi"])
+    result.paths.append(save_figure(fig, plan.out))
+    for label, run in runs.groupby("run", sort=False):
+        last = run.iloc[-1]
+        result.notes.append(f"{label}: {int(last['epoch'])} epochs, final test accuracy {last['test_accuracy']:.4f}")
 
 
 def _plot_gallery(result: PlotResult, plan: PlotPlan) -> None:

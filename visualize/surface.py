@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from curricula import MentorFeatures, check_curriculum, get_curriculum, list_curricula
+from curricula.registry import checked_weights
 from curricula.features import MAX_EPOCH, NUM_EPOCHS
 
 DEFAULT_EPOCHS = (0, 10, 18, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99)  # the 2018 commands (spec §3)
@@ -112,13 +113,7 @@ def _grid(loss_range, loss_diff_range, resolution: int) -> tuple[np.ndarray, np.
 
 
 def _weights(weighter, features: MentorFeatures) -> np.ndarray:
-    with torch.no_grad():
-        weights = weighter.weight(features)
-    if not isinstance(weights, torch.Tensor) or weights.shape != features.loss.shape:
-        shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
-        raise ValueError(f"weight() must return a tensor shaped like the loss {tuple(features.loss.shape)}, "
-                         f"got {shape}")
-    return weights.detach().cpu().double().numpy()
+    return checked_weights(weighter, features).detach().cpu().double().numpy()
 
 
 def weight_surface(weighter, loss_range: Sequence[float] = DEFAULT_LOSS_RANGE,

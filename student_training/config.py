@@ -1,0 +1,396 @@
+"""The one declaration of a StudentNet run: :class:`StudentConfig`.
+
+Each ``train-student`` option is a field of :class:`StudentConfig`, declared once with its type,
+default, help text and command-line spelling (:func:`curricula.options.option`); the weighting options
+are the fields of :class:`curricula.features.WeighterConfig`, held here as overrides of the MentorNet's
+own ``student_defaults``. From that declaration come the click options (``cli.py``), ``config.json``,
+``--config FILE`` (JSON or TOML, checked key by key), the ``--resume`` conflict check and the
+checkpoints, which embed the config.
+
+Everything a name refers to (data set, student, noise type, learning-rate schedule) is checked against
+its registry when the config is made, before any data or model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from curricula.features import MAX_EPOCH, WeighterConfig, check_percentile
+from curricula.options import check_option_types, flag_name, option, option_fields, options_from_mapping
+
+from .accelerator import PRECISIONS
+from .data import check_dataset_name, list_datasets
+from .mentormix import DEFAULT_MIXUP_ALPHA, DEFAULT_SECOND_REWEIGHT
+from .models import TrainingRecipe, list_students, student_recipe
+from .noise import list_noise_types
+
+LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant", "mentormix_2020")
+DEVICES = ("auto", "cpu", "cuda")
+AUGMENTED_DATASETS = ("cifar10", "cifar100")
+CONFIG_SUFFIXES = (".json", ".toml")
+DEFAULT_VALIDATION_FRACTION = 0.1
+
+
+# Progress epochs at which the 2018 schedules drop the learning rate (spec §4.6).
+LR_DROP_EPOCHS = {"piecewise_2018": (50, 64), "exponential_2018": (65,)}
+
+
+def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
+    """``never``, ``lr-drops`` (the first two drops of the 2018 schedule, as in the paper), or progress
+    epochs ``E1,E2,...`` in 0..99."""
+    text = str(text).strip()
+    if text == "never":
+        return ()
+    if text == "lr-drops":
+        if lr_schedule not in LR_DROP_EPOCHS:
+            raise ValueError(f"--relearn-mentor lr-drops needs a stepped learning-rate schedule (piecewise_2018 "
+                             f"or exponential_2018), this run uses {lr_schedule}; give progress epochs, e.g. 30,60")
+        return LR_DROP_EPOCHS[lr_schedule]
+    try:
+        epochs = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise ValueError(f"--relearn-mentor must be never, lr-drops or progress epochs like 30,60; got {text!r}") from None
+    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
+        raise ValueError(f"--relearn-mentor epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
+    return tuple(epochs)
+
+
+def _datasets() -> list[str]:
+    return [*list_datasets(), "npz:PATH"]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Everything a run needs; written to ``config.json`` and embedded in every checkpoint.
+
+    ``weighter`` holds only the weighting options given for this run (field names of
+    :class:`~curricula.features.WeighterConfig`); the rest come from the MentorNet's ``student_defaults``.
+    """
+
+    # data and labels
+    dataset: str = option("digits", metavar="NAME", choices=_datasets,
+                          help="cifar10, cifar100, fashion-mnist, the bundled digits (no download needed), or "
+                               "npz:PATH for your own arrays (see README).")
+    data_dir: str | None = option(None, metavar="DIR",
+                                  help="Folder holding the data set files (CIFAR python archives, Fashion-MNIST idx "
+                                       "files).")
+    download: bool = option(False, help="Fetch a missing data set from its official address (md5-checked).")
+    subset: int | None = option(None, metavar="N",
+                                help="Train on a seeded, class-balanced subset of N training images.")
+    clean_subset_fraction: float = option(0.0, metavar="F",
+                                          help="Hold this fraction of the training set out as a clean subset "
+                                               "(for data-driven MentorNets), in [0, 1).")
+    validation_fraction: float | None = option(
+        None, metavar="F",
+        help="Fraction of the training pool held out, with its noisy labels, as the validation split that "
+             "chooses best.pt (the test set never does). Default: the clean subset, with its clean labels, when "
+             "there is one, else 0.1; 0: no validation split, and no best.pt.")
+    noise: float = option(0.0, metavar="RATE",
+                          help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
+    noise_type: str = option("symmetric", metavar="TYPE", choices=list_noise_types,
+                             help="symmetric (exactly r·N labels moved to another class), uniform (each label "
+                                  "redrawn over all classes with probability r), pairflip or asymmetric.")
+    noise_file: str | None = option(None, metavar="FILE",
+                                    help="Use these noisy labels instead (.npy/.npz/.pt, e.g. CIFAR-10N: "
+                                         "FILE.pt:worse_label).")
+    # networks
+    studentnet: str = option("small_cnn", metavar="NAME", choices=list_students,
+                             help="Student network: resnet101 and inception (the 2018 ones), resnet32, "
+                                  "preact_resnet18, small_cnn, mlp.")
+    mentornet: str = option("none", metavar="NAME|PATH|none",
+                            help="Pretrained MentorNet name, checkpoint file, or none for the plain cross-entropy "
+                                 "baseline (2018: --trained_mentornet_dir).")
+    weighter: dict = field(default_factory=dict, metadata={"nested": WeighterConfig})
+    # optimisation
+    epochs: int = option(100, metavar="N", help="Passes over the training set.")
+    max_steps: int | None = option(None, metavar="N",
+                                   help="Stop after this many steps instead (2018: --max_number_of_steps, 39000 for "
+                                        "ResNet).")
+    batch_size: int = option(128, metavar="B", help="Samples per step (the global batch under torchrun).")
+    lr: float = option(0.1, metavar="LR", help="Peak learning rate (2018: --learning_rate).")
+    lr_schedule: str = option("auto", metavar="NAME", choices=LR_SCHEDULES,
+                              help="auto: the student's own (the 2018 piecewise schedule for resnet101, exponential "
+                                   "for inception, cosine for the others); baseline_2018: the 2018 ResNet "
+                                   "baseline's (0.1, then 0.01 from step 19531 of 39000); mentormix_2020: "
+                                   "MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to the run).")
+    momentum: float = option(0.9, metavar="M", help="SGD momentum.")
+    weight_decay: float | None = option(None, metavar="WD",
+                                        help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for "
+                                             "inception (2018), 0 for mlp, 5e-4 otherwise.")
+    augment: bool | None = option(None, help="Pad-and-crop plus flip. Default: on for CIFAR, off otherwise.")
+    seed: int = option(0, help="Seed for noise, subsets, initial weights, batches and example dropout.")
+    # where it runs
+    device: str = option("auto", choices=DEVICES, resume_safe=True,
+                         help="auto, cpu or cuda; under torchrun, cuda means cuda:LOCAL_RANK (one GPU per process).")
+    compile: bool = option(False, resume_safe=True,
+                           help="torch.compile the student for training (slower start, faster steps on a GPU). "
+                                "Refused before training when the compiler it needs is missing (Triton and a C "
+                                "compiler on a GPU, a C++ compiler on the CPU).")
+    precision: str = option("auto", choices=PRECISIONS, resume_safe=True,
+                            help="Arithmetic of the student's forward passes (torch.autocast): auto is bf16 on a "
+                                 "GPU that has it (A100, H100, ...), fp16 with a gradient scaler on older GPUs "
+                                 "(V100, T4, P100), fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU. "
+                                 "Losses, MentorNet weights and percentiles are fp32 whatever this is.")
+    sync_bn: bool = option(False, help="Under torchrun on GPUs: SyncBatchNorm, so BN statistics span the global "
+                                       "batch as in one process (default: each rank's BN sees its shard).")
+    # data-driven MentorNets
+    dump: str | None = option(None, metavar="FILE",
+                              help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,"
+                                   "clean_label,loss) for learn-curriculum --dump. Needs --clean-subset-fraction "
+                                   "and --dump-at-epoch.")
+    dump_at_epoch: int | None = option(None, metavar="E",
+                                       help="Training progress epoch (0..99) at which to take the dump (2018: "
+                                            "about 18).")
+    relearn_mentor: str = option("never", metavar="never|lr-drops|E1,E2",
+                                 help="Re-fit the MentorNet from its current weights on a dump of the current "
+                                      "student at these progress epochs (paper Algorithm 1, step 6; lr-drops: after "
+                                      "the first two 2018 LR drops).")
+    relearn_percentile: float | None = option(None, metavar="P",
+                                              help="Loss percentile P of each re-fit's dump, a fraction in (0, 1] "
+                                                   "(0.9 is the 90th percentile). Default: the MentorNet's own, "
+                                                   "else 0.9.")
+    # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
+    mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
+                                         "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
+                                         "Weighting defaults are MentorMix's, not the MentorNet's student_defaults: "
+                                         "p 0.7, decay 0.5, burn-in 10, no example dropout (--loss-p-percentile "
+                                         "and the other weighting options override them). Plain mixup: "
+                                         "--mentornet baseline_mentornet.")
+    mixup_alpha: float | None = option(None, metavar="A",
+                                       help="With --mentormix: alpha > 0 of the Beta(alpha, alpha) mixing "
+                                            "coefficient (2020: --mixup_alpha; 2, 8, 8, 4 for CIFAR-10 at noise 0.2, "
+                                            "0.4, 0.6, 0.8). Default: 8, the official default.")
+    second_reweight: bool | None = option(None, help="With --mentormix: weight the mixed losses with the MentorNet "
+                                                     "again (2020: --second_reweight; on for noise 0.6 and 0.8). "
+                                                     "Default: on, the official default; then, as in the official "
+                                                     "code, no weight decay unless --weight-decay is given.")
+    # what the run records
+    record_samples: bool = option(True, help="After every epoch, record each training sample's loss and MentorNet "
+                                             "weight (one extra eval pass over the training set) for "
+                                             "find-label-issues.")
+
+    def __post_init__(self):
+        check_option_types(self)
+        object.__setattr__(self, "weighter", options_from_mapping(WeighterConfig, self.weighter,
+                                                                  origin="weighter options"))
+        WeighterConfig().with_overrides(self.weighter)  # each given value is valid on its own
+        check_dataset_name(self.dataset)
+        student_recipe(self.studentnet)  # a registered student
+        if self.noise_type not in list_noise_types():
+            raise ValueError(f"unknown noise type {self.noise_type!r}; choose one of: {', '.join(list_noise_types())}")
+        for name, value, values in (("learning-rate schedule", self.lr_schedule, LR_SCHEDULES),
+                                    ("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS)):
+            if value not in values:
+                raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
+        self._check_ranges()
+        self._check_mentormix()
+        self._check_data_driven()
+        self._check_nothing_ignored()
+
+    def _check_nothing_ignored(self) -> None:
+        """An option that would have no effect in this combination is an error, not silently dropped."""
+        if self.noise_file and (self.noise or self.noise_type != "symmetric"):
+            raise ValueError("--noise-file gives the noisy labels; --noise and --noise-type would be ignored, drop them")
+        if not self.noise_file and not self.noise and self.noise_type != "symmetric":
+            raise ValueError(f"--noise-type {self.noise_type} needs a noise rate (--noise)")
+        if self.relearn_percentile is not None and self.relearn_mentor == "never":
+            raise ValueError("--relearn-percentile applies to re-fits; give --relearn-mentor too")
+        if self.mentornet == "none" and self.weighter:
+            given = ", ".join("--" + name.replace("_", "-") for name in self.weighter)
+            raise ValueError(f"{given} set the MentorNet weighting; --mentornet is none, so there is none")
+        if self.download and (self.dataset == "digits" or self.dataset.startswith("npz:")):
+            raise ValueError(f"--download does not apply to {self.dataset} (nothing to fetch)")
+
+    def _check_ranges(self) -> None:
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise rate must lie in [0, 1], got {self.noise}")
+        if not 0.0 <= self.clean_subset_fraction < 1.0:
+            raise ValueError(f"--clean-subset-fraction must lie in [0, 1), got {self.clean_subset_fraction}")
+        if self.validation_fraction is not None and not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"--validation-fraction must lie in [0, 1), got {self.validation_fraction}")
+        for name, low in (("epochs", 1), ("max_steps", 1), ("batch_size", 1), ("subset", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.relearn_percentile is not None:
+            check_percentile(self.relearn_percentile, name="--relearn-percentile")
+
+    def _check_data_driven(self) -> None:
+        if (self.dump is None) != (self.dump_at_epoch is None):
+            raise ValueError("give --dump FILE and --dump-at-epoch E together")
+        if self.dump_at_epoch is not None and not 0 <= self.dump_at_epoch <= MAX_EPOCH:
+            raise ValueError(f"dump epoch {self.dump_at_epoch} is beyond the run: training progress runs over "
+                             f"epochs 0..{MAX_EPOCH}")
+        parse_relearn(self.relearn_mentor, self.recipe.lr_schedule)
+        needs_clean = "--dump" if self.dump else "--relearn-mentor" if self.relearn_mentor != "never" else None
+        if needs_clean and not 0.0 < self.clean_subset_fraction < 1.0:
+            raise ValueError(f"{needs_clean} needs a clean subset: pass --clean-subset-fraction in (0, 1)")
+        if self.relearn_mentor != "never" and self.mentornet == "none":
+            raise ValueError("--relearn-mentor needs a MentorNet to re-fit; --mentornet is none")
+
+    def _check_mentormix(self) -> None:
+        if not self.mentormix:
+            given = [flag_name(name) for name in ("mixup_alpha", "second_reweight") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{given[0]} applies only with --mentormix (without it, it would be ignored)")
+            return
+        if self.mentornet == "none":
+            raise ValueError("--mentormix needs a MentorNet to weight the samples, but --mentornet is none; for "
+                             "plain mixup give --mentornet baseline_mentornet (every weight 1)")
+        if self.mixup_alpha is not None and not self.mixup_alpha > 0:
+            raise ValueError(f"--mixup-alpha must be > 0 (Beta(alpha, alpha); 0 would not mix), got {self.mixup_alpha}")
+        if not student_recipe(self.studentnet).mixable:
+            raise ValueError(f"--mentormix mixes the inputs, and student {self.studentnet!r} takes inputs that cannot "
+                             "be mixed (its recipe says mixable=False)")
+        if self.relearn_mentor != "never":
+            raise ValueError("--mentormix cannot re-fit its MentorNet during training: drop --relearn-mentor")
+
+    # ------------------------------------------------------------------------------ derived values
+
+    @property
+    def resolved_mixup_alpha(self) -> float | None:
+        """MentorMix's alpha in force (None without --mentormix)."""
+        if not self.mentormix:
+            return None
+        return DEFAULT_MIXUP_ALPHA if self.mixup_alpha is None else self.mixup_alpha
+
+    @property
+    def resolved_second_reweight(self) -> bool | None:
+        """Whether MentorMix weights the mixed losses again (None without --mentormix)."""
+        if not self.mentormix:
+            return None
+        return DEFAULT_SECOND_REWEIGHT if self.second_reweight is None else self.second_reweight
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        """The student's training recipe with this run's ``--lr-schedule`` and ``--weight-decay``."""
+        recipe = student_recipe(self.studentnet)
+        if self.lr_schedule != "auto":
+            recipe = replace(recipe, lr_schedule=self.lr_schedule)
+        if self.weight_decay is not None:
+            recipe = replace(recipe, weight_decay=self.weight_decay)
+        elif self.resolved_second_reweight:  # the official code's regulariser is 0 then (2020 spec §5 item 5)
+            recipe = replace(recipe, weight_decay=0.0)
+        return recipe
+
+    @property
+    def augmented(self) -> bool:
+        return self.dataset in AUGMENTED_DATASETS if self.augment is None else self.augment
+
+    @property
+    def validation(self) -> str:
+        """Where checkpoints are chosen: ``clean_subset``, ``noisy_holdout`` or ``none``."""
+        if self.validation_fraction is None:
+            return "clean_subset" if self.clean_subset_fraction > 0 else "noisy_holdout"
+        return "noisy_holdout" if self.validation_fraction > 0 else "none"
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The fraction of the pool held out as a noisy validation split (0 when there is none)."""
+        if self.validation != "noisy_holdout":
+            return 0.0
+        return DEFAULT_VALIDATION_FRACTION if self.validation_fraction is None else self.validation_fraction
+
+    def weighter_config(self, defaults: WeighterConfig) -> WeighterConfig:
+        """The weighting this run uses: the MentorNet's ``defaults`` with this run's options applied."""
+        return defaults.with_overrides(self.weighter)
+
+    # ------------------------------------------------------------------------------ conversions
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping, *, origin: str = "config") -> "StudentConfig":
+        """From a plain mapping such as ``config.json``'s ``config``; unknown keys are an error."""
+        values = dict(values)
+        weighter = values.pop("weighter", {}) or {}
+        config = options_from_mapping(cls, values, origin=origin)
+        return cls(**config, weighter=options_from_mapping(WeighterConfig, weighter, origin=f"{origin} [weighter]"))
+
+    def options(self) -> dict:
+        """Every option by its command-line name (weighting options flat, None where not given)."""
+        flat = {f.name: getattr(self, f.name) for f in option_fields(StudentConfig)}
+        flat.update({f.name: self.weighter.get(f.name) for f in option_fields(WeighterConfig)})
+        return flat
+
+    def with_options(self, options: Mapping) -> "StudentConfig":
+        """A copy with ``options`` (command-line names, weighting options flat) applied."""
+        own = {k: v for k, v in options.items() if k in OWN_OPTIONS}
+        weighter = {**self.weighter, **{k: v for k, v in options.items() if k in WEIGHTER_OPTIONS}}
+        unknown = set(options) - OWN_OPTIONS - WEIGHTER_OPTIONS
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        return replace(self, **own, weighter={k: v for k, v in weighter.items() if v is not None})
+
+
+OWN_OPTIONS = frozenset(f.name for f in option_fields(StudentConfig))
+WEIGHTER_OPTIONS = frozenset(f.name for f in option_fields(WeighterConfig))
+RESUME_SAFE = tuple(f.name for f in option_fields(StudentConfig) if f.metadata["resume_safe"])
+
+
+def read_config_file(path: str | Path) -> StudentConfig:
+    """A config from a JSON or TOML file: a run's ``config.json`` or a file written by hand.
+
+    A hand-written file is a table of options named as the fields of :class:`StudentConfig` (the
+    command-line names with ``_`` for ``-``), with the weighting options in a ``weighter`` table.
+    Unknown keys and wrong types are errors naming the key.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file {path} must end in .json or .toml")
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"config file {path} is malformed: {str(error).splitlines()[0]}") from None
+    if isinstance(values, dict) and "config" in values and "format_version" in values:
+        values = run_config_values(values, origin=str(path))  # a run's config.json
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of options")
+    return StudentConfig.from_dict(values, origin=f"config file {path}")
+
+
+def run_config_values(payload: dict, *, origin: str) -> dict:
+    """The option values of a run's ``config.json`` payload, format 1 (toolkit 0.1) or 2."""
+    version = payload.get("format_version")
+    values = dict(payload.get("config") or {})
+    if version == 1:  # 0.1 stored the resolved weighting as the options, and had no validation split
+        values["weighter"] = {k: v for k, v in (values.get("weighter") or {}).items()}
+        values.setdefault("validation_fraction", 0.0)
+        return values
+    if version != 2:
+        raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
+    return values
+
+
+def describe_changes(old: StudentConfig, new: StudentConfig) -> list[tuple[str, object, object]]:
+    """``(option, old value, new value)`` for every option that differs, by command-line name."""
+    before, after = old.options(), new.options()
+    return [(name, before[name], after[name]) for name in after if before[name] != after[name]]
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and (value == 0 or 1e-4 <= abs(value) < 1e6) and math.isfinite(value):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "parse_relearn", "OWN_OPTIONS", "RESUME_SAFE", "StudentConfig", "WEIGHTER_OPTIONS", "describe_changes",
+           "format_value", "read_config_file", "run_config_values"]

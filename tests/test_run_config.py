@@ -1,0 +1,371 @@
+"""One typed run configuration: options declared once, --config, resume conflicts, callbacks, plots of
+finished runs, npz data sets, packaging and exit codes."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import cli
+from curricula.features import WeighterConfig
+from curricula.files import TOOLKIT_VERSION
+from curricula.options import flag_name, option_fields
+from mentor_training import list_pretrained, load_mentornet
+from student_training import data as data_module
+from student_training.callbacks import Callback, register_callback
+from student_training.config import StudentConfig, read_config_file
+from conftest import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+KILL_PLUGIN = str(ROOT / "tests" / "fault_injection.py")
+QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "3", "--batch-size", "64",
+         "--mentornet", "mentornet_pd"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+
+
+def train(*args):
+    return invoke("train-student", *args)
+
+
+def metrics(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "metrics.csv").drop(columns="seconds")
+
+
+# ------------------------------------------------------------------------- one source of truth
+
+
+def test_every_config_field_is_one_command_line_option_and_a_config_json_key(tmp_path):
+    help_text = invoke("train-student", "--help").output
+    fields = [f.name for f in option_fields(StudentConfig)] + [f.name for f in option_fields(WeighterConfig)]
+    params = {p.name for p in cli.train_student.params}
+    assert set(fields) <= params and params - set(fields) == {"config_file", "out_dir", "resume", "force"}
+    for f in option_fields(StudentConfig):
+        assert flag_name(f.name) in help_text, f.name
+    assert train(*QUICK, "--epochs", "1", "--out", str(tmp_path / "r")).exit_code == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["format_version"] == 2
+    assert set(saved["config"]) == {f.name for f in dataclasses.fields(StudentConfig)}
+    for name in ("last.pt", "best.pt"):
+        assert torch.load(tmp_path / "r" / name, weights_only=True)["config"] == saved["config"]
+
+
+@pytest.mark.parametrize("name", list_pretrained())
+def test_each_shipped_mentornet_carries_one_weighter_config(name):
+    assert isinstance(load_mentornet(name).student_defaults, WeighterConfig)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--studentnet", "vgg"], "unknown student 'vgg'"),
+    (["--noise-type", "flip"], "unknown noise type 'flip'"),
+    (["--lr-schedule", "steps"], "unknown learning-rate schedule 'steps'"),
+    (["--dataset", "mnist"], "unknown data set 'mnist'"),
+    (["--mentornet", "no_such_mentor"], "neither a pretrained MentorNet"),
+])
+def test_names_are_checked_before_data_or_models_load(tmp_path, monkeypatch, args, fragment):
+    def fail(*_, **__):
+        raise AssertionError("data was loaded before the names were checked")
+
+    monkeypatch.setattr("student_training.trainer.load_dataset", fail)
+    result = train("--dataset", "cifar10", "--data-dir", str(tmp_path), *args, "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, fragment)
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------ --config
+
+
+def test_config_file_of_a_finished_run_reruns_it_exactly(tmp_path):
+    assert train(*QUICK, "--seed", "4", "--loss-p-percentile", "0.6", "--out", str(tmp_path / "x")).exit_code == 0
+    again = train("--config", str(tmp_path / "x" / "config.json"), "--out", str(tmp_path / "y"))
+    assert again.exit_code == 0, again.output
+    assert "overrides" not in again.output
+    pd.testing.assert_frame_equal(metrics(tmp_path / "x"), metrics(tmp_path / "y"))
+    a = torch.load(tmp_path / "x" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "y" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_command_line_options_override_the_config_file_and_are_reported(tmp_path):
+    assert train(*QUICK, "--epochs", "1", "--out", str(tmp_path / "x")).exit_code == 0
+    result = train("--config", str(tmp_path / "x" / "config.json"), "--seed", "7", "--burn-in-epoch", "3",
+                   "--out", str(tmp_path / "y"))
+    assert result.exit_code == 0, result.output
+    assert f"--seed 7 overrides 0 from {tmp_path / 'x' / 'config.json'}" in result.output
+    assert "--burn-in-epoch 3 overrides none" in result.output
+    saved = json.loads((tmp_path / "y" / "config.json").read_text())
+    assert saved["config"]["seed"] == 7 and saved["config"]["weighter"] == {"burn_in_epoch": 3}
+    assert saved["config"]["noise"] == 0.4 and saved["resolved"]["weighter"]["burn_in_epoch"] == 3
+
+
+def test_hand_written_toml_and_json_files_work_the_same(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('dataset = "digits"\nstudentnet = "mlp"\nnoise = 0.4\nepochs = 2\nbatch_size = 64\n'
+                    'mentornet = "mentornet_pd"\n\n[weighter]\nloss_p_percentile = 0.6\n')
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps({"dataset": "digits", "studentnet": "mlp", "noise": 0.4, "epochs": 2,
+                                   "batch_size": 64, "mentornet": "mentornet_pd",
+                                   "weighter": {"loss_p_percentile": 0.6}}))
+    assert read_config_file(toml) == read_config_file(as_json)
+    for path, out in ((toml, "t"), (as_json, "j")):
+        result = train("--config", str(path), "--out", str(tmp_path / out))
+        assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(metrics(tmp_path / "t"), metrics(tmp_path / "j"))
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["resolved"]["weighter"]["loss_p_percentile"] == 0.6
+
+
+@pytest.mark.parametrize("text, suffix, fragment", [
+    ('dataset = "digits"\nepochz = 3\n', ".toml", "unknown option 'epochz'"),
+    ('{"epochs": "ten"}', ".json", "option 'epochs'"),
+    ('{"epochs": 3,', ".json", "is malformed"),
+    ('dataset = \n', ".toml", "is malformed"),
+    ('{"weighter": {"burn_in": 3}}', ".json", "unknown option 'burn_in'"),
+    ('{"studentnet": "vgg"}', ".json", "unknown student 'vgg'"),
+    ('[1, 2]', ".json", "table of options"),
+    ('{}', ".yaml", "must end in .json or .toml"),
+])
+def test_bad_config_files_are_one_line_usage_errors(tmp_path, text, suffix, fragment):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(text)
+    result = train("--config", str(path), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, fragment)
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------ --resume
+
+
+def test_resume_refuses_changed_options_and_names_each(tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *QUICK,
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "MENTORNET_KILL_AT_STEP": "30"})
+    assert killed.returncode == 137
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    result = train("--out", str(out), "--resume", "--epochs", "5", "--lr", "0.5", "--mentornet", "self_paced_mentornet")
+    assert_one_line_error(result, "--epochs 5 (the run has 3)", "--lr 0.5 (the run has 0.1)",
+                          "--mentornet self_paced_mentornet (the run has mentornet_pd)", "--device")
+    assert result.exit_code == 2
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    same = train("--out", str(out), "--resume", "--epochs", "3", "--device", "cpu")  # equal, and a safe option
+    assert same.exit_code == 0, same.output
+    assert "resuming at epoch 1" in same.output and len(pd.read_csv(out / "metrics.csv")) == 3
+
+
+def test_resume_and_config_exclude_each_other(tmp_path):
+    assert_one_line_error(train("--out", str(tmp_path), "--resume", "--config", "x.json"), "drop --config")
+
+
+# ----------------------------------------------------------------------------------- callbacks
+
+
+class Recorder(Callback):
+    name = "recorder"
+
+    def __init__(self):
+        self.steps, self.epochs = 0, []
+
+    def on_step(self, run, step):
+        self.steps += 1
+
+    def on_epoch_end(self, run, epoch, row):
+        self.epochs.append((epoch, row["test_accuracy"]))
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_a_registered_callback_sees_every_step_and_epoch_and_its_state_is_saved(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr("student_training.callbacks._FACTORIES", [])
+    register_callback(lambda run: made.append(Recorder()) or made[-1])
+    assert train(*QUICK, "--out", str(tmp_path / "r")).exit_code == 0
+    (recorder,) = made
+    steps = int(pd.read_csv(tmp_path / "r" / "metrics.csv")["step"].iloc[-1])
+    assert recorder.steps == steps and [e for e, _ in recorder.epochs] == [0, 1, 2]
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["callbacks"]["recorder"] == {"steps": steps}
+
+
+def test_two_callbacks_with_one_name_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("student_training.callbacks._FACTORIES", [])
+    register_callback(lambda run: Recorder())
+    register_callback(lambda run: Recorder())
+    assert_one_line_error(train(*QUICK, "--out", str(tmp_path / "r")), "share the name 'recorder'")
+
+
+# ---------------------------------------------------------------------------------- plot --run
+
+
+def test_plot_of_finished_runs_overlays_them_with_a_legend_from_their_configs(tmp_path):
+    for mentor in ("none", "mentornet_pd"):
+        assert train(*QUICK[:-2], "--mentornet", mentor, "--out", str(tmp_path / mentor)).exit_code == 0
+    out = tmp_path / "curves.png"
+    result = invoke("plot", "--run", str(tmp_path / "none"), "--run", str(tmp_path / "mentornet_pd"),
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "mentornet=none: 3 epochs, final test accuracy" in result.output
+    assert "mentornet=mentornet_pd: 3 epochs" in result.output
+    image = np.asarray(Image.open(out).convert("L"))
+    assert image.shape == (720, 1000) and image.std() > 10
+    for fmt in ("pdf", "svg"):
+        assert invoke("plot", "--run", str(tmp_path / "none"), "--out", str(tmp_path / f"c.{fmt}")).exit_code == 0
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(), "holds no metrics.csv"),
+    (lambda p: None, "does not exist"),
+])
+def test_plot_of_a_folder_that_is_no_run_is_refused(tmp_path, make, fragment):
+    make(tmp_path / "x")
+    result = invoke("plot", "--run", str(tmp_path / "x"), "--out", str(tmp_path / "c.png"))
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_plot_run_refuses_surface_options(tmp_path):
+    assert_one_line_error(invoke("plot", "--run", str(tmp_path), "--curriculum", "self_paced", "--out",
+                                 str(tmp_path / "c.png")), "drop --curriculum")
+
+
+# ---------------------------------------------------------------------------------- npz:PATH
+
+
+def _npz(path: Path, *, clean: bool, channels: bool = False):
+    """The README's example of a user's own data set, with digits as the images."""
+    bundle = np.load(data_module.DIGITS_FILE)
+    images = (bundle["images"] * 15).astype(np.uint8)
+    images = np.repeat(images[..., None], 3, axis=3) if channels else images
+    labels, test = bundle["labels"], bundle["is_test"]
+    noisy = np.where(np.arange(len(labels)) % 5 == 0, (labels + 1) % 10, labels)
+    extra = {"clean_labels": labels[~test]} if clean else {}
+    np.savez(path, train_images=images[~test], train_labels=noisy[~test], test_images=images[test],
+             test_labels=labels[test], **extra)
+
+
+def test_own_npz_data_set_with_clean_labels_trains_on_its_noisy_labels(tmp_path):
+    path = tmp_path / "mine.npz"
+    _npz(path, clean=True, channels=True)
+    result = train("--dataset", f"npz:{path}", "--studentnet", "mlp", "--epochs", "2", "--batch-size", "64",
+                   "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "r" / "noisy_labels.npz") as labels:
+        assert 0.15 < float(labels["noise_rate"]) < 0.25  # every fifth label moved
+    assert "given noise from" in result.output
+    assert pd.read_csv(tmp_path / "r" / "metrics.csv")["detector_auc"].notna().all()
+
+
+def test_own_npz_data_set_without_clean_labels_takes_synthetic_noise(tmp_path):
+    path = tmp_path / "mine.npz"
+    _npz(path, clean=False)
+    result = train("--dataset", f"npz:{path}", "--studentnet", "mlp", "--epochs", "1", "--noise", "0.2",
+                   "--batch-size", "64", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "symmetric noise at nominal rate 0.2" in result.output
+
+
+@pytest.mark.parametrize("arrays, fragment", [
+    ({"train_images": np.zeros((4, 8, 8), np.float32)}, "must be uint8"),
+    ({"train_images": np.zeros((4, 8, 6), np.uint8)}, "square images"),
+    ({"train_labels": np.zeros(3, np.int64)}, "train_labels must be 4 integers"),
+    ({"test_images": None}, "lacks test_images"),
+])
+def test_bad_npz_data_sets_are_one_line_errors(tmp_path, arrays, fragment):
+    base = {"train_images": np.zeros((4, 8, 8), np.uint8), "train_labels": np.arange(4) % 2,
+            "test_images": np.zeros((2, 8, 8), np.uint8), "test_labels": np.arange(2)}
+    base.update(arrays)
+    np.savez(tmp_path / "bad.npz", **{k: v for k, v in base.items() if v is not None})
+    assert_one_line_error(train("--dataset", f"npz:{tmp_path / 'bad.npz'}", "--studentnet", "mlp",
+                                "--out", str(tmp_path / "r")), fragment)
+
+
+# ------------------------------------------------------------------------- packaging, exit codes
+
+
+def test_version_names_the_toolkit_and_torch():
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert f"mentornet-toolkit {TOOLKIT_VERSION}" in result.output and f"torch {torch.__version__}" in result.output
+
+
+def test_usage_errors_exit_2_and_failures_of_the_work_exit_1(tmp_path):
+    assert invoke("train-student", "--noise", "2", "--out", str(tmp_path / "r")).exit_code == 2
+    assert invoke("plot", "--curriculum", "focal_loss", "-p", "gamma=-1", "--out", str(tmp_path / "p.png")).exit_code == 2
+    (tmp_path / "empty").mkdir()
+    missing = train("--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(missing, "cifar-10")
+    assert missing.exit_code == 2  # refused before the work started
+    diverged = train(*QUICK, "--lr", "1e7", "--out", str(tmp_path / "d"))
+    assert diverged.exit_code == 1 and "training diverged" in diverged.output  # the work itself failed
+
+
+def test_every_declared_dependency_is_imported_by_the_toolkit():
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    requirements = [line.split(">")[0].split("=")[0].split("<")[0].strip()
+                    for line in parser["options"]["install_requires"].strip().splitlines()]
+    sources = "\n".join(path.read_text() for folder in ("curricula", "mentor_training", "student_training",
+                                                         "visualize") for path in (ROOT / folder).glob("*.py"))
+    sources += (ROOT / "cli.py").read_text()
+    for name in requirements:
+        assert f"import {name}" in sources or f"from {name}" in sources, name
+
+
+# --------------------------------------------------------------------------- format-1 run folders
+
+
+def _as_format_1(folder: Path) -> None:
+    """Rewrite a killed format-2 run folder (trained without a validation split, as 0.1 was) exactly as
+    toolkit 0.1 laid it out, checked against a real 0.1 run: config.json held the resolved weighting under
+    config.weighter and no validation option; last.pt kept dump_done, relearn_rows, mentornet and
+    best_accuracy (the best test accuracy) at its top level, and had no student, callbacks or files."""
+    saved = json.loads((folder / "config.json").read_text())
+    config = {**saved["config"], "weighter": saved["resolved"]["weighter"]}
+    del config["validation_fraction"]
+    (folder / "config.json").write_text(json.dumps({"config": config, "format_version": 1, "world_size": 1}))
+    last = torch.load(folder / "last.pt", weights_only=True)
+    del last["callbacks"], last["student"], last["best_validation"], last["best_epoch"], last["files"]
+    best_test = pd.read_csv(folder / "metrics.csv")["test_accuracy"].max()
+    last.update(format_version=1, config=config, dump_done=False, relearn_rows=[], mentornet=None,
+                best_accuracy=float(best_test))
+    torch.save(last, folder / "last.pt")
+
+
+def test_a_run_folder_of_format_1_resumes_to_the_same_result(tmp_path):
+    args = [*QUICK, "--epochs", "4", "--seed", "2", "--validation-fraction", "0"]
+    assert train(*args, "--out", str(tmp_path / "whole")).exit_code == 0
+    killed = subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, "train-student", *args,
+                             "--out", str(tmp_path / "old")], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "MENTORNET_KILL_AT_STEP": "50"})
+    assert killed.returncode == 137
+    _as_format_1(tmp_path / "old")
+    resumed = train("--out", str(tmp_path / "old"), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    pd.testing.assert_frame_equal(metrics(tmp_path / "whole"), metrics(tmp_path / "old"))
+    assert invoke("plot", "--run", str(tmp_path / "old"), "--out", str(tmp_path / "c.png")).exit_code == 0
+
+
+def test_the_readme_example_makes_an_npz_data_set_that_trains(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Five lines make one")[1].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    result = train("--dataset", "npz:mine.npz", "--studentnet", "mlp", "--epochs", "1", "--batch-size", "64",
+                   "--mentornet", "mentornet_pd", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "given noise from mine.npz: realised rate 0.2" in result.output

@@ -1,0 +1,68 @@
+"""Finished StudentNet runs as numbers: their per-epoch ``metrics.csv`` with a legend label from each
+run's ``config.json`` (no matplotlib here; :func:`visualize.draw.runs_figure` draws them).
+
+The label of a run names the options in which the runs drawn together differ (for instance
+``mentornet=mentornet_pd, noise=0.4``), so the legend says what was compared; one run alone, or runs
+that differ in no option, are labelled by their folder names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from student_training.config import format_value
+from student_training.run_folder import read_config
+
+RUN_METRICS = ("test_accuracy", "weight_clean", "weight_noisy", "detector_auc", "fit_noisy")
+_LABEL_OPTIONS_SHOWN = 4  # more differing options than this: the folder names say it better
+
+
+def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per run and epoch: ``run`` (the legend label), ``folder``, ``epoch`` and :data:`RUN_METRICS`.
+
+    Raises ``ValueError`` naming a folder that holds no finished epoch (``metrics.csv``) or no
+    ``config.json``, or whose ``metrics.csv`` lacks a column.
+    """
+    folders = [Path(folder) for folder in folders]
+    if not folders:
+        raise ValueError("give at least one run folder")
+    if len(set(folders)) != len(folders):
+        raise ValueError("the same run folder is given twice")
+    frames, options = [], []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"run folder {folder} does not exist")
+        metrics_path = folder / "metrics.csv"
+        if not metrics_path.is_file():
+            raise ValueError(f"{folder} holds no metrics.csv: not a run folder, or no epoch has finished yet")
+        try:
+            frame = pd.read_csv(metrics_path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {metrics_path}: {str(error).splitlines()[0]}") from None
+        missing = [column for column in ("epoch", *RUN_METRICS) if column not in frame.columns]
+        if missing or frame.empty:
+            raise ValueError(f"{metrics_path} lacks {', '.join(missing) or 'rows'}")
+        config, _ = read_config(folder)
+        frames.append(frame[["epoch", *RUN_METRICS]].assign(folder=str(folder)))
+        options.append(config.options())
+    labels = run_labels(folders, options)
+    return pd.concat([frame.assign(run=label) for frame, label in zip(frames, labels)], ignore_index=True)
+
+
+def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
+    """A legend label per run: the options in which the runs differ, else the folder names."""
+    differing = [name for name in options[0] if len({repr(o[name]) for o in options}) > 1]
+    if not differing or len(differing) > _LABEL_OPTIONS_SHOWN:
+        labels = [folder.name or str(folder) for folder in folders]
+    else:
+        labels = [", ".join(f"{name}={format_value(o[name])}" for name in differing) for o in options]
+    if len(set(labels)) < len(labels):  # e.g. two folders of the same name
+        labels = [str(folder) for folder in folders]
+    return labels
+
+
+__all__ = ["RUN_METRICS", "read_runs", "run_labels"]
