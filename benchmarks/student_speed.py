@@ -13,6 +13,19 @@ For each student, on the same data, network, loader and optimiser:
 * ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses divided by the time
   of one of our training steps.
 
+A second table, ``per-step overhead``, times what our loop does per step besides the student's forward,
+backward and optimiser step, replayed over a 100-epoch run (``--overhead-steps``) on the student's own
+per-sample losses, in ``--overhead-repeats`` windows of ``--overhead-window`` consecutive steps taken one
+after the other round the run (short windows: on a shared machine the minimum is the least disturbed), for
+each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
+(``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
+callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
+rank's shard, the mean weight) and all of it together, in the order of ``train_one_epoch``. ``cpu``
+columns are this thread's CPU time (``time.thread_time``: steadier on a shared machine), ``wall`` columns
+wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
+``--overhead-only`` prints only this table (it also runs against a tree from before ``EpochStats`` that
+has the step callbacks and ``TrainingRecipe``, such as main before the fast path, for before/after pairs).
+
 GPU mode (``--device cuda``): every student by default (small_cnn, resnet32, preact_resnet18, resnet101,
 mlp) on 20,000 Fashion-MNIST images for one timed epoch, under bf16 autocast where the card has it and
 channels-last, with ``--compile`` optional; it names the card and adds our loop's peak GPU memory::
@@ -38,7 +51,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
-from student_training.trainer import StudentConfig, prepare_run, train_one_epoch  # noqa: E402
+from student_training import distributed  # noqa: E402
+from student_training.callbacks import step_callbacks  # noqa: E402
+from student_training.trainer import StudentConfig, learning_rate, prepare_run, train_one_epoch  # noqa: E402
+from student_training.weighting import MentorWeighter  # noqa: E402
+
+try:
+    from student_training.epoch_stats import EpochStats  # noqa: E402
+except ImportError:  # a tree from before EpochStats (for before/after pairs)
+    from student_training.trainer import _EpochStats as EpochStats  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -77,6 +98,84 @@ def weighting_ms(run, repeats: int = 300) -> float:
         run.weighter(losses, step)
     _sync(run.device)
     return (time.perf_counter() - start) / repeats * 1000
+
+
+def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tuple[float, float]:
+    """(cpu, wall) seconds for the steps ``window`` of a ``steps``-step run, one part of our loop's per-step
+    work (see the module doc)."""
+    config, world = run.config, run.world
+    stats = EpochStats(run.data.num_train, run.device)
+    schedule, stepping = run.recipe.lr_schedule, step_callbacks(run.callbacks)
+    prepared = []
+    for losses, logits, indices in batches:  # inputs of the later parts, computed outside the timing
+        all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+        mentor_weights = weighter.mentor_weights(all_losses, 0)
+        prepared.append((all_losses, predictions, mentor_weights, weighter.example_dropout(mentor_weights, 0)))
+    count, epoch_steps = len(batches), len(run.train_loader)
+    _sync(run.device)
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for step in window:
+        losses, logits, indices = batches[step % count]
+        if step % epoch_steps == 0 and part in ("bookkeeping", "total"):
+            stats.loss  # the epoch's metrics row reads the sums (EpochStats folds its batches in here)
+        if part == "weighting":
+            all_losses = prepared[step % count][0]
+            mentor_weights = weighter.mentor_weights(all_losses, step)
+            weighter.example_dropout(mentor_weights, weighter.last["epoch"])
+        elif part == "bookkeeping":
+            all_losses, predictions, mentor_weights, all_weights = prepared[step % count]
+            stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
+        elif part == "glue":
+            for callback in stepping:
+                callback.on_step(run, step)
+            lr = learning_rate(step, steps, config.lr, schedule)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+            all_weights = prepared[step % count][3]
+            all_weights[world.shard(len(all_weights))], all_weights.mean()
+        else:  # everything, in the order of train_one_epoch
+            for callback in stepping:
+                callback.on_step(run, step)
+            lr = learning_rate(step, steps, config.lr, schedule)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+            mentor_weights = weighter.mentor_weights(all_losses, step)
+            all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
+            all_weights[world.shard(len(all_weights))], all_weights.mean()
+            stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
+    stats.loss
+    _sync(run.device)
+    return time.thread_time() - cpu, time.perf_counter() - wall
+
+
+def step_overhead(run, steps: int, window: int, repeats: int) -> list[dict]:
+    """The per-step overhead table: windows of ``window`` consecutive steps of a ``steps``-step run, one
+    after the other round the run, on the student's own losses."""
+    batches = []
+    for images, labels, indices in run.train_loader.epoch_batches(0):
+        logits = run.forward_model(images)  # losses with their autograd graph, as in training
+        batches.append((F.cross_entropy(logits.float(), labels, reduction="none"), logits, indices))
+        if len(batches) == 16:
+            break
+    parts = ("weighting", "bookkeeping", "glue", "total")
+    times = {part: [] for part in parts}
+    for repeat in range(repeats + 1):  # the first round warms up
+        start = (repeat * window) % steps
+        for part in parts:  # interleaved, so that drifts of a shared machine touch every part alike
+            weighter = MentorWeighter(run.weighter.mentor, run.weighter.config, total_steps=steps)
+            cpu, wall = _replay(run, weighter, batches, steps, range(start, start + window), part)
+            if repeat:
+                times[part].append((cpu / window * 1e6, wall / window * 1e6))
+    rows = []
+    for part in parts:
+        cpu, wall = [t[0] for t in times[part]], [t[1] for t in times[part]]
+        rows.append({"part": part, "batch": run.config.batch_size, "run steps": steps, "window": window,
+                     "windows": repeats,
+                     "cpu µs min": round(min(cpu), 1), "cpu µs median": round(statistics.median(cpu), 1),
+                     "wall µs min": round(min(wall), 1), "wall µs median": round(statistics.median(wall), 1)})
+    return rows
 
 
 CPU_DEFAULTS = {"students": "small_cnn,mlp", "subset": 5000, "epochs": 2, "repeats": 3}
@@ -122,6 +221,11 @@ def main() -> None:
     parser.add_argument("--mentornet", default="mentornet_pd")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the student (our loop only)")
+    parser.add_argument("--overhead-steps", type=int, default=3900,
+                        help="steps of the replayed run for the per-step overhead table (100 epochs of 39)")
+    parser.add_argument("--overhead-window", type=int, default=390, help="steps timed at a time (10 epochs)")
+    parser.add_argument("--overhead-repeats", type=int, default=30, help="windows timed per part")
+    parser.add_argument("--overhead-only", action="store_true", help="only the per-step overhead table")
     args = parser.parse_args()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     for key, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
@@ -133,8 +237,16 @@ def main() -> None:
         print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
               f"bf16 {torch.cuda.is_bf16_supported()}, compile {args.compile}")
     with tempfile.TemporaryDirectory() as workdir:
-        rows = [measure(student, args, Path(workdir)) for student in args.students.split(",")]
-    print(markdown_table(pd.DataFrame(rows), index=False))
+        if not args.overhead_only:
+            rows = [measure(student, args, Path(workdir)) for student in args.students.split(",")]
+            print(markdown_table(pd.DataFrame(rows), index=False))
+        config = StudentConfig(dataset=args.dataset, subset=args.subset, noise=0.4, studentnet="mlp",
+                               mentornet=args.mentornet, epochs=args.epochs, batch_size=args.batch_size,
+                               device=args.device)
+        run = prepare_run(config, Path(workdir) / "overhead")
+        print(f"\nper-step overhead ({args.mentornet}, {run.device}, torch threads {torch.get_num_threads()}):")
+        rows = step_overhead(run, args.overhead_steps, args.overhead_window, args.overhead_repeats)
+        print(markdown_table(pd.DataFrame(rows), index=False))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Every other module imports these names; nothing else builds feature tensors by h
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -185,10 +186,18 @@ def percentile_index(batch_size: int, p: float) -> int:
     return batch_size - 1 - int(descending)
 
 
+# The index depends on (B, p) only; a training run asks for the same one every step.
+_cached_percentile_index = functools.lru_cache(maxsize=64)(percentile_index)
+
+
 def batch_loss_percentile(loss: torch.Tensor, p: float) -> torch.Tensor:
-    """The batch p-percentile of the (unweighted) per-sample losses, as a 0-d tensor."""
-    loss = loss.reshape(-1).detach()
-    k = percentile_index(loss.numel(), p)
+    """The batch p-percentile of the (unweighted) per-sample losses, as a 0-d tensor (one ``kthvalue``;
+    no host synchronisation on a GPU)."""
+    if loss.dim() != 1:
+        loss = loss.reshape(-1)
+    if loss.requires_grad:
+        loss = loss.detach()
+    k = _cached_percentile_index(loss.numel(), p)
     # kthvalue is 1-based and avoids a full sort.
     return torch.kthvalue(loss, k + 1).values
 

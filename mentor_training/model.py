@@ -17,11 +17,13 @@ That is 257 trainable parameters, plus 500 frozen ones kept as a buffer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from curricula.features import NUM_EPOCHS, MentorFeatures, encode_epoch, host_checks
 
@@ -122,6 +124,124 @@ class MentorNet(nn.Module):
     def weight(self, features: MentorFeatures) -> torch.Tensor:
         """The curriculum contract: weights in [0, 1] shaped like ``features.loss``, without gradient."""
         return self(features.to(self.fc1_weight.device)).to(features.loss.device)
+
+
+class MentorNetStep:
+    """``mentor.weight`` for one training step, fused: every sample has label 0 and the same epoch.
+
+    This is what :class:`~student_training.weighting.MentorWeighter` calls on every batch. It does the
+    arithmetic of :meth:`MentorNet.logits_from_tensors` (then the sigmoid) with the same tensor calls on
+    the same operands, so its weights equal ``mentor.weight(MentorFeatures.build(loss, loss_diff,
+    epoch=epoch))`` bit for bit, in eight tensor operations with no gather, cat, slicing or validation:
+
+    * the LSTM kernel and bias of both directions are cut and concatenated once, and
+      ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once;
+    * per (batch size, epoch) a plan of preallocated buffers is made once: the input of the 20-unit
+      layer, ``[B, 9]``, whose first seven columns are the label-0 and epoch embedding rows, and the
+      LSTM gates, hidden units and logits that the step's operations write into (``out=``);
+    * a step writes only the two LSTM cell columns of the input and returns a fresh weight tensor.
+
+    The derived tensors are rebuilt whenever a parameter or buffer of the mentor is changed in place
+    (version counters: ``load_state_dict``, an optimiser step) or the mentor moves to another device or
+    dtype, both checked every call, and whenever a tensor is replaced (a new parameter, ``.data = ...``:
+    checked when the epoch changes, or at :meth:`refresh`). An in-place write through ``.data`` bypasses
+    version counters; call :meth:`refresh` after one. Replacing the mentor object, as MentorNet
+    re-learning does, needs nothing: a step belongs to one mentor object.
+    ``weights`` answers ``None`` where the fused path does not apply (forward hooks, a MentorNet that is
+    not float32, the losses on another device than the mentor); the caller then takes the general path.
+    """
+
+    MAX_PLANS = 8  # one per (batch size, epoch) in use; a run needs one or two at a time
+
+    def __init__(self, mentor: MentorNet):
+        if not self.supports(mentor):
+            raise TypeError(f"{type(mentor).__name__} is not a MentorNet with the 2018 forward")
+        self.mentor = mentor
+        self._tensors = self._mentor_tensors()
+        self._versions = None
+        self._storage = None
+        self._epoch = None
+        self._plans: dict = {}
+
+    @staticmethod
+    def supports(mentor) -> bool:
+        """Whether ``mentor`` computes its weights with the MentorNet arithmetic (not a subclass that changes it,
+        nor one fitted without loss_diff)."""
+        kind = type(mentor)
+        return isinstance(mentor, MentorNet) and mentor.config.uses_loss_diff and all(
+            getattr(kind, name) is getattr(MentorNet, name)
+            for name in ("weight", "forward", "logits", "logits_from_tensors", "__call__", "_call_impl"))
+
+    def refresh(self) -> None:
+        """Forget every derived tensor; the next call rebuilds them from the mentor."""
+        self._versions = None
+        self._storage = None
+        self._plans.clear()
+
+    def _mentor_tensors(self) -> list[torch.Tensor]:
+        return [*self.mentor._parameters.values(), *self.mentor._buffers.values()]
+
+    def _storage_key(self) -> tuple:
+        return tuple((id(t), t.data_ptr(), t.device, t.dtype) for t in self._mentor_tensors())
+
+    def _build(self) -> None:
+        mentor = self.mentor
+        with torch.no_grad():
+            fw, bw = mentor.lstm_fw_kernel.detach(), mentor.lstm_bw_kernel.detach()
+            self.lstm_kernel = torch.cat([fw[:2, :2], bw[:2, :2]], dim=1)  # as logits_from_tensors
+            self.lstm_bias = torch.cat([mentor.lstm_fw_bias.detach()[:2], mentor.lstm_bw_bias.detach()[:2]])
+            self.fc1_weight = mentor.fc1_weight.detach().clone()
+            self.fc1_bias = mentor.fc1_bias.detach().clone()
+            self.additive = mentor.config.additive_output_bias
+            if self.additive:
+                self.fc2_weight = mentor.fc2_weight.detach().clone()
+                self.fc2_beta = mentor.fc2_beta.detach().clone()
+            else:
+                self.fc2_weight = mentor.fc2_weight.detach() + mentor.fc2_beta.detach()
+            self.label_row = mentor.label_embedding.detach()[0].clone()  # the label feature is always 0
+            self.epoch_embedding = mentor.epoch_embedding.detach().clone()
+        self.device, self.dtype = self.fc1_weight.device, self.fc1_weight.dtype
+        self._plans.clear()
+        self._tensors = self._mentor_tensors()
+        self._versions = [t._version for t in self._tensors]
+        self._probe = (self._tensors[0].dtype, self._tensors[0].device)
+        self._storage = self._storage_key()
+
+    def _plan(self, batch: int, epoch: int) -> tuple:
+        """The buffers of one step at (batch size, epoch), with the constant feature columns written."""
+        if len(self._plans) >= self.MAX_PLANS:
+            self._plans.clear()
+        empty = functools.partial(torch.empty, dtype=self.dtype, device=self.device)
+        constant = torch.cat([self.label_row, self.epoch_embedding[epoch]])
+        features = empty((batch, constant.numel() + 2))
+        features[:, :-2] = constant
+        gates, hidden, logits = empty((batch, 4)), empty((batch, self.fc1_weight.shape[1])), empty((batch, 1))
+        plan = self._plans[batch, epoch] = (gates, gates[:, 0::2], gates[:, 1::2], features, features[:, -2:],
+                                            hidden, logits, logits.view(batch))
+        return plan
+
+    def weights(self, x: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """Weights in [0, 1] (shape ``[B]``, a fresh tensor) for ``x = stack([loss, loss_diff], 1)``
+        (float32, ``[B, 2]``) at progress epoch ``epoch`` (0..99); ``None`` where the fused path does not apply."""
+        mentor = self.mentor
+        if mentor._forward_hooks or mentor._forward_pre_hooks or _module._global_forward_hooks \
+                or _module._global_forward_pre_hooks:
+            return None
+        probe = self._tensors[0]  # Module.to() and .double() swap every tensor's data without a version bump
+        if self._versions != [t._version for t in self._tensors] or probe.dtype != self._probe[0] \
+                or probe.device != self._probe[1] or (epoch != self._epoch and self._storage != self._storage_key()):
+            self._build()
+        self._epoch = epoch
+        if x.device != self.device or self.dtype != torch.float32 or x.dtype != torch.float32:
+            return None
+        plan = self._plans.get((x.shape[0], epoch))
+        gates, i_gates, j_gates, features, cells, hidden, logits, flat = plan or self._plan(x.shape[0], epoch)
+        # As logits_from_tensors: both LSTM directions in one addmm; c = sigmoid(i) * tanh(j).
+        torch.addmm(self.lstm_bias, x, self.lstm_kernel, out=gates)
+        torch.mul(torch.sigmoid(i_gates), torch.tanh(j_gates), out=cells)
+        torch.addmm(self.fc1_bias, features, self.fc1_weight, out=hidden)
+        torch.mm(hidden.tanh_(), self.fc2_weight, out=logits)
+        return torch.sigmoid(flat + self.fc2_beta if self.additive else flat)
 
 
 def count_trainable_parameters(module: nn.Module) -> int:

@@ -33,9 +33,11 @@ Choices where the official code is TF-specific or accidental (spec §5), all del
   host wait (:func:`~student_training.accelerator.to_device`). The same seed gives the same numbers on
   the CPU and the same draws on any device (partners can differ between devices only where u_i lies
   within float32 rounding of a CDF step). A step neither reads a device value on the host nor branches
-  on one; the one blocking copy is a weighter's moving average moving to the device at its first step
-  (after construction or a load). Both weightings run in fp32 outside autocast, even when
-  :meth:`MentorMix.mix` and :meth:`MentorMix.loss` are called inside a caller's autocast region.
+  on one; a weighter's moving average goes to the device at its first step (after construction or a
+  load) as a fill from its host value, not a copy. Both weightings take the fast path of
+  :class:`~student_training.weighting.MentorWeighter` (a MentorNet's fused forward) and run in fp32
+  outside autocast, even when :meth:`MentorMix.mix` and :meth:`MentorMix.loss` are called inside a
+  caller's autocast region.
   Beta draws use ``torch._sample_dirichlet``, the sampler behind ``torch.distributions.Beta``, because
   only it takes a generator.
 * **α ≤ 0**: :func:`mentor_mix_up` returns the batch unmixed, as ``utils.mentor_mix_up`` does;

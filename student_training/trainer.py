@@ -41,6 +41,7 @@ from .callbacks import Callback, check_names, registered_callbacks, step_callbac
 from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
 from .data import ImageDataset, load_dataset, read_clean_subset_file, with_clean_subset
 from .data_driven import data_driven_callbacks
+from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
 from .label_issues import SampleRecordCallback
 from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
@@ -580,41 +581,6 @@ def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: Imag
 # ------------------------------------------------------------------------------------------ training
 
 
-class _EpochStats:
-    """Per-epoch sums kept on the device, so the inner loop never waits for the host."""
-
-    def __init__(self, num_samples: int, device: torch.device):
-        zeros = lambda: torch.zeros((), device=device)  # noqa: E731
-        self.loss, self.weighted_loss, self.weight, self.utilized = (zeros() for _ in range(4))
-        self.count = 0
-        self.sample_weight = torch.full((num_samples,), float("nan"), device=device)
-        self.sample_prediction = torch.full((num_samples,), -1, dtype=torch.long, device=device)
-
-    def add(self, losses, weights, mentor_weights, predictions, indices) -> None:
-        self.loss += losses.sum()
-        self.weighted_loss += (weights * losses).sum()
-        self.weight += weights.sum()
-        self.utilized += (weights > 1e-3).sum()
-        self.count += len(losses)
-        self.sample_weight[indices] = mentor_weights
-        self.sample_prediction[indices] = predictions
-
-
-class _MentorMixStats(_EpochStats):
-    """The epoch's sums of what MentorMix did (:data:`MENTORMIX_COLUMNS`), on the device as well."""
-
-    def __init__(self, num_samples: int, device: torch.device):
-        super().__init__(num_samples, device)
-        zeros = lambda: torch.zeros((), device=device)  # noqa: E731
-        self.mixed_loss, self.mixing, self.partner_share, self.second_weight = (zeros() for _ in range(4))
-
-    def add_mix(self, mixed_loss: torch.Tensor, metrics: dict, batch_size: int) -> None:
-        self.mixed_loss += mixed_loss.detach() * batch_size
-        self.mixing += metrics["mixing_mean"] * batch_size
-        self.partner_share += metrics["partner_high_weight_share"] * batch_size
-        self.second_weight += metrics["second_weight_mean"] * batch_size  # NaN without second reweighting
-
-
 def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, decay: float, *,
                  mean_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Spec §4.1 step 12: mean over the batch (not over Σv) of v·loss, plus for the 2018 ResNet
@@ -627,14 +593,14 @@ def student_loss(losses: torch.Tensor, weights: torch.Tensor, decayed: list, dec
     return loss
 
 
-def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()) -> _EpochStats:
+def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()) -> EpochStats:
     """One pass; under DDP this rank trains on its shard, and the stats cover the whole global batch.
 
     ``callbacks`` are those whose :meth:`~student_training.callbacks.Callback.on_step` runs before each step.
     """
     model, config, world = run.forward_model, run.config, run.world
     model.train()
-    stats = (_EpochStats if run.mentormix is None else _MentorMixStats)(run.data.num_train, run.device)
+    stats = (EpochStats if run.mentormix is None else MentorMixStats)(run.data.num_train, run.device)
     decay = run.recipe.weight_decay if run.recipe.decay_mode == "scaled" else 0.0
     decayed = [p for p in run.model.parameters() if p.ndim > 1] if decay else []
     step = epoch * len(run.train_loader)
@@ -679,7 +645,7 @@ def validate(run: Run) -> float:
 
 
 def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
-                   stats: _MentorMixStats, decayed: list, decay: float) -> None:
+                   stats: MentorMixStats, decayed: list, decay: float) -> None:
     """One MentorMix step (2020 spec §2, S1-S9) with the run's :class:`MentorMix`: the clean pass in train mode
     without gradient (its BN statistics kept), weighting, mixing, the mixed pass and the update.
 
@@ -715,7 +681,7 @@ def evaluate(run: Run) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, val_accuracy: float,
+def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, val_accuracy: float,
               seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
@@ -749,9 +715,9 @@ def epoch_row(run: Run, epoch: int, stats: _EpochStats, test_accuracy: float, va
     }
 
 
-def mentormix_columns(stats: _EpochStats) -> dict:
+def mentormix_columns(stats: EpochStats) -> dict:
     """The epoch's :data:`MENTORMIX_COLUMNS`: means over its samples, NaN for a run without MentorMix."""
-    if not isinstance(stats, _MentorMixStats):
+    if not isinstance(stats, MentorMixStats):
         return dict.fromkeys(MENTORMIX_COLUMNS, float("nan"))
     count = max(stats.count, 1)
     sums = (stats.mixed_loss, stats.mixing, stats.partner_share, stats.second_weight)
@@ -785,7 +751,7 @@ def train(run: Run) -> list[dict]:
     return run.state.rows
 
 
-def check_finite(stats: _EpochStats, epoch: int) -> None:
+def check_finite(stats: EpochStats, epoch: int) -> None:
     """Stop a run whose loss became NaN or infinite, before the epoch is saved (one host read per epoch)."""
     total = float(stats.weighted_loss) + float(stats.loss)
     if not math.isfinite(total):

@@ -30,10 +30,22 @@ from dataclasses import asdict
 import torch
 
 from curricula.features import (LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
-                                progress_percent)
+                                percentile_index, progress_percent)
+from mentor_training.model import MentorNetStep
+
+from .accelerator import fp32_region
+
 
 class MentorWeighter:
-    """Turns per-sample losses into MentorNet weights, step by step (spec §4.1)."""
+    """Turns per-sample losses into MentorNet weights, step by step (spec §4.1).
+
+    A step costs a fixed handful of tensor operations and never reads a value back to the host, so on
+    a GPU it never waits: the percentile is one ``kthvalue``, the moving average stays a device tensor,
+    a MentorNet runs through its fused :class:`~mentor_training.model.MentorNetStep` (no
+    ``MentorFeatures`` is built), the epoch, burn-in floor and dropout rate are Python numbers, and
+    the example-dropout mask is written in one operation into a reused buffer. Any other mentor (a
+    curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
+    """
 
     def __init__(self, mentor, config: WeighterConfig | None = None, *, total_steps: int, seed: int = 0):
         if not callable(getattr(mentor, "weight", None)):
@@ -48,6 +60,13 @@ class MentorWeighter:
                                                 self.config.loss_moving_average_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.last = {}  # what the last call used: epoch, dropout rate, percentile average, burn-in
+        self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
+        self._step = None  # its MentorNetStep, or None for a curriculum
+        self._cache = (None,) * 7  # (device, batch, p, decay, kthvalue k, decay and 1 - decay tensors there)
+        self._written = None  # the moving average as the last step left it (anything else: a restore)
+        self._masks = {}  # (batch, rate) -> (the pattern 1..1 0..0, the CPU mask buffer)
+        self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
+        self._switch_threads = None  # whether torch's intra-op thread count may be set to 1 and back
 
     def epoch_at(self, step: int) -> int:
         """ê: the progress epoch the MentorNet sees at ``step``."""
@@ -60,23 +79,84 @@ class MentorWeighter:
         burn_in = self.config.burn_in_epoch
         return 1.0 if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in) else 0.0
 
-    @torch.no_grad()
     def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. ``indices`` (the batch's
+        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. Computed in
+        fp32, outside autocast even when called inside a caller's autocast region. ``indices`` (the batch's
         sample indices) are not needed here; a weighter that learns from samples by index takes them."""
-        loss = loss.detach().reshape(-1).float()
+        device_type = loss.device.type
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            with fp32_region(loss.device):
+                return self.mentor_weights(loss, step)
+        threads = torch.get_num_threads() if loss.is_cpu else 1
+        if threads == 1:
+            return self._mentor_weights(loss, step)
+        if self._switch_threads is None:  # the OpenMP backend; the native one refuses a second change
+            self._switch_threads = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        if not self._switch_threads:
+            return self._mentor_weights(loss, step)
+        # On the CPU every operation here is tiny, but MKL's addmm and the tanh of the 20 hidden units
+        # would fork and join the intra-op thread pool, which costs more than the work: run single-threaded.
+        torch.set_num_threads(1)
+        try:
+            return self._mentor_weights(loss, step)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        if loss.requires_grad:
+            loss = loss.detach()
+        if loss.dim() != 1:
+            loss = loss.reshape(-1)
+        if loss.dtype != torch.float32:
+            loss = loss.float()
         epoch = self.epoch_at(step)
-        loss_diff = self.moving_average.loss_diff(loss)
-        weights = self._weight(loss, loss_diff, epoch)
         floor = self.burn_in_floor(epoch)
-        if floor:
-            weights = weights.clamp(min=floor)
+        # Step 3 as LossMovingAverage.loss_diff: P_t, M_t = decay * M_{t-1} + (1 - decay) * P_t, loss - M_t.
+        average, cache = self.moving_average, self._cache
+        value, device = average.value, loss.device
+        if value is not self._written or device != cache[0] or loss.shape[0] != cache[1] or average.p != cache[2] \
+                or average.decay != cache[3]:
+            cache = self._step_constants(average, device, loss.shape[0])
+            value = average.value
+        percentile = torch.kthvalue(loss, cache[4]).values  # batch_loss_percentile, its index cached
+        # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
+        value = average.value = self._written = value * cache[5] + percentile * cache[6]
+        loss_diff = loss - value
+        mentor = self.mentor
+        if mentor is not self._step_for:
+            self._step_for = mentor
+            self._step = MentorNetStep(mentor) if MentorNetStep.supports(mentor) else None
+        weights = None
+        if self._step is not None:  # the fused MentorNet forward (step 4)
+            weights = self._step.weights(torch.stack([loss, loss_diff], dim=1), epoch)
+        if weights is None:  # a curriculum, or a MentorNet the fused path does not cover
+            weights = self._weight(loss, loss_diff, epoch)
+            if floor:
+                weights = weights.clamp(min=floor)
+        elif floor:
+            weights = weights.clamp_(min=floor)  # a fresh tensor of our own
         self.last = {"epoch": epoch, "dropout_rate": self.dropout_rates[epoch], "burn_in": bool(floor),
-                     "loss_moving_average": self.moving_average.value}
+                     "loss_moving_average": value}
         return weights
 
+    def _step_constants(self, average: LossMovingAverage, device: torch.device, batch: int) -> tuple:
+        """What a step needs besides the losses, for this device, batch size, percentile and decay: the
+        moving average on the device (a fill, not a copy: once a run, or after a restore), the kthvalue
+        index of the percentile, and the decay and 1 - decay as 0-d float32 tensors there."""
+        value = average.value
+        if value.device != device and value.device.type == "cpu":  # a host value: reading it waits for no device
+            average.value = torch.full((), float(value), dtype=torch.float32, device=device)
+        elif value.device != device or value.dtype != torch.float32:
+            average.value = value.to(device, torch.float32)
+        decay = average.decay
+        self._cache = (device, batch, average.p, decay, percentile_index(batch, average.p) + 1,
+                       torch.full((), decay, dtype=torch.float32, device=device),
+                       torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
+        return self._cache
+
+    @torch.no_grad()
     def _weight(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
-        """The mentor's weights for this batch (no host synchronisation on a GPU)."""
+        """The mentor's weights through its ``weight(features)`` contract (no host synchronisation on a GPU)."""
         features = MentorFeatures.build(loss, loss_diff, epoch=epoch)
         return self.mentor.weight(features).to(loss.device, torch.float32)
 
@@ -86,10 +166,23 @@ class MentorWeighter:
         if rate == 0.0:
             return weights
         batch = weights.numel()
-        keep = int(batch * (1.0 - rate))
-        mask = torch.zeros(batch, dtype=weights.dtype, pin_memory=weights.is_cuda)
-        mask[torch.randperm(batch, generator=self.generator)[:keep]] = 1.0
-        return weights * mask.to(weights.device, non_blocking=True)  # pinned: no wait for the GPU
+        # The 2018 draw, on the host: the samples perm[:keep] keep their weight. The mask is written as
+        # mask[perm] = pattern with pattern = (1,...,1 [keep times], 0,...,0): the same mask in one operation.
+        perm = torch.randperm(batch, generator=self.generator)
+        entry = self._masks.get((batch, rate))
+        if entry is None or entry[0].dtype != weights.dtype:
+            pattern = torch.zeros(batch, dtype=weights.dtype)
+            pattern[:int(batch * (1.0 - rate))] = 1.0
+            entry = self._masks[batch, rate] = (pattern, torch.empty_like(pattern))
+        pattern, mask = entry
+        if weights.is_cpu:
+            return weights * mask.index_copy_(0, perm, pattern)
+        # On an accelerator: a fresh pinned host mask each step (the caching host allocator keeps it until
+        # its copy is done), copied without waiting for the device; the step's only host-to-device copy.
+        if self._pin is None:
+            self._pin = torch.accelerator.is_available()  # pinned memory exists only with an accelerator
+        mask = torch.empty(batch, dtype=weights.dtype, pin_memory=self._pin).index_copy_(0, perm, pattern)
+        return weights * mask.to(weights.device, non_blocking=True)
 
     def __call__(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Detached per-sample weights in [0, 1] for the losses of the batch at global ``step``."""

@@ -1,0 +1,637 @@
+"""The fast per-step weighting and bookkeeping (issue #15, part 3).
+
+1. Equality: :class:`MentorWeighter` (fused MentorNet forward, cached constants) and :class:`EpochStats`
+   against a frozen copy, kept below, of the computation they replaced (commit 72bebb2), over many random
+   batches: every shipped MentorNet, burn-in (2018 and exact), a fixed epoch after burn-in, example-dropout
+   schedules, several percentiles and decays, batch sizes 128, odd ones and 1, a swapped and a reloaded
+   mentor, a restored state, and two intra-op threads.
+2. No host synchronisation: the step runs on the ``meta`` device, a stand-in for a GPU whose tensors hold
+   no values, under :class:`HostSyncGuard`, which fails on every read of a device value (``item``, ``bool``,
+   ``float``, ``int``, ``tolist``, ``numpy``, ``cpu``, printing, a data-dependent shape such as ``nonzero``
+   or a boolean mask) and records every host-to-device copy: only the example-dropout mask may be copied,
+   once a step, without waiting. Separate tests show the guard fails on each such read and on a read added
+   to the weighter, and run a whole ``train_one_epoch`` on the CPU under it; on a CUDA machine, an epoch
+   also runs under ``torch.cuda.set_sync_debug_mode("error")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import curricula.features
+import mentor_training.model
+from curricula import MentorFeatures, get_curriculum, list_curricula
+from mentor_training import MentorNet, MentorNetConfig, list_pretrained, load_mentornet
+from mentor_training.model import MentorNetStep
+from student_training import distributed
+from student_training.callbacks import Callback
+from student_training.epoch_stats import EpochStats, MentorMixStats
+from student_training.trainer import StudentConfig, prepare_run, student_loss, train_one_epoch
+from student_training.weighting import MentorWeighter, WeighterConfig
+
+ATOL = 1e-6  # issue #15: the weights equal today's within 1e-6
+
+
+# --- the frozen reference: MentorWeighter and _EpochStats as of commit 72bebb2 ----------------------------
+
+def reference_dropout_rates(text: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    rates = []
+    for rate, epochs in zip(parts[0::2], parts[1::2]):
+        rates += [float(rate)] * int(float(epochs))
+    assert len(rates) == 100
+    return tuple(rates)
+
+
+def reference_percentile_index(batch: int, p: float) -> int:
+    q = float(np.float32(p) * np.float32(100.0))
+    return batch - 1 - int(round((batch - 1) * (1.0 - q / 100.0)))
+
+
+def reference_mentornet_weights(mentor: MentorNet, loss, loss_diff, epoch: int) -> torch.Tensor:
+    """``mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch))``: logits_from_tensors, label 0."""
+    batch = len(loss)
+    label = torch.zeros(batch, dtype=torch.long, device=loss.device)
+    epochs = torch.full((batch,), epoch, dtype=torch.long, device=loss.device).clamp(max=99)
+    dtype = mentor.fc1_weight.dtype
+    x = torch.stack([loss.to(dtype), loss_diff.to(dtype)], dim=1)
+    kernel = torch.cat([mentor.lstm_fw_kernel[:2, :2], mentor.lstm_bw_kernel[:2, :2]], dim=1)
+    bias = torch.cat([mentor.lstm_fw_bias[:2], mentor.lstm_bw_bias[:2]])
+    gates = torch.addmm(bias, x, kernel)
+    cells = torch.sigmoid(gates[:, 0::2]) * torch.tanh(gates[:, 1::2])
+    features = torch.cat([mentor.label_embedding[label], mentor.epoch_embedding[epochs], cells], dim=1)
+    hidden = torch.tanh(torch.addmm(mentor.fc1_bias, features, mentor.fc1_weight))
+    if mentor.config.additive_output_bias:
+        logits = (hidden @ mentor.fc2_weight).squeeze(1) + mentor.fc2_beta
+    else:
+        logits = (hidden @ (mentor.fc2_weight + mentor.fc2_beta)).squeeze(1)
+    return torch.sigmoid(logits).to(loss.device, torch.float32)
+
+
+class ReferenceWeighter:
+    """MentorWeighter of commit 72bebb2 (spec §4.1), written out in full."""
+
+    def __init__(self, mentor, config: WeighterConfig, *, total_steps: int, seed: int = 0):
+        self.mentor, self.config, self.total_steps = mentor, config, total_steps
+        self.rates = reference_dropout_rates(config.example_dropout_rates)
+        self.p, self.decay = config.loss_p_percentile, config.loss_moving_average_decay
+        self.value = torch.tensor(0.0)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = None
+
+    def epoch_at(self, step: int) -> int:
+        epoch = min((100 * step) // self.total_steps, 99)
+        return min(epoch, self.config.burn_in_epoch) if self.config.fixed_epoch_after_burn_in else epoch
+
+    @torch.no_grad()
+    def mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        loss = loss.detach().reshape(-1).float()
+        epoch = self.epoch = self.epoch_at(step)
+        percentile = torch.kthvalue(loss, reference_percentile_index(loss.numel(), self.p) + 1).values
+        self.value = self.decay * self.value.to(percentile) + (1.0 - self.decay) * percentile
+        loss_diff = loss - self.value
+        if isinstance(self.mentor, MentorNet):
+            weights = reference_mentornet_weights(self.mentor, loss, loss_diff, epoch)
+        else:
+            weights = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device,
+                                                                                                  torch.float32)
+        burn_in = self.config.burn_in_epoch
+        if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in):
+            weights = weights.clamp(min=1.0)
+        return weights
+
+    def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
+        rate = self.rates[epoch]
+        if rate == 0.0:
+            return weights
+        batch = weights.numel()
+        mask = torch.zeros(batch, dtype=weights.dtype)
+        mask[torch.randperm(batch, generator=self.generator)[:int(batch * (1.0 - rate))]] = 1.0
+        return weights * mask.to(weights.device)
+
+    def __call__(self, loss, step):
+        return self.example_dropout(self.mentor_weights(loss, step), self.epoch)
+
+
+class ReferenceEpochStats:
+    """``trainer._EpochStats`` of commit 72bebb2."""
+
+    def __init__(self, num_samples: int, device):
+        self.loss, self.weighted_loss, self.weight, self.utilized = (torch.zeros((), device=device) for _ in range(4))
+        self.count = 0
+        self.sample_weight = torch.full((num_samples,), float("nan"), device=device)
+        self.sample_prediction = torch.full((num_samples,), -1, dtype=torch.long, device=device)
+
+    def add(self, losses, weights, mentor_weights, predictions, indices) -> None:
+        self.loss += losses.sum()
+        self.weighted_loss += (weights * losses).sum()
+        self.weight += weights.sum()
+        self.utilized += (weights > 1e-3).sum()
+        self.count += len(losses)
+        self.sample_weight[indices] = mentor_weights
+        self.sample_prediction[indices] = predictions
+
+
+# --- random batches ---------------------------------------------------------------------------------------
+
+BATCHES = (128, 128, 1, 7, 128, 33, 129, 256, 2, 128, 5, 128)
+
+
+def random_losses(generator: torch.Generator, batch: int) -> torch.Tensor:
+    """Cross-entropy-like losses over several scales, with ties, zeros and a few large values."""
+    scale = math.exp(float(torch.empty(()).uniform_(math.log(1e-3), math.log(30.0), generator=generator)))
+    loss = torch.rand(batch, generator=generator) * scale
+    kind = int(torch.randint(0, 4, (), generator=generator))
+    if kind == 1:
+        loss = torch.round(loss * 4) / 4  # ties at the percentile
+    elif kind == 2:
+        loss[torch.rand(batch, generator=generator) < 0.2] = 0.0
+    elif kind == 3:
+        loss = loss + 40.0 * (torch.rand(batch, generator=generator) < 0.1)
+    return loss
+
+
+CONFIGS = {
+    "default": WeighterConfig(),
+    "p50-decay90-burnin18-dropout": WeighterConfig(loss_p_percentile=0.5, loss_moving_average_decay=0.9,
+                                                   burn_in_epoch=18, example_dropout_rates="0.5,17,0.05,83"),
+    "p75-exact-burnin-fixed-epoch": WeighterConfig(loss_p_percentile=0.75, burn_in_epoch=18, burn_in_2018=False,
+                                                   fixed_epoch_after_burn_in=True,
+                                                   example_dropout_rates="0.5,17,0.05,78,0.9,5"),
+    "p100-decay0-full-dropout": WeighterConfig(loss_p_percentile=1.0, loss_moving_average_decay=0.0,
+                                               example_dropout_rates="0.3,50,1.0,50"),
+    "p33-decay99-all-burn-in": WeighterConfig(loss_p_percentile=0.33, loss_moving_average_decay=0.99,
+                                              burn_in_epoch=100),
+    "p90-fixed-epoch-0": WeighterConfig(loss_p_percentile=0.9, fixed_epoch_after_burn_in=True,
+                                        example_dropout_rates="0.1,100"),
+}
+
+
+def assert_same_run(new, reference, steps, *, seed: int = 0, split_calls: bool = False, on_step=None):
+    """Drive both weighters over ``steps`` with the same random batches and compare everything they give."""
+    generator = torch.Generator().manual_seed(seed)
+    for i, step in enumerate(steps):
+        if on_step is not None:
+            on_step(i, step)
+        loss = random_losses(generator, BATCHES[i % len(BATCHES)])
+        expected_mentor = reference.mentor_weights(loss, step)
+        expected = reference.example_dropout(expected_mentor, reference.epoch)
+        if split_calls:  # as train_one_epoch calls it
+            mentor_weights = new.mentor_weights(loss.clone().requires_grad_(), step)
+            weights = new.example_dropout(mentor_weights, new.last["epoch"])
+            torch.testing.assert_close(mentor_weights, expected_mentor, rtol=0, atol=ATOL)
+        else:
+            weights = new(loss, step)
+        assert weights.dtype == torch.float32 and weights.shape == expected.shape and not weights.requires_grad
+        torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL, msg=lambda m: f"step {step}: {m}")
+        assert torch.equal(weights == 0, expected == 0), f"step {step}: another dropout mask"
+        assert new.last["epoch"] == reference.epoch
+        torch.testing.assert_close(new.moving_average.value, reference.value, rtol=1e-6, atol=0)
+        assert torch.equal(new.generator.get_state(), reference.generator.get_state())
+
+
+@pytest.mark.parametrize("name", list_pretrained())
+def test_every_shipped_mentornet_matches_the_reference(name):
+    mentor = load_mentornet(name)
+    configs = dict(CONFIGS, own=WeighterConfig.from_defaults(mentor.student_defaults))
+    for index, config in enumerate(configs.values()):
+        new = MentorWeighter(mentor, config, total_steps=120, seed=index)
+        reference = ReferenceWeighter(mentor, config, total_steps=120, seed=index)
+        assert_same_run(new, reference, range(120), seed=index, split_calls=bool(index % 2))
+        assert isinstance(new._step, MentorNetStep)  # the fused path was the one tested
+
+
+def test_long_run_with_uneven_steps_matches_the_reference():
+    mentor = load_mentornet("mentornet_pd")
+    config = WeighterConfig.from_defaults(mentor.student_defaults, burn_in_epoch=10)
+    steps = np.cumsum(np.random.default_rng(0).integers(0, 40, size=300)).tolist()  # repeats and jumps
+    new = MentorWeighter(mentor, config, total_steps=steps[-1] + 1, seed=4)
+    reference = ReferenceWeighter(mentor, config, total_steps=steps[-1] + 1, seed=4)
+    assert_same_run(new, reference, steps, seed=4)
+
+
+@pytest.mark.parametrize("name", list_curricula())
+def test_hand_written_curricula_match_the_reference(name):
+    curriculum = get_curriculum(name)
+    config = CONFIGS["p50-decay90-burnin18-dropout"]
+    new = MentorWeighter(curriculum, config, total_steps=60, seed=1)
+    assert_same_run(new, ReferenceWeighter(curriculum, config, total_steps=60, seed=1), range(60), seed=1)
+    assert new._step is None
+
+
+def test_other_mentornets_match_the_reference():
+    """The 2018 layer and the additive output bias, a float64 MentorNet, one with a forward hook and a
+    subclass with its own forward (the last three take the general path)."""
+    generator = torch.Generator().manual_seed(5)
+
+    class Doubled(MentorNet):
+        def forward(self, features):
+            return super().forward(features) / 2
+
+    additive = MentorNet(MentorNetConfig(additive_output_bias=True, num_fc_nodes=7, epoch_embedding_size=3))
+    hooked, double, doubled = MentorNet(), MentorNet(), Doubled()
+    for mentor in (additive, hooked, double, doubled):
+        mentor.reset_parameters(generator)
+    double.double()
+    hooked.register_forward_hook(lambda module, args, out: out * 0.5)
+    for mentor, fused in ((additive, True), (hooked, False), (double, False), (doubled, False)):
+        config = CONFIGS["p75-exact-burnin-fixed-epoch"]
+        new = MentorWeighter(mentor, config, total_steps=80)
+        reference = ReferenceWeighter(mentor, config, total_steps=80)
+        if mentor is hooked or mentor is doubled:  # the reference must go through the module call too
+            reference.mentor = _Contract(mentor)
+        assert_same_run(new, reference, range(80))
+        assert (new._step is not None) == (mentor is not doubled)
+        assert (new._step is not None and new._step._plans != {}) == fused
+
+
+class _Contract:
+    """A curriculum view of a MentorNet: only its ``weight(features)``."""
+
+    def __init__(self, mentor):
+        self.weight = mentor.weight
+
+
+def test_a_swapped_or_changed_mentor_is_noticed():
+    """Re-learning replaces ``weighter.mentor``; a resume loads a state into the same object; an optimiser
+    edits it in place; ``.double()`` swaps its tensors' data; a parameter may be replaced."""
+    first, second, third = (load_mentornet(name) for name in ("mentornet_pd", "mentornet_dd", "self_paced_mentornet"))
+    config = CONFIGS["p50-decay90-burnin18-dropout"]
+    steps = [i // 2 for i in range(120)]  # two steps per progress epoch: every event below is mid-epoch
+    new = MentorWeighter(first, config, total_steps=100, seed=2)
+    reference = ReferenceWeighter(first, config, total_steps=100, seed=2)
+
+    def events(i, step):
+        if i == 31:
+            new.mentor = reference.mentor = second
+        if i == 61:
+            with torch.no_grad():
+                second.load_state_dict(third.state_dict())
+        if i == 81:
+            with torch.no_grad():
+                second.fc1_weight.mul_(0.5)
+        if i == 101:
+            second.double()
+        if i == 102:  # float64: the general path took over at once (to within 1e-6 the float32 one agrees)
+            assert new._step.dtype == torch.float64
+        if i == 105:
+            second.float()
+        if i == 110:  # a replaced parameter is taken up when the progress epoch changes (step 110 -> 55)
+            second.fc2_beta = torch.nn.Parameter(second.fc2_beta.detach() + 1.0, requires_grad=False)
+
+    assert_same_run(new, reference, steps, seed=2, on_step=events)
+
+
+def test_a_restored_state_continues_like_the_reference():
+    mentor = load_mentornet("mentornet_pd")
+    config = WeighterConfig.from_defaults(mentor.student_defaults)
+    first = MentorWeighter(mentor, config, total_steps=90, seed=3)
+    reference = ReferenceWeighter(mentor, config, total_steps=90, seed=3)
+    assert_same_run(first, reference, range(40), seed=3)
+    restored = MentorWeighter(mentor, config, total_steps=90, seed=99)
+    restored.load_state_dict(first.state_dict())
+    assert_same_run(restored, reference, range(40, 90), seed=33)
+
+
+def test_two_threads_give_the_same_weights_and_the_thread_count_is_restored():
+    mentor = load_mentornet("mentornet_pd")
+    config = WeighterConfig.from_defaults(mentor.student_defaults)
+    torch.set_num_threads(2)  # the conftest fixture puts it back
+    new = MentorWeighter(mentor, config, total_steps=50)
+    assert_same_run(new, ReferenceWeighter(mentor, config, total_steps=50), range(50))
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="batch size"):
+        new(torch.empty(0), 0)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("reads", ["at the end", "every 7 batches"])
+@pytest.mark.parametrize("revisits", [False, True], ids=["each sample once", "samples seen twice"])
+def test_epoch_stats_match_the_reference(reads, revisits):
+    generator = torch.Generator().manual_seed(6)
+    new, reference = EpochStats(5000, "cpu"), ReferenceEpochStats(5000, "cpu")
+    order = torch.randperm(5000, generator=generator)
+    start = 0
+    for i in range(40):
+        batch = BATCHES[i % len(BATCHES)]
+        losses = random_losses(generator, batch).requires_grad_()
+        mentor_weights = torch.rand(batch, generator=generator)
+        mentor_weights[mentor_weights < 0.2] = 0.0
+        mentor_weights[:2] = torch.tensor([1e-3, 1.0001e-3])[:batch]  # at the threshold
+        weights = mentor_weights * (torch.rand(batch, generator=generator) < 0.7)
+        predictions = torch.randint(0, 10, (batch,), generator=generator)
+        if revisits:  # random draws: samples come back within and across reads
+            indices = torch.randperm(300, generator=generator)[:batch]
+        else:  # an epoch's permutation, as the loader makes it
+            indices, start = order[start:start + batch], start + batch
+        new.add(losses.detach(), weights, mentor_weights, predictions, indices)
+        reference.add(losses.detach(), weights, mentor_weights, predictions, indices)
+        if reads == "every 7 batches" and i % 7 == 3:
+            assert torch.equal(new.sample_prediction, reference.sample_prediction)
+    for key in ("loss", "weighted_loss", "weight", "utilized"):
+        torch.testing.assert_close(getattr(new, key), getattr(reference, key), rtol=1e-6, atol=0)
+    assert new.count == reference.count and float(new.utilized) == float(reference.utilized)
+    assert torch.equal(new.sample_prediction, reference.sample_prediction)
+    torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
+
+
+def test_mentormix_stats_match_per_step_sums():
+    """MentorMixStats folds in what ``trainer._MentorMixStats`` (main, before the merge) summed every step:
+    each metric times the batch size; NaN second weights (no second reweighting) stay NaN."""
+    generator = torch.Generator().manual_seed(8)
+    for second_reweight in (True, False):
+        stats = MentorMixStats(100, "cpu")
+        expected = torch.zeros(4)
+        for i, batch in enumerate((64, 64, 17, 64, 3)):
+            values = torch.rand(4, generator=generator)
+            if not second_reweight:
+                values[3] = math.nan
+            mixed_loss = values[0].clone().requires_grad_()
+            metrics = dict(zip(MentorMixStats.MIX_METRICS, values[1:]))
+            stats.add_mix(mixed_loss, metrics, batch)
+            expected += values * batch
+            if i == 2:  # a read in between folds the steps so far in; later steps add to them
+                torch.testing.assert_close(stats.mix_sums, expected, rtol=1e-6, atol=0, equal_nan=True)
+        sums = torch.stack([stats.mixed_loss, stats.mixing, stats.partner_share, stats.second_weight])
+        torch.testing.assert_close(sums, expected, rtol=1e-6, atol=0, equal_nan=True)
+        assert sums.dtype == torch.float32 and not sums.requires_grad
+
+
+# --- fp32 whatever the precision ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("mentor_name", ["mentornet_pd", "hooked-mentornet", "curriculum"])
+def test_the_weighting_stays_fp32_inside_a_callers_autocast(mentor_name, dtype):
+    """Weights, losses and percentiles are computed in fp32 whatever the precision: called inside a
+    caller's autocast region, the weighter gives bit for bit the weights and moving average it gives
+    outside one, on the fused path (a MentorNet) and on the general one (a hooked MentorNet, whose
+    ``weight`` would run its matmuls in ``dtype`` under autocast; a curriculum), whose ``weight`` sees
+    autocast off."""
+    seen = []
+
+    def make_mentor():
+        if mentor_name == "curriculum":
+            return get_curriculum("self_paced")
+        mentor = load_mentornet("mentornet_pd")
+        if mentor_name == "hooked-mentornet":
+            mentor.register_forward_hook(lambda module, inputs, output: seen.append(
+                (torch.is_autocast_enabled("cpu"), output.dtype)))
+        return mentor
+
+    config = CONFIGS["p50-decay90-burnin18-dropout"]
+    inside, outside = (MentorWeighter(make_mentor(), config, total_steps=50, seed=4) for _ in range(2))
+    generator = torch.Generator().manual_seed(4)
+    for step in range(0, 50, 3):
+        loss = random_losses(generator, 64)
+        with torch.autocast("cpu", dtype=dtype):
+            weights = inside(loss, step)
+            assert torch.is_autocast_enabled("cpu")  # the caller's region is left as it was
+        expected = outside(loss, step)
+        assert weights.dtype == torch.float32 and torch.equal(weights, expected), step
+        assert torch.equal(inside.moving_average.value, outside.moving_average.value)
+    if mentor_name == "hooked-mentornet":
+        assert seen and set(seen) == {(False, torch.float32)}
+
+
+# --- no host synchronisation ------------------------------------------------------------------------------
+
+class HostSync(AssertionError):
+    """A read of a device value on the host: on a GPU this would wait for the device."""
+
+
+_HOST_READS = {
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__bool__,
+    torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__complex__,
+    torch.Tensor.__array__, torch.Tensor.__format__, torch.Tensor.__repr__, torch.Tensor.__str__,
+}
+# aten operations that need a device value on the host: scalar reads and data-dependent output shapes.
+_SYNCING_ATEN = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "_unique", "_unique2",
+                 "unique_dim", "unique_consecutive", "unique_dim_consecutive", "equal", "is_nonzero", "allclose",
+                 "repeat_interleave"}
+
+
+_FROM_HOST_DATA = {torch.tensor, torch.as_tensor, torch.asarray}
+
+
+class HostSyncGuard(TorchFunctionMode):
+    """Fails on every host read of a device tensor's value and records every host-to-device copy.
+
+    It plays ``torch.cuda.set_sync_debug_mode("error")`` on a machine without a GPU: at the Python level
+    it catches the conversions (``item``, ``bool``, ``float``, ``int``, ``__index__``, ``tolist``, ``numpy``,
+    ``cpu``, printing), and at the aten level every operation whose result needs a device value on the
+    host, boolean-mask indexing included, and every copy from a device to the host. ``copies`` lists
+    ``(non_blocking, pinned)`` for each copy from the host to a device. Run the step on the ``meta``
+    device and nothing can slip through: a meta tensor has no value, so a read this guard missed would
+    still fail. With ``cpu_is_device`` (a CPU run standing in for a GPU run) CPU tensors count as device
+    tensors; otherwise reading a CPU tensor is a host read that waits for nothing, and is allowed.
+    """
+
+    def __init__(self, *, cpu_is_device: bool = False):
+        super().__init__()
+        self.cpu_is_device = cpu_is_device
+        self.copies: list[tuple[bool, bool]] = []
+        self._aten = _AtenGuard(self)
+
+    def on_device(self, tensor) -> bool:
+        return isinstance(tensor, torch.Tensor) and (self.cpu_is_device or tensor.device.type != "cpu")
+
+    def __enter__(self):
+        self._aten.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        return self._aten.__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _HOST_READS and args and self.on_device(args[0]):
+            raise HostSync(f"{getattr(func, '__name__', func)} reads a device tensor's value on the host")
+        out = func(*args, **kwargs)
+        if func in _FROM_HOST_DATA and args and not isinstance(args[0], torch.Tensor) and self.on_device(out):
+            self.copies.append((False, False))  # Python or numpy data: a pageable copy, made under the hood
+        return out
+
+
+class _AtenGuard(TorchDispatchMode):
+    def __init__(self, owner: HostSyncGuard):
+        super().__init__()
+        self.owner = owner
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        on_device = any(self.owner.on_device(a) for a in args if isinstance(a, torch.Tensor))
+        if name in _SYNCING_ATEN and on_device:
+            raise HostSync(f"aten.{name} needs a device value on the host")
+        if name in ("index", "index_put", "index_put_", "_index_put_impl_") and on_device:
+            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+                raise HostSync("a boolean mask index has a data-dependent shape")
+        out = func(*args, **kwargs)
+        if name in ("_to_copy", "copy_"):
+            source = args[1] if name == "copy_" else args[0]
+            target = args[0] if name == "copy_" else out
+            if source.device.type == "cpu" and target.device.type != "cpu":
+                non_blocking = kwargs.get("non_blocking", args[2] if name == "copy_" and len(args) > 2 else False)
+                self.owner.copies.append((bool(non_blocking), source.is_pinned()))
+            elif source.device.type != "cpu" and target.device.type == "cpu":
+                raise HostSync(f"aten.{name} copies a device tensor to the host")
+        return out
+
+
+@contextlib.contextmanager
+def gpu_value_checks(monkeypatch):
+    """Value checks as on a GPU (``host_checks`` answers False), so a CPU run follows the GPU code path."""
+    with monkeypatch.context() as patch:
+        patch.setattr(curricula.features, "host_checks", lambda tensor: False)
+        patch.setattr(mentor_training.model, "host_checks", lambda tensor: False)
+        yield
+
+
+class LossDiffCurriculum:
+    """A hand-written curriculum of tensor operations only: v = sigmoid(-loss_diff)."""
+
+    def weight(self, features):
+        return torch.sigmoid(-features.loss_diff)
+
+
+CONFIG_GRID = [CONFIGS["p50-decay90-burnin18-dropout"], CONFIGS["p75-exact-burnin-fixed-epoch"],
+               CONFIGS["default"], CONFIGS["p100-decay0-full-dropout"]]
+
+
+@pytest.mark.parametrize("mentor_name", ["mentornet_pd", "mentornet_dd", "curriculum"])
+@pytest.mark.parametrize("config", CONFIG_GRID, ids=["burn-in+dropout", "fixed-epoch", "no-dropout", "decay-0"])
+def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypatch):
+    """Every operation of a training step's weighting and bookkeeping on a device without values."""
+    device = torch.device("meta")
+    mentor = LossDiffCurriculum() if mentor_name == "curriculum" else load_mentornet(mentor_name).to(device)
+    weighter = MentorWeighter(mentor, config, total_steps=100, seed=0)
+    stats = EpochStats(1000, device)
+    world = distributed.World()
+    indices = torch.randperm(1000)[:256].to(device)
+    with gpu_value_checks(monkeypatch):
+        for step in list(range(0, 100, 3)) + [99, 99]:
+            batch = BATCHES[step % len(BATCHES)]
+            logits = torch.empty((batch, 10), device=device, requires_grad=True)
+            labels = torch.empty(batch, dtype=torch.long, device=device)
+            with HostSyncGuard() as guard:
+                losses = F.cross_entropy(logits, labels, reduction="none")
+                all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+                mentor_weights = weighter.mentor_weights(all_losses, step)
+                all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
+                weights = all_weights[world.shard(len(all_weights))]
+                loss = student_loss(losses, weights, [], 0.0, mean_weight=all_weights.mean())
+                loss.backward()
+                stats.add(all_losses, all_weights, mentor_weights, predictions, indices[:batch])
+            dropout = weighter.last["dropout_rate"] > 0
+            # The only host-to-device copy of a step is the example-dropout mask, never waited for.
+            assert guard.copies == ([(True, torch.accelerator.is_available())] if dropout else []), guard.copies
+    with HostSyncGuard() as guard:  # folding the epoch's batches in waits for nothing either
+        assert stats.sums.device == device and stats.sample_weight.device == device
+        assert stats.sample_prediction.device == device
+    assert guard.copies == []
+    if mentor_name != "curriculum":
+        assert isinstance(weighter._step, MentorNetStep)
+
+
+def _bad_steps():
+    """Host reads that the guard must refuse, each where a careless edit would put one."""
+    return {
+        "item": lambda w: w.sum().item(),
+        "float": lambda w: float(w.mean()),
+        "int": lambda w: int(w.argmax()),
+        "bool": lambda w: bool((w > 0.5).any()),
+        "if": lambda w: 1 if w.max() > 0.5 else 0,
+        "index": lambda w: range(10)[w.argmax()],
+        "tolist": lambda w: w.tolist(),
+        "numpy": lambda w: w.numpy(),
+        "cpu": lambda w: w.cpu(),
+        "print": lambda w: f"{w}",
+        "nonzero": lambda w: torch.nonzero(w),
+        "boolean mask": lambda w: w[w > 0.5],
+        "masked assignment": lambda w: w.clone().__setitem__(w > 0.5, 0.0),
+        "unique": lambda w: torch.unique(w),
+        "python data to the device": lambda w: torch.tensor([0.5, 0.25], device=w.device),
+        "blocking copy to the device": lambda w: torch.ones(3).to(w.device),
+    }
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("name", list(_bad_steps()))
+def test_the_guard_fails_on_every_host_read(name, device):
+    bad = _bad_steps()[name]
+    weights = torch.rand(8).to(device)
+    if name in ("python data to the device", "blocking copy to the device"):
+        if device == "cpu":
+            pytest.skip("no host-to-device copy without a device")
+        with HostSyncGuard() as guard:
+            bad(weights)
+        assert guard.copies == [(False, False)]  # what the weighting test refuses
+        return
+    with pytest.raises((HostSync, RuntimeError, NotImplementedError)) as caught:
+        with HostSyncGuard(cpu_is_device=device == "cpu"):
+            bad(weights)
+    assert caught.type is HostSync, caught.value  # the guard fired, not a meta tensor's own error
+
+
+def test_the_guard_catches_a_read_added_to_the_weighter(monkeypatch):
+    """A MentorWeighter with one host read in its step fails the guard."""
+    mentor = load_mentornet("mentornet_pd")
+
+    class Careless(MentorWeighter):
+        def mentor_weights(self, loss, step):
+            weights = super().mentor_weights(loss, step)
+            self.last["mean_weight"] = float(weights.mean())  # a sync on a GPU
+            return weights
+
+    weighter = Careless(mentor, WeighterConfig(), total_steps=10)
+    weighter(torch.rand(128), 2)  # fine without the guard
+    with gpu_value_checks(monkeypatch), pytest.raises(HostSync):
+        with HostSyncGuard(cpu_is_device=True):
+            weighter(torch.rand(128), 3)
+
+
+def test_a_whole_training_epoch_never_reads_a_value(tmp_path, monkeypatch):
+    """train_one_epoch on the CPU, every step under the guard (the metrics row after it reads values)."""
+    config = StudentConfig(dataset="digits", studentnet="mlp", mentornet="mentornet_pd", noise=0.4, epochs=2,
+                           batch_size=64)
+    run = prepare_run(config, tmp_path / "run")
+    with gpu_value_checks(monkeypatch):
+        with HostSyncGuard(cpu_is_device=True) as guard:
+            stats = train_one_epoch(run, 0)
+    assert guard.copies == [] and stats.count == len(run.train_loader) * 64
+    assert float(stats.weight) > 0 and not torch.isnan(stats.sample_weight).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_synchronisation_on_a_gpu(tmp_path):
+    """The real check: CUDA's sync debug mode refuses any synchronising call in the steps of an epoch
+    (switched on at the end of its first step: the epoch's draws are uploaded once, before it)."""
+    config = StudentConfig(dataset="digits", studentnet="mlp", mentornet="mentornet_pd", noise=0.4, epochs=2,
+                           batch_size=64, device="cuda")
+    run = prepare_run(config, tmp_path / "run")
+    train_one_epoch(run, 0)
+    torch.cuda.synchronize()
+
+    class SyncErrorsAfterTheFirstStep(Callback):
+        def on_step(self, run, step):  # before each step: from the second on, the first one is done
+            if step > len(run.train_loader):
+                torch.cuda.set_sync_debug_mode("error")
+
+    try:
+        train_one_epoch(run, 1, [SyncErrorsAfterTheFirstStep()])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    with HostSyncGuard() as guard:  # the dropout mask: pinned and not waited for
+        for step in range(len(run.train_loader)):
+            run.weighter(torch.rand(64, device="cuda"), step)
+    assert guard.copies and all(non_blocking and pinned for non_blocking, pinned in guard.copies)
