@@ -524,8 +524,12 @@ def list_command():
     if not manifest:
         click.echo("  none")
     for name, entry in sorted(manifest.items()):
-        test = entry.get("metrics", {}).get("test", {})
-        source = entry.get("source", {})
+        metrics, source = entry.get("metrics", {}), entry.get("source", {})
+        if source.get("type") == "learned_in_run":  # fitted on its own rows: no held-out split
+            fit = metrics.get("fit") or {}
+            click.echo(f"  {name:<30} from {'learned in a run':<22} fit AUC {fit.get('fit_auc', float('nan')):.4f}")
+            continue
+        test = metrics.get("test") or {}
         origin = source.get("name") or f"data-driven, P={source.get('percentile')}"
         click.echo(f"  {name:<30} from {origin:<22} held-out MAE {test.get('mae', float('nan')):.4f}")
 

@@ -14,7 +14,10 @@ Every run is one ``train-student`` run folder with the same student, data subset
   best.pt);
 * ``clean_only``: ``--train-on clean_subset``, the clean subset alone with its clean labels;
 * ``noisy_plus_clean``: ``--train-on noisy+clean_subset``, the noisy set plus the clean subset's clean labels;
-* ``learned``: ``--mentornet learn`` with its defaults.
+* ``learned``: ``--mentornet learn`` with its defaults;
+* ablations, not in the default grid: ``learned_soft``, ``learned_loss_diff``, ``learned_late``,
+  ``learned_burn_in``, ``learned_one_epoch``, ``learned_no_trusted`` set one choice of the learned mode back
+  to its 2018 value (see ``ABLATIONS``).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_accuracy.md). The grid is
@@ -44,6 +47,15 @@ from student_training.config import StudentConfig  # noqa: E402
 
 METHODS = ("baseline", "self_paced_mentornet", "mentornet_pd", "small_loss_mentornet", "mentornet_dd", "clean_only",
            "noisy_plus_clean", "learned")
+# The learned mode with one choice set back to the 2018 value (issue #13's leads; not in the default grid).
+ABLATIONS = {
+    "learned_soft": {"learn_weights": "soft"},  # the MentorNet's probability as the weight (2018)
+    "learned_loss_diff": {"learn_features": "loss_diff"},  # loss_diff = loss - moving average as an input (2018)
+    "learned_late": {"learn_epochs": "30,60"},  # two late re-fits, as --relearn-mentor 30,60
+    "learned_burn_in": {"learn_burn_in_weight": 1.0},  # plain training until the first fit (2018 burn-in)
+    "learned_one_epoch": {"learn_window": 1},  # each fit sees one epoch's losses, as one dump
+    "learned_no_trusted": {"learn_trusted_batch": 0},  # the trusted part is not trained on (2018: held out)
+}
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},
            "learned": {"mentornet": "learn"}}
@@ -63,6 +75,8 @@ def run_config(method: str, noise_type: str, rate: float, seed: int, args) -> St
                "seed": seed, "clean_subset_fraction": args.clean_subset_fraction, "record_samples": False,
                "mentornet": method}
     options.update(OPTIONS.get(method, {}))
+    if method in ABLATIONS:
+        options.update(mentornet="learn", **ABLATIONS[method])
     if method == "learned" and args.learn_epochs:
         options["learn_epochs"] = args.learn_epochs
     return StudentConfig(**options)
@@ -129,7 +143,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default="symmetric:0.2,symmetric:0.4,symmetric:0.8,pairflip:0.45")
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--subset", type=int, default=5000)
+    parser.add_argument("--subset", type=int, default=5000, help="training images (0: the whole training set)")
     parser.add_argument("--studentnet", default="mlp")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -143,10 +157,11 @@ def parse_args(argv=None):
         for key, value in SMOKE.items():
             if key not in given:
                 setattr(args, key, value)
+    args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in args.methods if m not in METHODS]
+    bad = [m for m in args.methods if m not in METHODS and m not in ABLATIONS]
     if bad or not args.methods:
-        parser.error(f"--methods: choose from {', '.join(METHODS)}")
+        parser.error(f"--methods: choose from {', '.join(METHODS + tuple(ABLATIONS))}")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.settings = parse_settings(args.settings)
     for noise_type, rate in args.settings:  # every config is checked now, not hours in

@@ -58,6 +58,14 @@ PIPELINES = {
         "python cli.py learn-curriculum --dump pretrained/data/mentornet_dd_dump.csv --percentile 0.9 "
         "--out pretrained/mentornet_dd.pt --force",
     ],
+    # Made by the new path (train-student --mentornet learn, paper Algorithm 1 in one run): the README's mlp
+    # regime at 40% symmetric noise with a 10% clean subset; its last fit (progress epoch 50) is shipped.
+    "mentornet_learned": [
+        "python cli.py train-student --dataset fashion-mnist --subset 5000 --noise 0.4 --clean-subset-fraction 0.1 "
+        "--studentnet mlp --epochs 100 --mentornet learn --seed 0 --out runs/pretrained/learned_seed0 --force",
+        "python -c \"import shutil; shutil.copyfile('runs/pretrained/learned_seed0/mentornets/epoch_50.pt', "
+        "'pretrained/mentornet_learned.pt')\"",
+    ],
 }
 # A fresh dump from another seed (other noise draw, other clean subset) for judging mentornet_dd.
 HELDOUT_COMMANDS = {
@@ -105,7 +113,7 @@ def build(name: str, *, fit_only: bool = False) -> dict:
         "source": checkpoint["source"],
         "student_defaults": checkpoint["student_defaults"],
         "metrics": {"test": metrics["test"], "fidelity": metrics.get("fidelity"),
-                    "fit_seconds": metrics["fit_seconds"]},
+                    "fit_seconds": metrics["fit_seconds"], **({"fit": metrics["fit"]} if "fit" in metrics else {})},
     }
     if len(commands) > 1:
         entry["pipeline"] = commands

@@ -15,7 +15,8 @@ At each progress epoch of ``--learn-epochs`` a **fresh** MentorNet is fitted (bi
 where the noisy label is the verified one) to the probe's rows of the last ``--learn-window`` progress epochs,
 saved as a MentorNet checkpoint in ``mentornets/`` and logged in ``relearn.csv``; from then on it weights the
 batches: ``1[v >= τ]`` (``--learn-weights threshold``) or ``v`` itself (``soft``, as 2018). Its epoch input
-is clamped to the last progress epoch it was fitted on (its epoch embedding is untrained beyond). Before the
+is clamped to the fit's window (the saved checkpoint copies the window's first and last epoch-embedding rows
+outward, so it answers the same in any loop). Before the
 first fit every noisy sample has weight ``--learn-burn-in-weight``. After the last fit the probe is released:
 its samples join the trusted stream with their verified labels (weight 0 in the noisy stream).
 
@@ -52,6 +53,7 @@ from .callbacks import Callback
 from .config import CLEAN_VALIDATION_SHARE, StudentConfig, parse_learn_epochs
 from .data import balanced_subset, clean_subset_at
 from .evaluation import detector_auc
+from .loader import crop_flip
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
@@ -225,6 +227,10 @@ class LearnedMentorWeighter:
         result = fit_mentornet(split, recipe="fast", steps=FIT_STEPS, seed=seed,
                                config=MentorNetConfig(uses_loss_diff=self.uses_loss_diff))
         mentor = result.model.eval().requires_grad_(False)
+        with torch.no_grad():  # outside the window, the epoch input acts as its nearest fitted epoch, in any loop
+            embedding = mentor.epoch_embedding
+            embedding[point:] = embedding[point - 1].clone()
+            embedding[:start] = embedding[start].clone()
         v = mentor.weight(features)
         chosen = v >= self.config.learn_threshold
         clean = targets > 0.5
@@ -290,10 +296,18 @@ class TrustedStream:
     def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor:
         """The mean cross-entropy of the next trusted batch against its verified labels (fp32)."""
         batch = self.next()
-        images = run.train_loader.prepare(run.data.train_images[batch].to(run.device, non_blocking=True))
+        loader = run.train_loader
+        images = loader.images[batch.to(loader.device)]
+        if loader.augment:  # the same pad-and-crop and flip as the noisy stream, drawn from this stream's generator
+            span = 2 * loader.pad + 1
+            draws = (torch.randint(0, span, (len(batch),), generator=self.generator),
+                     torch.randint(0, span, (len(batch),), generator=self.generator),
+                     (torch.rand(len(batch), generator=self.generator) < 0.5) & loader.flip)
+            images = crop_flip(images, *(draw.to(loader.device) for draw in draws), loader.pad)
+        images = loader.prepare(images)
         with run.precision.autocast():
             logits = model(images)
-        return F.cross_entropy(logits.float(), run.verified_labels[batch].to(run.device, non_blocking=True))
+        return F.cross_entropy(logits.float(), run.verified_labels[batch].to(run.device))
 
     def state_dict(self) -> dict:
         return {"indices": self.indices.clone(), "generator": self.generator.get_state(), "queue": self.queue.clone()}
@@ -367,7 +381,11 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
                         if run.weighter.uses_loss_diff else None,
                         loss_diff_reference="moving_average_of_batch_percentile" if run.weighter.uses_loss_diff
                         else "unused (fitted with loss_diff = 0)")
-    metrics = {key: row[key] for key in ("rows", "noisy_fraction", "selected", "precision", "fit_auc", "loss_auc")}
+    # Measured on the fit's own rows: the probe is too small to hold a part out (the run's validation split
+    # and detector AUC judge the MentorNet in use).
+    metrics = {"fit": {key: row[key] for key in ("rows", "noisy_fraction", "selected", "precision", "fit_auc",
+                                                 "loss_auc")},
+               "test": None, "fit_seconds": row["fit_seconds"]}
     source = {**split.source, "run": str(run.out), "progress_epoch": row["progress_epoch"],
               "dataset": run.config.dataset, "noise": run.noise.noise_rate}
     checkpoint = build_checkpoint(mentor, source=source, feature_spec=spec, student_defaults=weighting,
