@@ -545,11 +545,14 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
     the test loader over this rank's contiguous part of the test set."""
     world = world or distributed.World()
     indices = data.train_indices if indices is None else indices
-    if config.batch_size > len(indices):
+    batch_size = config.batch_size
+    if config.train_on == "clean_subset":  # a small clean subset: one batch of all of it per step at most
+        batch_size = min(batch_size, len(indices))
+    if batch_size > len(indices):
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(indices)} training images; "
                          f"use --batch-size {len(indices)} or less")
     train_loader = DeviceLoader(data.train_images, labels, indices,
-                                batch_size=config.batch_size, augment=config.augmented, pad=recipe.pad,
+                                batch_size=batch_size, augment=config.augmented, pad=recipe.pad,
                                 seed=config.seed, device=device, channels_last=recipe.channels_last)
     test_indices = torch.arange(len(data.test_labels)).tensor_split(world.size)[world.rank]
     test_loader = DeviceLoader(data.test_images, data.test_labels, test_indices if world.enabled else None,
