@@ -84,10 +84,15 @@ class CheckpointInfo:
     which: str
     epoch: int
     run_epochs: int | None
+    epochs_done: int | None = None  # the epochs the run has trained (metrics.csv), whichever checkpoint this is
 
     @property
     def finished(self) -> bool | None:
-        return None if self.run_epochs is None else self.epoch >= self.run_epochs
+        """Whether the run trained all its epochs (best.pt may be from an earlier epoch of a finished run)."""
+        if self.run_epochs is None:
+            return None
+        done = self.epoch if self.epochs_done is None else max(self.epochs_done, self.epoch)
+        return done >= self.run_epochs
 
 
 def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str = "best") -> tuple[Path, str]:
@@ -181,7 +186,7 @@ def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str = "best
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: its run config does not load ({error})") from None
     model.checkpoint = CheckpointInfo(path=path, which=which, epoch=int(state["epoch"]),
-                                      run_epochs=_run_epochs(path.parent))
+                                      run_epochs=_run_epochs(path.parent), epochs_done=_epochs_done(path.parent))
     return model.to(device), config
 
 
@@ -193,6 +198,15 @@ def _run_epochs(folder: Path) -> int | None:
         return None
     epochs = (payload.get("resolved") or {}).get("epochs")
     return int(epochs) if isinstance(epochs, int) else None
+
+
+def _epochs_done(folder: Path) -> int | None:
+    """The epochs the run in ``folder`` has finished: the rows of its ``metrics.csv`` (None without one)."""
+    try:
+        with open(folder / "metrics.csv", encoding="utf-8") as handle:
+            return max(sum(1 for line in handle if line.strip()) - 1, 0)
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------ scoring

@@ -442,3 +442,12 @@ def test_early_loss_averages_up_to_the_epoch_the_validation_split_chose(runs, tm
                                expected, atol=1e-12)
     with pytest.raises(ValueError, match="1..3"):
         label_issue_scores(np.stack(record.losses), score="early_loss", until=4)
+
+
+def test_best_pt_of_a_finished_run_is_reported_finished_even_from_an_earlier_epoch(tmp_path):
+    from student_training.inference import CheckpointInfo
+
+    best = CheckpointInfo(path=tmp_path / "best.pt", which="best", epoch=2, run_epochs=4, epochs_done=4)
+    assert best.finished is True
+    assert CheckpointInfo(path=tmp_path / "best.pt", which="best", epoch=2, run_epochs=4, epochs_done=3).finished is False
+    assert CheckpointInfo(path=tmp_path / "x.pt", which="file", epoch=2, run_epochs=None).finished is None
