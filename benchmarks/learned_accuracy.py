@@ -3,7 +3,7 @@ curriculum and the obvious uses of the clean subset, over seeds (issue #13's evi
 
     python benchmarks/learned_accuracy.py --out runs/grid [--methods baseline,...,learned] [--seeds 0,1,2]
         [--settings symmetric:0.2,symmetric:0.4,symmetric:0.8,pairflip:0.45] [--dataset fashion-mnist]
-        [--subset 5000] [--studentnet mlp] [--epochs 100] [--clean-subset-fraction 0.1] [--smoke]
+        [--subset 5000] [--studentnet mlp] [--epochs 100] [--clean-subset-fraction 0.1] [--report-only] [--smoke]
 
 Every run is one ``train-student`` run folder with the same student, data subset, noisy labels, clean subset
 (10%, seeded and class-balanced), epochs, optimiser and seed; the README's CPU regime by default (``mlp`` on
@@ -41,7 +41,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import pandas as pd  # noqa: E402
 
-from _grid import did, mean_sd, say, summary_of, train_folder  # noqa: E402
+from _grid import did, folder_state, mean_sd, say, summary_of, train_folder  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 
@@ -75,10 +75,10 @@ def run_config(method: str, noise_type: str, rate: float, seed: int, args) -> St
                "seed": seed, "clean_subset_fraction": args.clean_subset_fraction, "record_samples": False,
                "mentornet": method}
     options.update(OPTIONS.get(method, {}))
+    if args.learn_epochs and (method == "learned" or method in ABLATIONS):
+        options["learn_epochs"] = args.learn_epochs  # an ablation that sets its own (learned_late) keeps it
     if method in ABLATIONS:
         options.update(mentornet="learn", **ABLATIONS[method])
-    if method == "learned" and args.learn_epochs:
-        options["learn_epochs"] = args.learn_epochs
     return StudentConfig(**options)
 
 
@@ -90,7 +90,11 @@ def run_grid(args, out: Path) -> pd.DataFrame:
                 name = f"{method}_{setting_name(noise_type, rate)}_seed{seed}"
                 folder = out / "runs" / name
                 start = time.perf_counter()
-                state, _ = train_folder(folder, run_config(method, noise_type, rate, seed, args))
+                config = run_config(method, noise_type, rate, seed, args)
+                if args.report_only and folder_state(folder, config) != "complete":
+                    say(f"{name}: not complete, left out (--report-only)")
+                    continue
+                state, _ = train_folder(folder, config)
                 row = {"method": method, "noise_type": noise_type, "noise": rate, "seed": seed, **summary_of(folder),
                        "folder": str(folder)}
                 rows.append(row)
@@ -107,14 +111,27 @@ def summary_table(results: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def final_by_setting(results: pd.DataFrame) -> pd.DataFrame:
+    """Methods as rows, settings as columns: mean ± sd of the final test accuracy (and the seed count)."""
+    rows = {}
+    for (noise_type, noise, method), group in results.groupby(["noise_type", "noise", "method"], sort=False):
+        rows.setdefault(method, {"method": method})[f"{noise_type} {noise:g}"] = \
+            f"{mean_sd(group['final_accuracy'])} (n={len(group)})"
+    return pd.DataFrame(list(rows.values())).fillna("–")
+
+
 def write_outputs(out: Path, results: pd.DataFrame, args, argv: list[str]) -> str:
+    if results.empty:
+        raise SystemExit("Error: no complete run to report")
     results.to_csv(out / "results.csv", index=False)
     title = (f"{args.studentnet} on {args.subset or 'all'} {args.dataset} training images, {args.epochs} epochs, "
              f"clean subset {args.clean_subset_fraction:g}, seeds {','.join(map(str, args.seeds))}: mean ± sd over "
              "seeds (final: last epoch; selected: the epoch the validation split chose; best: the best epoch on "
              "test, an oracle)")
     command = "python benchmarks/learned_accuracy.py " + shlex.join(argv)
-    text = f"{title}\n\n`{command.strip()}`\n\n{markdown_table(summary_table(results, args.methods), index=False)}\n"
+    text = (f"{title}\n\n`{command.strip()}`\n\nFinal test accuracy, mean ± sd over seeds (n: seeds):\n\n"
+            f"{markdown_table(final_by_setting(results), index=False)}\n\nEvery summary:\n\n"
+            f"{markdown_table(summary_table(results, args.methods), index=False)}\n")
     seed = args.seeds[0]
     for noise_type, rate in args.settings:
         chosen = results[(results["noise_type"] == noise_type) & (results["noise"] == rate) & (results["seed"] == seed)]
@@ -150,6 +167,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--clean-subset-fraction", type=float, default=0.1)
     parser.add_argument("--learn-epochs", default=None, help="--learn-epochs of the learned runs (default: its own)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: summarise the complete run folders, list the others")
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 6 epochs, 2 seeds")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -104,7 +104,8 @@ class StudentConfig:
         None, metavar="F",
         help="Fraction of the training pool held out, with its noisy labels, as the validation split that "
              "chooses best.pt (the test set never does). Default: the clean subset, with its clean labels, when "
-             "there is one, else 0.1; 0: no validation split, and no best.pt.")
+             "there is one (a fifth of it when it is trained on: --train-on, --mentornet learn), else 0.1; 0: no "
+             "validation split, and no best.pt.")
     noise: float = option(0.0, metavar="RATE",
                           help="Label noise rate r in [0, 1] (the 2018 data sets used 0.2, 0.4, 0.8).")
     noise_type: str = option("symmetric", metavar="TYPE", choices=list_noise_types,
@@ -321,6 +322,12 @@ class StudentConfig:
         if self.train_on == "clean_subset" and self.mentornet != "none":
             raise ValueError("--train-on clean_subset trains on clean labels only: there is nothing for a MentorNet "
                              "to weight; use --mentornet none")
+        if self.train_on != "noisy":
+            for other, given in (("--dump", self.dump), ("--relearn-mentor", self.relearn_mentor != "never"),
+                                 ("--mentormix", self.mentormix)):
+                if given:
+                    raise ValueError(f"--train-on {self.train_on} trains on the clean subset, which {other} needs held "
+                                     "out (as noisy samples); drop one of them")
         learn_given = [f.name for f in option_fields(StudentConfig) if f.name.startswith("learn_")
                        and getattr(self, f.name) != f.default]
         if not self.learns_mentornet:

@@ -61,7 +61,7 @@ def clean_subset_dump(run: "Run", step: int) -> Dump:
         "sample_id": run.data.source_indices[indices].numpy(),
         "epoch": np.full(len(indices), epoch, dtype=np.int64),
         "noisy_label": run.noise.noisy_labels[indices].numpy(),
-        "clean_label": run.data.train_labels[indices].numpy(),
+        "clean_label": (run.data.train_labels if run.verified_labels is None else run.verified_labels)[indices].numpy(),
         "loss": loss,
     }, columns=list(DUMP_COLUMNS))
     text = dump_text(table)

@@ -18,7 +18,8 @@ batches: ``1[v >= τ]`` (``--learn-weights threshold``) or ``v`` itself (``soft`
 is clamped to the fit's window (the saved checkpoint copies the window's first and last epoch-embedding rows
 outward, so it answers the same in any loop). Before the
 first fit every noisy sample has weight ``--learn-burn-in-weight``. After the last fit the probe is released:
-its samples join the trusted stream with their verified labels (weight 0 in the noisy stream).
+it gets weight 0 in the noisy stream and joins the trusted stream with its verified labels (with
+``--learn-trusted-batch 0`` there is no trusted stream, and it leaves training).
 
 Why these choices (measured in the README's mlp regime; the 2018 values are reachable): fits from rows
 recorded while training define ``loss_diff`` exactly as the weighting uses it (a dump's percentile does
@@ -227,10 +228,12 @@ class LearnedMentorWeighter:
         result = fit_mentornet(split, recipe="fast", steps=FIT_STEPS, seed=seed,
                                config=MentorNetConfig(uses_loss_diff=self.uses_loss_diff))
         mentor = result.model.eval().requires_grad_(False)
-        with torch.no_grad():  # outside the window, the epoch input acts as its nearest fitted epoch, in any loop
+        first, last = int(epochs.min()), int(epochs.max())  # the window's epochs that hold rows
+        with torch.no_grad():  # outside them, the epoch input acts as the nearest fitted epoch, in any loop
             embedding = mentor.epoch_embedding
-            embedding[point:] = embedding[point - 1].clone()
-            embedding[:start] = embedding[start].clone()
+            embedding[last + 1:] = embedding[last].clone()
+            embedding[:first] = embedding[first].clone()
+        mentor.last_fitted_epoch = last
         v = mentor.weight(features)
         chosen = v >= self.config.learn_threshold
         clean = targets > 0.5
@@ -242,9 +245,9 @@ class LearnedMentorWeighter:
         return row, mentor, split
 
     def use(self, mentor, point: int) -> None:
-        """Weight with ``mentor`` from now on; its epoch input stops at ``point - 1``."""
+        """Weight with ``mentor`` from now on; its epoch input stops at the last epoch it was fitted on."""
         self.mentor = mentor.to(self.row.device)
-        self.last_fitted_epoch = point - 1
+        self.last_fitted_epoch = getattr(mentor, "last_fitted_epoch", point - 1)
 
     def release(self, probe: torch.Tensor) -> None:
         self.released[probe.to(self.released.device)] = True
@@ -287,14 +290,19 @@ class TrustedStream:
         self.indices = torch.cat([self.indices, torch.as_tensor(indices, dtype=torch.long)])
 
     def next(self) -> torch.Tensor:
+        if not len(self.indices):
+            raise ValueError("the trusted stream holds no samples")
         while len(self.queue) < self.batch_size:
             order = torch.randperm(len(self.indices), generator=self.generator)
             self.queue = torch.cat([self.queue, self.indices[order]])
         batch, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
         return batch
 
-    def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor:
-        """The mean cross-entropy of the next trusted batch against its verified labels (fp32)."""
+    def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor | float:
+        """The mean cross-entropy of the next trusted batch against its verified labels (fp32); 0 while the stream
+        is empty (``--learn-probe-fraction 1``, before the probe joins it)."""
+        if not len(self.indices):
+            return 0.0
         batch = self.next()
         loader = run.train_loader
         images = loader.images[batch.to(loader.device)]

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 RUN_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
-GUARDED_FILES = ("config.json", "noisy_labels.npz")  # written once; last.pt records their sha256
+# Written once; last.pt records their sha256 (clean_subset.npz: a --clean-subset-file's ids and labels).
+GUARDED_FILES = ("config.json", "noisy_labels.npz", "clean_subset.npz")
 NORMALIZATION = "per_image_standardization"  # what the loader does to every image (loader.per_image_standardize)
 
 
@@ -166,7 +167,8 @@ def save_epoch(run: "Run") -> None:
             "best_validation": state.best_validation, "best_epoch": state.best_epoch,
             "torch_rng": torch.get_rng_state(), "world_size": run.world.size,
             "callbacks": {callback.name: callback.state_dict() for callback in run.callbacks},
-            "files": {name: sha256_of(run.out / name) for name in GUARDED_FILES}, "cuda_rng": None}
+            "files": {name: sha256_of(run.out / name) for name in GUARDED_FILES if (run.out / name).is_file()},
+            "cuda_rng": None}
     if run.device.type == "cuda":
         last["cuda_rng"] = torch.cuda.get_rng_state()
     atomic_write(run.out / "last.pt", lambda tmp: torch.save(last, tmp), force=True)

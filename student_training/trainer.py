@@ -28,11 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from curricula.features import WeighterConfig
-from curricula.files import check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
+from curricula.files import atomic_write, check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
 from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 
 from . import distributed, run_folder
@@ -310,10 +311,13 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         raise ValueError("--sync-bn synchronises BatchNorm across torchrun processes; this run has one process")
     if config.noise_file:
         split_noise_path(config.noise_file)
+    if config.train_on != "noisy" and world.enabled:
+        raise ValueError(f"--train-on {config.train_on} runs in one process; this launch has {world.size} torchrun "
+                         "processes")
     if config.learns_mentornet and world.enabled:
         raise ValueError(f"--mentornet learn runs in one process (it records its probe's losses on one device); this "
                          f"launch has {world.size} torchrun processes")
-    if config.clean_subset_file is not None and not Path(config.clean_subset_file).is_file():
+    if config.clean_subset_file is not None and not resume and not Path(config.clean_subset_file).is_file():
         raise ValueError(f"clean subset file {config.clean_subset_file} does not exist")
     if config.mentornet not in ("none", "learn"):
         load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
@@ -401,8 +405,13 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
                         clean_subset_fraction=config.clean_subset_fraction,
                         validation_fraction=config.holdout_fraction, seed=config.seed)
     verified = data.train_labels
-    if config.clean_subset_file is not None:
-        subset, subset_labels = read_clean_subset_file(config.clean_subset_file, data)
+    if config.clean_subset_file is not None:  # on resume, the copy the run folder keeps (guarded by sha256)
+        kept = out / "clean_subset.npz"
+        if resume and kept.is_file():
+            with np.load(kept, allow_pickle=False) as saved:
+                subset, subset_labels = torch.from_numpy(saved["pool_index"]), torch.from_numpy(saved["label"])
+        else:
+            subset, subset_labels = read_clean_subset_file(config.clean_subset_file, data)
         data = with_clean_subset(data, subset)
         verified = data.train_labels.clone()
         verified[subset] = subset_labels
@@ -418,13 +427,16 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     total_steps = config.max_steps or config.epochs * len(train_loader)
     epochs = math.ceil(config.max_steps / len(train_loader)) if config.max_steps else config.epochs
     _check_event_epochs(config, total_steps)
-    _check_clean_subset(config, data, noise)
+    _check_clean_subset(config, data, noise, verified)
     is_clean = noise.noisy_labels == verified
     if config.learns_mentornet:
         check_learn_schedule(config, total_steps)
         check_probe(config, parts, is_clean, data.train_labels)
-    weighting = config.weighter_config(WeighterConfig() if mentor is None else weighting_defaults(config, mentor)) \
-        if mentor is not None or config.learns_mentornet else None
+    weighting = None  # the weighting options in force: the MentorNet's defaults (learned: the toolkit's) + the run's
+    if mentor is not None:
+        weighting = config.weighter_config(weighting_defaults(config, mentor))
+    elif config.learns_mentornet:
+        weighting = config.weighter_config(WeighterConfig())
     weighter = MentorWeighter(mentor, weighting, total_steps=total_steps, seed=config.seed) \
         if mentor and not config.mentormix else None
     trusted = None
@@ -456,6 +468,11 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     elif run.is_main:
         run_folder.check_run_folder(out, force=force, delete=True)
         save_noisy_labels(out / "noisy_labels.npz", noise)
+        if config.clean_subset_file is not None:
+            subset = data.clean_subset_indices
+            atomic_write(out / "clean_subset.npz", lambda tmp: np.savez(
+                tmp, pool_index=subset.numpy(), sample_id=data.source_indices[subset].numpy(),
+                label=verified[subset].numpy()), force=True)
         run_folder.write_config(run)
     distributed.barrier(world)
     run.train_model = _training_module(run)
@@ -475,12 +492,12 @@ def _check_event_epochs(config: StudentConfig, total_steps: int) -> None:
                              f"(--epochs or --max-steps) or pick an earlier epoch")
 
 
-def _check_clean_subset(config: StudentConfig, data: ImageDataset, noise: NoiseResult) -> None:
+def _check_clean_subset(config: StudentConfig, data: ImageDataset, noise: NoiseResult, verified: torch.Tensor) -> None:
     """A data-driven dump or re-fit needs clean and corrupted samples in the clean subset."""
     if not (config.dump or config.relearn_mentor != "never"):
         return
     held = data.clean_subset_indices
-    corrupted = int(noise.is_noisy[held].sum())
+    corrupted = int((noise.noisy_labels[held] != verified[held]).sum())
     if 0 < corrupted < len(held):
         return
     rate = max(noise.noise_rate, 1e-3)
@@ -688,7 +705,7 @@ def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, val
               seconds: float) -> dict:
     """One ``metrics.csv`` row, including how well the MentorNet weights separate clean from noisy."""
     seen = ~torch.isnan(stats.sample_weight)
-    if run.clean_parts is not None:  # the statistics describe the noisy training set, never the clean subset
+    if run.clean_parts is not None:  # the weight, detector and fitting columns describe the noisy training set only
         seen[run.clean_parts.probe.to(seen.device)] = False
         seen[run.clean_parts.trusted.to(seen.device)] = False
     weights = stats.sample_weight[seen].cpu().numpy()

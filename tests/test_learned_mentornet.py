@@ -209,3 +209,44 @@ def test_learn_mode_bad_input_is_one_line_before_any_work(tmp_path, extra, messa
     result = invoke("train-student", *QUICK, "--epochs", "1", *extra, "--out", str(tmp_path / "run"))
     assert_one_line_error(result, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_probe_of_the_whole_clean_subset_trains_without_a_trusted_part(tmp_path):
+    run = prepare_run(config(learn_probe_fraction=1.0, max_steps=20, epochs=100), tmp_path / "all_probe")
+    assert len(run.clean_parts.trusted) == 0 and run.trusted is not None
+    rows = train(run)  # the trusted stream is empty until the probe is released
+    assert len(rows) >= 1 and pd.read_csv(tmp_path / "all_probe" / "relearn.csv")["status"].eq("fitted").all()
+
+
+def test_a_short_run_clamps_the_epoch_input_to_epochs_that_hold_losses(tmp_path):
+    run = prepare_run(config(max_steps=12, epochs=100, learn_epochs="50", learn_window=20), tmp_path / "short")
+    train(run)
+    recorded = torch.nonzero(~torch.isnan(run.weighter.losses[:-1, 30:50]).all(dim=0)).flatten() + 30
+    assert run.weighter.last_fitted_epoch == int(recorded.max())
+    embedding = run.weighter.mentor.epoch_embedding
+    assert torch.equal(embedding[99], embedding[int(recorded.max())])
+
+
+def test_the_clean_subset_file_is_kept_in_the_run_folder_for_resume(tmp_path):
+    data = load_dataset("digits")
+    ids = np.arange(0, len(data.train_labels), 3)
+    path = tmp_path / "clean.csv"
+    pd.DataFrame({"sample_id": ids, "label": data.train_labels.numpy()[ids]}).to_csv(path, index=False)
+    out = tmp_path / "run"
+    args = [*QUICK, "--epochs", "2", "--mentornet", "learn", "--learn-epochs", "20", "--clean-subset-file", str(path)]
+    assert invoke("train-student", *args, "--out", str(out)).exit_code == 0
+    kept = np.load(out / "clean_subset.npz")
+    assert kept["sample_id"].tolist() == ids.tolist()
+    path.unlink()  # the user's file is gone: the resume uses the run folder's copy
+    assert invoke("train-student", "--out", str(out), "--resume", "--epochs", "2").exit_code in (0,)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--train-on", "noisy+clean_subset", "--mentornet", "mentornet_pd", "--relearn-mentor", "30"],
+     "which --relearn-mentor needs held out"),
+    (["--train-on", "noisy+clean_subset", "--mentornet", "mentornet_pd", "--mentormix"], "which --mentormix needs"),
+])
+def test_train_on_the_clean_subset_refuses_what_needs_it_held_out(tmp_path, extra, message):
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--clean-subset-fraction", "0.3", *extra,
+                    "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, message)
