@@ -54,7 +54,8 @@ ABLATIONS = {
     "learned_late": {"learn_epochs": "30,60"},  # two late re-fits, as --relearn-mentor 30,60
     "learned_burn_in": {"learn_burn_in_weight": 1.0},  # plain training until the first fit (2018 burn-in)
     "learned_one_epoch": {"learn_window": 1},  # each fit sees one epoch's losses, as one dump
-    "learned_no_trusted": {"learn_trusted_batch": 0},  # the trusted part is not trained on (2018: held out)
+    # the trusted part is not trained on (2018: held out), with 2018's plain burn-in (weight 0 would train nothing)
+    "learned_no_trusted": {"learn_trusted_batch": 0, "learn_burn_in_weight": 1.0},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

@@ -359,6 +359,10 @@ class StudentConfig:
             raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
         if self.learn_trusted_batch < 0:
             raise ValueError(f"--learn-trusted-batch must be >= 0, got {self.learn_trusted_batch}")
+        if self.learn_trusted_batch == 0 and self.learn_burn_in_weight == 0:
+            raise ValueError("--learn-trusted-batch 0 with --learn-burn-in-weight 0 trains nothing before the first fit, "
+                             "so the fits see an untrained student; give --learn-burn-in-weight 1 (as 2018) or trusted "
+                             "batches")
 
     def _check_mentormix(self) -> None:
         if not self.mentormix:

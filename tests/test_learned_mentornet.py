@@ -250,3 +250,9 @@ def test_train_on_the_clean_subset_refuses_what_needs_it_held_out(tmp_path, extr
     result = invoke("train-student", *QUICK, "--epochs", "1", "--clean-subset-fraction", "0.3", *extra,
                     "--out", str(tmp_path / "run"))
     assert_one_line_error(result, message)
+
+
+def test_no_trusted_batches_and_no_burn_in_weight_is_refused_as_training_nothing(tmp_path):
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--clean-subset-fraction", "0.3", "--mentornet", "learn",
+                    "--learn-trusted-batch", "0", "--learn-burn-in-weight", "0", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "trains nothing before the first fit")
