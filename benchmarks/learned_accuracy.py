@@ -41,7 +41,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import pandas as pd  # noqa: E402
 
-from _grid import did, folder_state, mean_sd, say, summary_of, train_folder  # noqa: E402
+from _grid import add_regime_arguments, apply_smoke, did, folder_state, mean_sd, say, summary_of, train_folder  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 
@@ -160,23 +160,14 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default="symmetric:0.2,symmetric:0.4,symmetric:0.8,pairflip:0.45")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--subset", type=int, default=5000, help="training images (0: the whole training set)")
-    parser.add_argument("--studentnet", default="mlp")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    add_regime_arguments(parser)
     parser.add_argument("--clean-subset-fraction", type=float, default=0.1)
     parser.add_argument("--learn-epochs", default=None, help="--learn-epochs of the learned runs (default: its own)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: summarise the complete run folders, list the others")
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 6 epochs, 2 seeds")
     args = parser.parse_args(argv)
-    if args.smoke:
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
-        for key, value in SMOKE.items():
-            if key not in given:
-                setattr(args, key, value)
+    apply_smoke(args, argv, SMOKE)
     args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS and m not in ABLATIONS]

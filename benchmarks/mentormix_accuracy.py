@@ -57,7 +57,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _grid import mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
+from _grid import add_regime_arguments, apply_smoke, mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 from student_training.mentormix import OFFICIAL_SETTINGS  # noqa: E402
@@ -250,12 +250,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--noise", default="0.2,0.4,0.8")
     parser.add_argument("--noise-type", default="symmetric")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--studentnet", default="mlp")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    add_regime_arguments(parser)
     parser.add_argument("--clean-subset-fraction", type=float, default=0.0,
                         help="hold this clean subset out of every run (it then chooses best.pt); 0.1 shares the "
                              "runs of benchmarks/learned_accuracy.py given the same --out")
@@ -271,11 +266,8 @@ def parse_args(argv=None):
     parser.add_argument("--validation-labels", choices=("noisy", "clean"), default="noisy")
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 3 epochs, 2 seeds")
     args = parser.parse_args(argv)
-    if args.smoke:
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
-        for key, value in SMOKE.items():
-            if key not in given:
-                setattr(args, key, value)
+    apply_smoke(args, argv, SMOKE)
+    args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:
