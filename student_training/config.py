@@ -180,8 +180,9 @@ class StudentConfig:
     train_on: str = option(
         "noisy", choices=TRAIN_ON,
         help="noisy: the noisy training set, the clean subset held out (2018); clean_subset: the clean subset alone "
-             "with its clean labels (in batches of at most its size); noisy+clean_subset: both, the clean subset with its clean labels at weight 1. "
-             "With a clean subset trained on, a fifth of it is held out as the validation split.")
+             "with its clean labels (in batches of at most its size); noisy+clean_subset: both, the clean subset "
+             "with its clean labels at weight 1. With a clean subset trained on, a fifth of it is held out as the "
+             "validation split.")
     # --mentornet learn: the run learns its own MentorNet from its clean subset (paper Algorithm 1)
     learn_epochs: str = option(
         "5,10,15,20,25,30,35,40,45,50", metavar="E1,E2,...",
