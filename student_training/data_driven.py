@@ -132,7 +132,27 @@ class CleanSubsetDump(Callback):
         self.done = bool(state["done"])
 
 
-class Relearn(Callback):
+class ScheduledFits(Callback):
+    """A callback that fits a MentorNet at given progress epochs and logs each fit as a row of ``relearn.csv``."""
+
+    columns: tuple[str, ...] = ()
+
+    def __init__(self, points: tuple[int, ...]):
+        self.points = points
+        self.rows: list[dict] = []
+
+    def pending(self) -> list[int]:
+        done = {row["progress_epoch"] for row in self.rows}
+        return [point for point in self.points if point not in done]
+
+    def write_log(self, run: "Run") -> None:
+        """Rewrite ``relearn.csv`` with every fit so far (rank 0 only)."""
+        if run.is_main:
+            frame = pd.DataFrame(self.rows, columns=list(self.columns))
+            atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+
+
+class Relearn(ScheduledFits):
     """Re-fits the MentorNet at the progress epochs of ``--relearn-mentor`` and logs each fit to ``relearn.csv``.
 
     Its state (the fits so far and the MentorNet as re-fitted) is saved in ``last.pt``, so a resumed run
@@ -140,24 +160,18 @@ class Relearn(Callback):
     """
 
     name = "relearn"
+    columns = RELEARN_COLUMNS
 
     def __init__(self, points: tuple[int, ...], weighter):
-        self.points = points
+        super().__init__(points)
         self.weighter = weighter  # its ``mentor`` is the MentorNet being re-fitted
-        self.rows: list[dict] = []
-
-    def pending(self) -> list[int]:
-        done = {row["progress_epoch"] for row in self.rows}
-        return [point for point in self.points if point not in done]
 
     def on_step(self, run: "Run", step: int) -> None:
         epoch = progress_percent(step, run.total_steps)
         due = [point for point in self.pending() if epoch >= point]
         for point in due:
             self.rows.append(relearn(run, step, point))
-            if run.is_main:
-                frame = pd.DataFrame(self.rows, columns=list(RELEARN_COLUMNS))
-                atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+            self.write_log(run)
         if due:  # every rank re-fits deterministically; rank 0's MentorNet is made the one for all
             distributed.broadcast_module(self.weighter.mentor, run.world)
 

@@ -27,7 +27,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from curricula.features import MentorFeatures
 from curricula.files import atomic_write
 
 from .callbacks import Callback
@@ -265,19 +264,13 @@ def training_set_losses(run: "Run", *, batch_size: int = 1000) -> tuple[torch.Te
 def mentor_opinion(run: "Run", losses: torch.Tensor, step: int) -> torch.Tensor:
     """The MentorNet weight of ``losses`` at ``step`` with the run's current moving-average percentile,
     without the burn-in floor or example dropout (the weighter's state is not changed)."""
-    weighter = run.weighter
-    if hasattr(weighter, "opinion"):  # a MentorNet learned in the run (student_training.learned_mentornet)
-        return weighter.opinion(losses, step)
-    loss_diff = losses - weighter.moving_average.value.to(losses)
-    features = MentorFeatures.build(losses, loss_diff, epoch=weighter.epoch_at(step))
-    return weighter.mentor.weight(features).to(losses.device, torch.float32)
+    return run.weighter.opinion(losses, step)
 
 
 def _weighs(run: "Run") -> bool:
-    """Whether the run's weighter is a MentorNet one whose opinion :func:`mentor_opinion` can ask for (a
-    weighting scheme without a mentor, a loss moving average and an epoch is recorded by its losses alone)."""
-    weighter = run.weighter
-    return weighter is not None and all(hasattr(weighter, name) for name in ("mentor", "moving_average", "epoch_at"))
+    """Whether the run's weighter gives a MentorNet opinion :func:`mentor_opinion` can ask for (a weighting scheme
+    without ``opinion(loss, step)`` is recorded by its losses alone)."""
+    return callable(getattr(run.weighter, "opinion", None))
 
 
 class SampleRecordCallback(Callback):

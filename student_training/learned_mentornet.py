@@ -38,23 +38,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from curricula.features import NUM_EPOCHS, LossMovingAverage, MentorFeatures, WeighterConfig, feature_spec, \
     progress_percent
-from curricula.files import atomic_write
 from curricula.targets import TargetSet, TargetSplit
 from mentor_training.checkpoint import build_checkpoint, save_checkpoint
 from mentor_training.model import MentorNetConfig
 from mentor_training.trainer import fit_mentornet
 
-from .callbacks import Callback
 from .config import CLEAN_VALIDATION_SHARE, StudentConfig, parse_learn_epochs
 from .data import balanced_subset, clean_subset_at
+from .data_driven import ScheduledFits
 from .evaluation import detector_auc
-from .loader import crop_flip
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
@@ -177,7 +174,8 @@ class LearnedMentorWeighter:
         loss = loss.detach().reshape(-1).float()
         progress = progress_percent(step, self.total_steps)
         loss_diff = self.moving_average.loss_diff(loss) if self.uses_loss_diff else torch.zeros_like(loss)
-        rows = self.row[indices.to(self.row.device)]
+        indices = indices.to(self.row.device)
+        rows = self.row[indices]
         self.losses[rows, progress] = loss
         self.loss_diffs[rows, progress] = loss_diff
         epoch = self.epoch_at(step)
@@ -186,7 +184,7 @@ class LearnedMentorWeighter:
         else:
             v = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
             weights = (v >= self.config.learn_threshold).float() if self.config.learn_weights == "threshold" else v
-        weights = torch.where(self.released[indices.to(self.released.device)], 0.0, weights)
+        weights = torch.where(self.released[indices], 0.0, weights)
         self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
                      "loss_moving_average": self.moving_average.value}
         return weights
@@ -304,15 +302,8 @@ class TrustedStream:
         if not len(self.indices):
             return 0.0
         batch = self.next()
-        loader = run.train_loader
-        images = loader.images[batch.to(loader.device)]
-        if loader.augment:  # the same pad-and-crop and flip as the noisy stream, drawn from this stream's generator
-            span = 2 * loader.pad + 1
-            draws = (torch.randint(0, span, (len(batch),), generator=self.generator),
-                     torch.randint(0, span, (len(batch),), generator=self.generator),
-                     (torch.rand(len(batch), generator=self.generator) < 0.5) & loader.flip)
-            images = crop_flip(images, *(draw.to(loader.device) for draw in draws), loader.pad)
-        images = loader.prepare(images)
+        # the same pad-and-crop and flip as the noisy stream, drawn from this stream's generator
+        images = run.train_loader.batch_of(batch, self.generator)
         with run.precision.autocast():
             logits = model(images)
         return F.cross_entropy(logits.float(), run.verified_labels[batch].to(run.device))
@@ -326,24 +317,20 @@ class TrustedStream:
         self.queue = state["queue"].clone()
 
 
-class LearnMentorNet(Callback):
+class LearnMentorNet(ScheduledFits):
     """Fits the run's MentorNet at each ``--learn-epochs`` progress epoch: saves it as
     ``mentornets/epoch_EE.pt`` (a MentorNet checkpoint ``plot``, ``show`` and ``--mentornet PATH`` accept),
     logs it in ``relearn.csv``, weights with it, and releases the probe after the last fit. Its state (the
     fits so far, the recorded losses, the MentorNet in use, the trusted stream) is saved in ``last.pt``."""
 
     name = "learn_mentornet"
+    columns = LEARN_COLUMNS
 
     def __init__(self, run: "Run"):
-        self.points = parse_learn_epochs(run.config.learn_epochs)
+        super().__init__(parse_learn_epochs(run.config.learn_epochs))
         self.weighter: LearnedMentorWeighter = run.weighter
         self.trusted: TrustedStream | None = run.trusted
         self.probe = run.clean_parts.probe
-        self.rows: list[dict] = []
-
-    def pending(self) -> list[int]:
-        done = {row["progress_epoch"] for row in self.rows}
-        return [point for point in self.points if point not in done]
 
     def on_step(self, run: "Run", step: int) -> None:
         progress = progress_percent(step, run.total_steps)
@@ -366,9 +353,7 @@ class LearnMentorNet(Callback):
                 self.weighter.release(self.probe)
                 if self.trusted is not None:
                     self.trusted.add(self.probe)
-            if run.is_main:
-                frame = pd.DataFrame(self.rows, columns=list(LEARN_COLUMNS))
-                atomic_write(run.out / "relearn.csv", lambda tmp: frame.to_csv(tmp, index=False), force=True)
+            self.write_log(run)
 
     def state_dict(self) -> dict:
         # The weighter's own state (recorded losses, the MentorNet in use) is saved with the run's weighter.

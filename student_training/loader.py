@@ -133,11 +133,24 @@ class DeviceLoader:
         generator = torch.Generator().manual_seed(state)
         count = len(self.indices)
         order = self.indices[torch.randperm(count, generator=generator)] if self.shuffle else self.indices
+        return tuple(t.to(self.device) for t in (order, *self._augment_draws(count, generator)))
+
+    def _augment_draws(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Crop offsets (y, x) and flips for ``count`` images, from a CPU generator."""
         span = 2 * self.pad + 1
         offset_y = torch.randint(0, span, (count,), generator=generator)
         offset_x = torch.randint(0, span, (count,), generator=generator)
         flips = (torch.rand(count, generator=generator) < 0.5) & self.flip
-        return tuple(t.to(self.device) for t in (order, offset_y, offset_x, flips))
+        return offset_y, offset_x, flips
+
+    def batch_of(self, sample_indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The prepared images of ``sample_indices`` (pool indices), augmented as this loader augments, with the
+        draws taken from ``generator`` (a CPU generator) instead of the epoch's."""
+        images = self.images[sample_indices.to(self.device)]
+        if self.augment:
+            draws = self._augment_draws(len(sample_indices), generator)
+            images = crop_flip(images, *(draw.to(self.device) for draw in draws), self.pad)
+        return self.prepare(images)
 
 
 def _check_inputs(images, labels, indices, batch_size, pad) -> None:

@@ -319,14 +319,14 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
                          f"launch has {world.size} torchrun processes")
     if config.clean_subset_file is not None and not resume and not Path(config.clean_subset_file).is_file():
         raise ValueError(f"clean subset file {config.clean_subset_file} does not exist")
-    if config.mentornet not in ("none", "learn"):
+    if config.mentornet != "none" and not config.learns_mentornet:
         load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
     return config
 
 
 def _mentornet(config: StudentConfig, device: torch.device):
     """The MentorNet and its file's sha256, or (None, None) for the baseline."""
-    if config.mentornet in ("none", "learn"):
+    if config.mentornet == "none" or config.learns_mentornet:
         return None, None
     path = resolve_mentornet_path(config.mentornet)
     return load_mentornet(config.mentornet, device=device), sha256_of(path)

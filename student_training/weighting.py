@@ -160,6 +160,14 @@ class MentorWeighter:
         features = MentorFeatures.build(loss, loss_diff, epoch=epoch)
         return self.mentor.weight(features).to(loss.device, torch.float32)
 
+    @torch.no_grad()
+    def opinion(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """The mentor's weight of ``loss`` at ``step`` with the current moving-average percentile, without the
+        burn-in floor or example dropout; no state changes (find-label-issues records it)."""
+        loss_diff = loss - self.moving_average.value.to(loss)
+        features = MentorFeatures.build(loss, loss_diff, epoch=self.epoch_at(step))
+        return self.mentor.weight(features).to(loss.device, torch.float32)
+
     def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
         """Step 5: keep ``int(B (1 − r))`` uniformly drawn samples, zero the rest."""
         rate = self.dropout_rates[epoch]
