@@ -17,10 +17,11 @@ Every run is one ``train-student`` run folder with the same student, data subset
 * ``learned``: ``--mentornet learn`` with its defaults;
 * ablations, not in the default grid: ``learned_soft``, ``learned_loss_diff``, ``learned_late``,
   ``learned_burn_in``, ``learned_one_epoch``, ``learned_no_trusted`` set one choice of the learned mode back
-  to its 2018 value (see ``ABLATIONS``).
+  to its 2018 value; ``learned_threshold_0.8`` and ``learned_first_half`` set one back to the previous
+  release's (see ``ABLATIONS``).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
-set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_accuracy.md). The grid is
+set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
 incremental (a complete run folder is read back, a partial one resumed). Writes ``results.csv`` (one row per
 run), ``results.md`` (mean ± sd over seeds of final, validation-selected and best test accuracy, fitted noisy
 labels and detector AUC at the last epoch) and prints ``plot --run`` commands for the curves. ``--smoke`` is a
@@ -56,6 +57,9 @@ ABLATIONS = {
     "learned_one_epoch": {"learn_window": 1},  # each fit sees one epoch's losses, as one dump
     # the trusted part is not trained on (2018: held out), with 2018's plain burn-in (weight 0 would train nothing)
     "learned_no_trusted": {"learn_trusted_batch": 0, "learn_burn_in_weight": 1.0},
+    # not 2018 choices, the defaults of the previous release: threshold 0.8, fits in the first half only
+    "learned_threshold_0.8": {"learn_threshold": 0.8},
+    "learned_first_half": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

@@ -59,11 +59,11 @@ PIPELINES = {
         "--out pretrained/mentornet_dd.pt --force",
     ],
     # Made by the new path (train-student --mentornet learn, paper Algorithm 1 in one run): the README's mlp
-    # regime at 40% symmetric noise with a 10% clean subset; its last fit (progress epoch 50) is shipped.
+    # regime at 40% symmetric noise with a 10% clean subset; its last fit (progress epoch 95) is shipped.
     "mentornet_learned": [
         "python cli.py train-student --dataset fashion-mnist --subset 5000 --noise 0.4 --clean-subset-fraction 0.1 "
         "--studentnet mlp --epochs 100 --mentornet learn --seed 0 --out runs/pretrained/learned_seed0 --force",
-        "python -c \"import shutil; shutil.copyfile('runs/pretrained/learned_seed0/mentornets/epoch_50.pt', "
+        "python -c \"import shutil; shutil.copyfile('runs/pretrained/learned_seed0/mentornets/epoch_95.pt', "
         "'pretrained/mentornet_learned.pt')\"",
     ],
 }

@@ -36,6 +36,8 @@ AUGMENTED_DATASETS = ("cifar10", "cifar100")
 CONFIG_SUFFIXES = (".json", ".toml")
 TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
+# --learn-threshold's default (chosen on the validation split, docs/learned_accuracy.md)
+THRESHOLD_DEFAULT = 0.9
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
 
@@ -185,7 +187,7 @@ class StudentConfig:
              "validation split.")
     # --mentornet learn: the run learns its own MentorNet from its clean subset (paper Algorithm 1)
     learn_epochs: str = option(
-        "5,10,15,20,25,30,35,40,45,50", metavar="E1,E2,...",
+        "5,10,15,20,25,30,35,40,45,50,55,60,65,70,75,80,85,90,95", metavar="E1,E2,...",
         help="With --mentornet learn: progress epochs (1..99) at which a fresh MentorNet is fitted to the probe's "
              "recent losses.")
     learn_window: int = option(
@@ -194,8 +196,15 @@ class StudentConfig:
         "threshold", choices=("threshold", "soft"),
         help="With --mentornet learn: threshold gives weight 1 where the MentorNet's output is >= "
              "--learn-threshold and 0 elsewhere; soft uses the output itself (2018).")
-    learn_threshold: float = option(0.8, metavar="TAU", help="With --mentornet learn --learn-weights threshold: TAU "
-                                                             "in (0, 1).")
+    learn_threshold: float = option(
+        THRESHOLD_DEFAULT, metavar="TAU",
+        help="With --mentornet learn --learn-weights threshold: weight 1 where the MentorNet's output is >= TAU, in "
+             "(0, 1), and the loss is no larger than the largest loss the fit selected on the probe; else 0.")
+    learn_precision: float | None = option(
+        None, metavar="P",
+        help="With --mentornet learn --learn-weights threshold: instead of a fixed --learn-threshold, each fit sets it "
+             "to the lowest output at which a share P of the probe rows it selects carry their right label (nothing "
+             "is selected if none does); P in (0, 1).")
     learn_features: str = option(
         "loss", choices=("loss", "loss_diff"),
         help="With --mentornet learn: the MentorNet sees the loss and the epoch (loss), or also loss_diff = loss - "
@@ -354,6 +363,14 @@ class StudentConfig:
             raise ValueError(f"--learn-window must be >= 1, got {self.learn_window}")
         if not 0.0 < self.learn_threshold < 1.0:
             raise ValueError(f"--learn-threshold must lie in (0, 1), got {self.learn_threshold}")
+        if self.learn_precision is not None and not 0.0 < self.learn_precision < 1.0:
+            raise ValueError(f"--learn-precision must lie in (0, 1), got {self.learn_precision}")
+        if self.learn_precision is not None and self.learn_threshold != THRESHOLD_DEFAULT:
+            raise ValueError("--learn-threshold fixes the threshold and --learn-precision sets it at each fit; give one")
+        if self.learn_weights == "soft" and (self.learn_threshold != THRESHOLD_DEFAULT
+                                            or self.learn_precision is not None):
+            raise ValueError("--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop "
+                             f"{'--learn-precision' if self.learn_precision is not None else '--learn-threshold'}")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
             raise ValueError(f"--learn-burn-in-weight must lie in [0, 1], got {self.learn_burn_in_weight}")
         if not 0.0 < self.learn_probe_fraction <= 1.0:
@@ -502,6 +519,8 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         return values
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
+    if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
+        values = {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
     return values
 
 

@@ -14,7 +14,11 @@ Every step records, on the device, each probe sample's loss (and ``loss_diff``) 
 At each progress epoch of ``--learn-epochs`` a **fresh** MentorNet is fitted (binary cross-entropy, target 1
 where the noisy label is the verified one) to the probe's rows of the last ``--learn-window`` progress epochs,
 saved as a MentorNet checkpoint in ``mentornets/`` and logged in ``relearn.csv``; from then on it weights the
-batches: ``1[v >= τ]`` (``--learn-weights threshold``) or ``v`` itself (``soft``, as 2018). Its epoch input
+batches: ``1[v >= τ and loss <= λ]`` (``--learn-weights threshold``, τ = ``--learn-threshold``, λ the largest
+probe loss the fit selected: beyond the losses it was fitted on a MentorNet's output is an extrapolation) or
+``v`` itself (``soft``, as 2018). ``--learn-precision P`` sets τ per fit instead, to the lowest output at which
+a share P of the window's probe rows it selects are clean. Selections are asked at the epoch input the
+weighting uses until the next fit (the window's last epoch). Its epoch input
 is clamped to the fit's window (the saved checkpoint copies the window's first and last epoch-embedding rows
 outward, so it answers the same in any loop). Before the
 first fit every noisy sample has weight ``--learn-burn-in-weight``. After the last fit the probe is released:
@@ -23,7 +27,8 @@ it gets weight 0 in the noisy stream and joins the trusted stream with its verif
 
 Why these choices (measured in the README's mlp regime; the 2018 values are reachable): fits from rows
 recorded while training define ``loss_diff`` exactly as the weighting uses it (a dump's percentile does
-not); several fits in the first half of training come before the student memorises the corrupted labels;
+not); fits every 5 progress epochs keep each fit close to the losses it is used on (a fit at 30 describes
+losses before its own weights shift them), and fits to the end follow the losses as the learning rate decays;
 a threshold is a decision, where a calibrated probability of about 0.27 on corrupted samples was enough
 for them to be memorised; the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
 ``--relearn-mentor``) is unchanged.
@@ -135,6 +140,20 @@ def check_learn_schedule(config: StudentConfig, total_steps: int) -> None:
                      f"most; run at least {math.ceil(100 / (100 - last))} steps (--epochs or --max-steps) or fit earlier")
 
 
+def precision_threshold(v: torch.Tensor, clean: torch.Tensor, precision: float) -> float:
+    """The lowest threshold τ among the outputs ``v`` (shape [N]) at which the rows with ``v >= τ`` are at
+    least a share ``precision`` clean (``clean``: bool, shape [N], the noisy label is the verified one); rows
+    are taken from the highest output down. ``inf`` (nothing is selected) when no threshold reaches it."""
+    order = torch.argsort(v, descending=True, stable=True)
+    ranked, hits = v[order], clean[order].double().cumsum(0)
+    # a threshold selects every row tied with it, so only the last row of each run of equal outputs counts
+    ends = torch.ones(len(v), dtype=torch.bool)
+    ends[:-1] = ranked[1:] != ranked[:-1]
+    share = hits / torch.arange(1, len(v) + 1, dtype=torch.float64)
+    ok = torch.nonzero(ends & (share >= precision)).flatten()
+    return float(ranked[ok[-1]]) if len(ok) else math.inf
+
+
 class LearnedMentorWeighter:
     """The weighting of ``--mentornet learn``: records the probe's losses and weights with the latest fit.
 
@@ -158,6 +177,8 @@ class LearnedMentorWeighter:
         self.loss_diffs = torch.full_like(self.losses, float("nan"))
         self.released = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.mentor = None
+        self.threshold = config.learn_threshold  # set by each fit with --learn-precision
+        self.max_loss = math.inf  # the largest loss the MentorNet in use selected on the probe
         self.last_fitted_epoch = 0
         self.last = {}
 
@@ -183,7 +204,8 @@ class LearnedMentorWeighter:
             weights = torch.full_like(loss, self.config.learn_burn_in_weight)
         else:
             v = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
-            weights = (v >= self.config.learn_threshold).float() if self.config.learn_weights == "threshold" else v
+            weights = ((v >= self.threshold) & (loss <= self.max_loss)).float() \
+                if self.config.learn_weights == "threshold" else v
         weights = torch.where(self.released[indices], 0.0, weights)
         self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
                      "loss_moving_average": self.moving_average.value}
@@ -220,8 +242,7 @@ class LearnedMentorWeighter:
         features = MentorFeatures(losses[seen], diffs[seen], torch.zeros(len(targets), dtype=torch.long), epochs)
         data = TargetSet(features, targets.float())
         source = {"type": "learned_in_run", "window": [start, point - 1], "num_rows": len(targets),
-                  "features": self.config.learn_features, "weights": self.config.learn_weights,
-                  "threshold": self.config.learn_threshold, "seed": seed}
+                  "features": self.config.learn_features, "weights": self.config.learn_weights, "seed": seed}
         split = TargetSplit(data, data, source)
         result = fit_mentornet(split, recipe="fast", steps=FIT_STEPS, seed=seed,
                                config=MentorNetConfig(uses_loss_diff=self.uses_loss_diff))
@@ -232,12 +253,29 @@ class LearnedMentorWeighter:
             embedding[last + 1:] = embedding[last].clone()
             embedding[:first] = embedding[first].clone()
         mentor.last_fitted_epoch = last
-        v = mentor.weight(features)
-        chosen = v >= self.config.learn_threshold
         clean = targets > 0.5
-        row.update(threshold=self.config.learn_threshold, selected=float(chosen.float().mean()),
+        fit_auc = detector_auc(mentor.weight(features).numpy(), clean.numpy())  # each row at its own epoch
+        # Until the next fit the weighting asks at the window's last epoch (epoch_at clamps to it): the threshold
+        # and the selection are measured there, on every row of the window.
+        v = mentor.weight(MentorFeatures(features.loss, features.loss_diff, features.label,
+                                         torch.full_like(epochs, last)))
+        threshold = self.config.learn_threshold
+        if self.config.learn_precision is not None:
+            threshold = precision_threshold(v, clean, self.config.learn_precision)
+        chosen = v >= threshold
+        # A MentorNet is fitted on the losses the probe had; where losses grow past them (corrupted samples, once the
+        # student stops training on them) its output is an extrapolation, so a sample with a larger loss than any
+        # the fit selected is not selected.
+        max_loss = float(features.loss[chosen].max()) if chosen.any() else -math.inf
+        if self.config.learn_weights == "threshold":
+            source.update(threshold=threshold if math.isfinite(threshold) else None,  # None: selects nothing
+                          precision_target=self.config.learn_precision,
+                          max_selected_loss=max_loss if math.isfinite(max_loss) else None)
+            split = TargetSplit(data, data, source)
+        mentor.threshold, mentor.max_selected_loss = threshold, max_loss
+        row.update(threshold=threshold, selected=float(chosen.float().mean()),
                    precision=float(clean[chosen].float().mean()) if chosen.any() else float("nan"),
-                   fit_auc=detector_auc(v.numpy(), clean.numpy()),
+                   fit_auc=fit_auc,
                    loss_auc=detector_auc(-features.loss.numpy(), clean.numpy()),
                    fit_seconds=round(result.seconds, 3), status="fitted")
         return row, mentor, split
@@ -246,6 +284,8 @@ class LearnedMentorWeighter:
         """Weight with ``mentor`` from now on; its epoch input stops at the last epoch it was fitted on."""
         self.mentor = mentor.to(self.row.device)
         self.last_fitted_epoch = getattr(mentor, "last_fitted_epoch", point - 1)
+        self.threshold = getattr(mentor, "threshold", self.config.learn_threshold)
+        self.max_loss = getattr(mentor, "max_selected_loss", math.inf)
 
     def release(self, probe: torch.Tensor) -> None:
         self.released[probe.to(self.released.device)] = True
@@ -256,7 +296,8 @@ class LearnedMentorWeighter:
             "config": self.mentor.config.to_dict()}
         return {"moving_average": self.moving_average.state_dict(), "losses": self.losses.cpu(),
                 "loss_diffs": self.loss_diffs.cpu(), "released": self.released.cpu(), "mentor": mentor,
-                "last_fitted_epoch": self.last_fitted_epoch, "total_steps": self.total_steps}
+                "last_fitted_epoch": self.last_fitted_epoch, "threshold": self.threshold, "max_loss": self.max_loss,
+                "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
         from mentor_training.model import MentorNet
@@ -268,6 +309,8 @@ class LearnedMentorWeighter:
         self.losses, self.loss_diffs = state["losses"].to(device), state["loss_diffs"].to(device)
         self.released = state["released"].to(device)
         self.last_fitted_epoch = int(state["last_fitted_epoch"])
+        self.threshold = state.get("threshold", self.config.learn_threshold)
+        self.max_loss = state.get("max_loss", math.inf)
         if state["mentor"] is not None:
             mentor = MentorNet(MentorNetConfig(**state["mentor"]["config"]))
             mentor.load_state_dict(state["mentor"]["state_dict"])
@@ -276,24 +319,35 @@ class LearnedMentorWeighter:
 
 class TrustedStream:
     """Batches of trusted samples (pool indices) with their verified labels, cycling through seeded
-    permutations; the probe joins it when released."""
+    permutations; the probe joins it when released.
+
+    On an accelerator the queue of indices has a copy on the device, filled once per permutation, and the
+    verified labels are moved there once, so a step copies nothing to the device but its crop/flip draws
+    (one copy, only with augmentation)."""
 
     def __init__(self, indices: torch.Tensor, batch_size: int, seed: int):
         self.indices = torch.as_tensor(indices, dtype=torch.long).clone()
         self.batch_size = int(batch_size)
         self.generator = torch.Generator().manual_seed(seed + 104729)
         self.queue = torch.zeros(0, dtype=torch.long)
+        self.device_queue = self.queue  # the queue on the device of the last next(device)
+        self.labels = None  # the run's verified labels on its device
 
     def add(self, indices: torch.Tensor) -> None:
         self.indices = torch.cat([self.indices, torch.as_tensor(indices, dtype=torch.long)])
 
-    def next(self) -> torch.Tensor:
+    def next(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The next ``batch_size`` pool indices, on ``device``."""
         if not len(self.indices):
             raise ValueError("the trusted stream holds no samples")
+        if self.device_queue.device != torch.device(device):
+            self.device_queue = self.queue.to(device)
         while len(self.queue) < self.batch_size:
-            order = torch.randperm(len(self.indices), generator=self.generator)
-            self.queue = torch.cat([self.queue, self.indices[order]])
-        batch, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
+            order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+            self.queue = torch.cat([self.queue, order])
+            self.device_queue = torch.cat([self.device_queue, order.to(device)])
+        batch = self.device_queue[:self.batch_size]
+        self.queue, self.device_queue = self.queue[self.batch_size:], self.device_queue[self.batch_size:]
         return batch
 
     def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor | float:
@@ -301,12 +355,14 @@ class TrustedStream:
         is empty (``--learn-probe-fraction 1``, before the probe joins it)."""
         if not len(self.indices):
             return 0.0
-        batch = self.next()
+        batch = self.next(run.device)
+        if self.labels is None or self.labels.device != batch.device:
+            self.labels = run.verified_labels.to(batch.device)
         # the same pad-and-crop and flip as the noisy stream, drawn from this stream's generator
         images = run.train_loader.batch_of(batch, self.generator)
         with run.precision.autocast():
             logits = model(images)
-        return F.cross_entropy(logits.float(), run.verified_labels[batch].to(run.device))
+        return F.cross_entropy(logits.float(), self.labels[batch])
 
     def state_dict(self) -> dict:
         return {"indices": self.indices.clone(), "generator": self.generator.get_state(), "queue": self.queue.clone()}
@@ -315,6 +371,7 @@ class TrustedStream:
         self.indices = state["indices"].clone()
         self.generator.set_state(state["generator"])
         self.queue = state["queue"].clone()
+        self.device_queue = self.queue
 
 
 class LearnMentorNet(ScheduledFits):
@@ -387,4 +444,4 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
 
 
 __all__ = ["CleanSubsetParts", "LEARN_COLUMNS", "LearnMentorNet", "LearnedMentorWeighter", "TrustedStream",
-           "check_learn_schedule", "check_probe", "smallest_fraction", "split_clean_subset"]
+           "check_learn_schedule", "check_probe", "precision_threshold", "smallest_fraction", "split_clean_subset"]

@@ -147,9 +147,10 @@ class DeviceLoader:
         """The prepared images of ``sample_indices`` (pool indices), augmented as this loader augments, with the
         draws taken from ``generator`` (a CPU generator) instead of the epoch's."""
         images = self.images[sample_indices.to(self.device)]
-        if self.augment:
-            draws = self._augment_draws(len(sample_indices), generator)
-            images = crop_flip(images, *(draw.to(self.device) for draw in draws), self.pad)
+        if self.augment:  # the draws travel to the device in one copy
+            offset_y, offset_x, flips = torch.stack(self._augment_draws(len(sample_indices), generator)).to(
+                self.device).unbind()
+            images = crop_flip(images, offset_y, offset_x, flips.bool(), self.pad)
         return self.prepare(images)
 
 

@@ -1,6 +1,7 @@
 """train-student --mentornet learn (paper Algorithm 1 in one command), --train-on and --clean-subset-file: the
 clean subset's split, the fits and their files, resume across fits, the user's own clean subset, and bad input."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,13 +19,15 @@ from mentor_training.model import MentorNet, MentorNetConfig
 from mentor_training.pretrained import load_mentornet
 from student_training.config import StudentConfig
 from student_training.data import load_dataset
-from student_training.learned_mentornet import LEARN_COLUMNS, split_clean_subset
+from student_training.learned_mentornet import LEARN_COLUMNS, TrustedStream, precision_threshold, split_clean_subset
+from student_training.loader import DeviceLoader, crop_flip
 from student_training.trainer import prepare_run, train
 from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 KILL_PLUGIN = str(ROOT / "tests" / "fault_injection.py")
 QUICK = ["--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--batch-size", "64"]
+DEFAULT_LEARN_EPOCHS = next(f.default for f in dataclasses.fields(StudentConfig) if f.name == "learn_epochs")
 LEARN = [*QUICK, "--clean-subset-fraction", "0.3", "--mentornet", "learn", "--learn-epochs", "20,40,60"]
 
 
@@ -66,6 +69,52 @@ def test_the_clean_subset_splits_into_disjoint_balanced_parts():
     assert len(without.validation) == 0 and len(without.probe) == 0 and len(without.trusted) == 300
 
 
+def test_the_precision_threshold_is_the_lowest_output_whose_selection_is_clean_enough():
+    v = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    clean = torch.tensor([True, True, True, False, True, False, False])
+    assert precision_threshold(v, clean, 0.99) == pytest.approx(0.7)  # the top three are clean, the fourth is not
+    assert precision_threshold(v, clean, 0.8) == pytest.approx(0.5)  # 4 of the top 5: 0.8
+    assert precision_threshold(v, clean, 0.6) == pytest.approx(0.4)  # 4 of 6; all 7 hold 4 of 7 = 0.57
+    assert precision_threshold(v, clean, 0.5) == pytest.approx(0.3)
+    assert precision_threshold(v[3:], clean[3:], 0.9) == float("inf")  # the top row is corrupted: nothing qualifies
+    # a threshold selects every row tied with it: a tie of a clean and a corrupted row counts as both
+    tied = torch.tensor([0.9, 0.7, 0.7, 0.1])
+    assert precision_threshold(tied, torch.tensor([True, True, False, True]), 0.9) == pytest.approx(0.9)
+    assert precision_threshold(tied, torch.tensor([True, True, False, True]), 0.6) == pytest.approx(0.1)
+    # the rows' order does not matter
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    assert precision_threshold(v[order], clean[order], 0.8) == pytest.approx(0.5)
+
+
+def test_each_fit_sets_its_threshold_for_the_asked_precision_and_a_fixed_one_stays(tmp_path):
+    run = prepare_run(config(epochs=4, learn_precision=0.9), tmp_path / "precision")
+    train(run)
+    fits = pd.read_csv(tmp_path / "precision" / "relearn.csv")
+    chosen = fits[fits["selected"] > 0]
+    assert len(chosen) and (chosen["precision"] >= 0.9).all()
+    assert run.weighter.threshold == pytest.approx(fits["threshold"].iloc[-1])
+    mentor = load_mentornet(tmp_path / "precision" / fits["checkpoint"].iloc[-1])
+    assert mentor.source["precision_target"] == 0.9 and mentor.source["threshold"] == pytest.approx(run.weighter.threshold)
+    fixed = prepare_run(config(epochs=4, learn_threshold=0.6), tmp_path / "fixed")
+    train(fixed)
+    assert (pd.read_csv(tmp_path / "fixed" / "relearn.csv")["threshold"] == 0.6).all() and fixed.weighter.threshold == 0.6
+
+
+def test_no_loss_above_the_largest_the_fit_selected_is_selected(tmp_path):
+    run = prepare_run(config(epochs=4), tmp_path / "guard")
+    train(run)
+    weighter = run.weighter
+    largest = weighter.max_loss
+    assert weighter.mentor.max_selected_loss == largest
+    assert 0 < largest < float("inf")
+    mentor = load_mentornet(tmp_path / "guard" / pd.read_csv(tmp_path / "guard" / "relearn.csv")["checkpoint"].iloc[-1])
+    assert mentor.source["max_selected_loss"] == pytest.approx(largest)
+    outside = torch.tensor(sorted(set(range(len(weighter.released))) - set(run.clean_parts.probe.tolist()))[:3])
+    weighter.threshold = 0.0  # every output qualifies: only the loss guard decides
+    weights = weighter.mentor_weights(torch.tensor([largest / 2, largest, largest * 2]), run.total_steps - 1, outside)
+    assert weights.tolist() == [1.0, 1.0, 0.0]
+
+
 def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_path):
     out, output = learned_run
     fits = pd.read_csv(out / "relearn.csv")
@@ -99,7 +148,8 @@ def test_the_statistics_describe_the_noisy_training_set_and_validation_a_held_ou
     assert trained == set(run.data.train_indices.tolist()) | set(parts.probe.tolist())
     assert "a fifth, never trained on" in output
     rows = pd.read_csv(out / "metrics.csv")
-    assert rows["detector_auc"].iloc[-1] > 0.8  # the learned MentorNet separates clean from corrupted labels
+    last = rows.iloc[-1]  # the learned MentorNet keeps clean labels and drops corrupted ones
+    assert last["detector_auc"] > 0.6 and last["weight_noisy"] < last["weight_clean"] / 4
 
 
 def test_a_mentornet_fitted_without_loss_diff_ignores_it_in_every_loop():
@@ -133,13 +183,13 @@ def test_resume_across_fits_ends_like_an_uninterrupted_run(tmp_path):
 
 
 def test_train_on_the_clean_subset_alone_or_beside_the_noisy_set(tmp_path):
-    only = prepare_run(config(mentornet="none", learn_epochs="5,10,15,20,25,30,35,40,45,50", train_on="clean_subset"),
+    only = prepare_run(config(mentornet="none", learn_epochs=DEFAULT_LEARN_EPOCHS, train_on="clean_subset"),
                        tmp_path / "only")
     parts = only.clean_parts
     assert set(only.train_loader.indices.tolist()) == set(parts.trusted.tolist())
     assert torch.equal(only.train_loader.labels[parts.trusted], only.verified_labels[parts.trusted])
     train(only)
-    both = prepare_run(config(mentornet="none", learn_epochs="5,10,15,20,25,30,35,40,45,50",
+    both = prepare_run(config(mentornet="none", learn_epochs=DEFAULT_LEARN_EPOCHS,
                               train_on="noisy+clean_subset"), tmp_path / "both")
     both.release()
     assert set(both.train_loader.indices.tolist()) == set(both.data.train_indices.tolist()) | \
@@ -200,6 +250,12 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
      "--burn-in-epoch does not apply to --mentornet learn"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-threshold", "1.5"],
      "--learn-threshold must lie in (0, 1)"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "1"],
+     "--learn-precision must lie in (0, 1)"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "0.9", "--learn-threshold", "0.5"],
+     "give one"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-threshold", "0.5"],
+     "--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop --learn-threshold"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
@@ -256,3 +312,37 @@ def test_no_trusted_batches_and_no_burn_in_weight_is_refused_as_training_nothing
     result = invoke("train-student", *QUICK, "--epochs", "1", "--clean-subset-fraction", "0.3", "--mentornet", "learn",
                     "--learn-trusted-batch", "0", "--learn-burn-in-weight", "0", "--out", str(tmp_path / "run"))
     assert_one_line_error(result, "trains nothing before the first fit")
+
+
+def test_trusted_batches_are_augmented_like_the_noisy_stream_and_restore_exactly():
+    images = torch.randint(0, 256, (40, 1, 6, 6), dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.zeros(40, dtype=torch.long), batch_size=8, augment=True, pad=2)
+    stream = TrustedStream(torch.arange(10, 30), batch_size=8, seed=3)
+    stream.next()
+    state = stream.state_dict()
+    batch = stream.next()  # crosses into the next permutation (20 samples, batches of 8)
+    reference = torch.Generator().set_state(stream.generator.get_state())
+    augmented = loader.batch_of(batch, stream.generator)
+    span = torch.randint(0, 5, (2, 8), generator=reference)
+    flips = torch.rand(8, generator=reference) < 0.5
+    assert torch.equal(augmented, loader.prepare(crop_flip(images[batch], span[0], span[1], flips, 2)))
+    assert not torch.equal(augmented, loader.prepare(images[batch]))  # the draws did crop or flip something
+    again = TrustedStream(torch.arange(10, 30), batch_size=8, seed=0)
+    again.load_state_dict(state)
+    assert torch.equal(again.next(), batch) and torch.equal(loader.batch_of(batch, again.generator), augmented)
+    assert set(batch.tolist()) <= set(range(10, 30)) and batch.device.type == "cpu"
+
+
+def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_were(tmp_path):
+    import json
+
+    from student_training.run_folder import read_config
+
+    for mentornet, kept in (("none", False), ("learn", True)):
+        out = tmp_path / mentornet
+        out.mkdir()
+        made = StudentConfig(dataset="digits", noise=0.4, clean_subset_fraction=0.3, mentornet=mentornet)
+        values = {**made.to_dict(), "learn_epochs": "5,10", "learn_threshold": 0.8}
+        (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
+        saved, _ = read_config(out)
+        assert (saved.learn_epochs, saved.learn_threshold) == (("5,10", 0.8) if kept else (DEFAULT_LEARN_EPOCHS, 0.9))
