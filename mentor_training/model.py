@@ -238,7 +238,7 @@ class MentorNetStep:
         gates, i_gates, j_gates, features, cells, hidden, logits, flat = plan or self._plan(x.shape[0], epoch)
         # As logits_from_tensors: both LSTM directions in one addmm; c = sigmoid(i) * tanh(j).
         torch.addmm(self.lstm_bias, x, self.lstm_kernel, out=gates)
-        torch.mul(torch.sigmoid(i_gates), torch.tanh(j_gates), out=cells)
+        torch.mul(i_gates.sigmoid_(), j_gates.tanh_(), out=cells)
         torch.addmm(self.fc1_bias, features, self.fc1_weight, out=hidden)
         torch.mm(hidden.tanh_(), self.fc2_weight, out=logits)
         return torch.sigmoid(flat + self.fc2_beta if self.additive else flat)
