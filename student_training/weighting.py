@@ -42,7 +42,8 @@ class MentorWeighter:
     A step costs a fixed handful of tensor operations and never reads a value back to the host, so on
     a GPU it never waits: the percentile is one ``kthvalue``, the moving average stays a device tensor,
     a MentorNet runs through its fused :class:`~mentor_training.model.MentorNetStep` (no
-    ``MentorFeatures`` is built), the epoch, burn-in floor and dropout rate are Python numbers, and
+    ``MentorFeatures`` is built; its input, loss and loss_diff, is written into a reused buffer), the
+    epoch, burn-in floor and dropout rate are Python numbers looked up in a table per progress epoch, and
     the example-dropout mask is written in one operation into a reused buffer. Any other mentor (a
     curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
     """
