@@ -9,7 +9,10 @@ For each student, on the same data, network, loader and optimiser:
 * ``ours img/s``: ``student_training.trainer.train_one_epoch`` with the MentorNet weighting, the
   per-sample bookkeeping and the learning-rate schedule;
 * ``ratio``: ours / minimal images/s, the median over ``--repeats`` back-to-back pairs of timings
-  (pairing cancels the drifts of a shared machine); the images/s columns are the best of the repeats;
+  (pairing cancels the drifts of a shared machine); within a pair the loop that runs first alternates
+  (ABBA: minimal first in pairs 1, 3, ..., ours first in pairs 2, 4, ...), so that whatever running first
+  or second in a pair does to a loop falls on both alike (an even ``--repeats`` balances it exactly); the
+  images/s columns are the best of the repeats;
 * ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses divided by the time
   of one of our training steps.
 
@@ -194,9 +197,12 @@ def measure(student: str, args, workdir: Path) -> dict:
     timed(lambda r, e: train_one_epoch(r, e), run, 1)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.repeats):
-        minimal.append(timed(minimal_epoch, run, args.epochs))
-        ours.append(timed(lambda r, e: train_one_epoch(r, e), run, args.epochs))
+    for repeat in range(args.repeats):  # ABBA: the loop that runs first alternates from pair to pair
+        for loop in ((minimal, ours) if repeat % 2 == 0 else (ours, minimal)):
+            if loop is minimal:
+                minimal.append(timed(minimal_epoch, run, args.epochs))
+            else:
+                ours.append(timed(lambda r, e: train_one_epoch(r, e), run, args.epochs))
     step_ms = min(ours) / (args.epochs * len(run.train_loader)) * 1000
     row = {"student": student, "device": str(run.device), "batch": config.batch_size,
            "minimal img/s": round(images / min(minimal)), "ours img/s": round(images / min(ours)),

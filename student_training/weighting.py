@@ -42,7 +42,8 @@ class MentorWeighter:
     A step costs a fixed handful of tensor operations and never reads a value back to the host, so on
     a GPU it never waits: the percentile is one ``kthvalue``, the moving average stays a device tensor,
     a MentorNet runs through its fused :class:`~mentor_training.model.MentorNetStep` (no
-    ``MentorFeatures`` is built), the epoch, burn-in floor and dropout rate are Python numbers, and
+    ``MentorFeatures`` is built; its input, loss and loss_diff, is written into a reused buffer), the
+    epoch, burn-in floor and dropout rate are Python numbers looked up in a table per progress epoch, and
     the example-dropout mask is written in one operation into a reused buffer. Any other mentor (a
     curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
     """
@@ -62,7 +63,9 @@ class MentorWeighter:
         self.last = {}  # what the last call used: epoch, dropout rate, percentile average, burn-in
         self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
         self._step = None  # its MentorNetStep, or None for a curriculum
-        self._cache = (None,) * 7  # (device, batch, p, decay, kthvalue k, decay and 1 - decay tensors there)
+        self._table = (None, None, None)  # (config, total steps, per progress epoch: ê, floor, dropout rate)
+        self._cache = (None,) * 8  # (device, batch, p, decay, kthvalue k, decay and 1 - decay tensors there,
+                                  # the fused forward's input buffer)
         self._written = None  # the moving average as the last step left it (anything else: a restore)
         self._masks = {}  # (batch, rate) -> (the pattern 1..1 0..0, the CPU mask buffer)
         self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
@@ -79,15 +82,31 @@ class MentorWeighter:
         burn_in = self.config.burn_in_epoch
         return 1.0 if epoch < (burn_in - 1 if self.config.burn_in_2018 else burn_in) else 0.0
 
+    def _schedule(self) -> tuple:
+        """Per progress epoch e_t = 0..99: (ê, burn-in floor, example-dropout rate) by the rules of
+        :meth:`epoch_at` and :meth:`burn_in_floor`; remade when the (frozen) config or the step count is replaced."""
+        config, total = self.config, self.total_steps
+        progress_percent(0, total)  # the checks of epoch_at
+        table = tuple((epoch, self.burn_in_floor(epoch), self.dropout_rates[epoch])
+                      for epoch in (min(e, config.burn_in_epoch) if config.fixed_epoch_after_burn_in else e
+                                    for e in range(100)))
+        self._table = (config, total, table)
+        return self._table
+
     def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. Computed in
         fp32, outside autocast even when called inside a caller's autocast region. ``indices`` (the batch's
         sample indices) are not needed here; a weighter that learns from samples by index takes them."""
-        device_type = loss.device.type
-        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        if not loss.is_cpu:
+            device_type = loss.device.type
+            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+                with fp32_region(loss.device):
+                    return self._mentor_weights(loss, step)
+            return self._mentor_weights(loss, step)
+        if torch.is_autocast_enabled("cpu"):
             with fp32_region(loss.device):
                 return self.mentor_weights(loss, step)
-        threads = torch.get_num_threads() if loss.is_cpu else 1
+        threads = torch.get_num_threads()
         if threads == 1:
             return self._mentor_weights(loss, step)
         if self._switch_threads is None:  # the OpenMP backend; the native one refuses a second change
@@ -109,40 +128,53 @@ class MentorWeighter:
             loss = loss.reshape(-1)
         if loss.dtype != torch.float32:
             loss = loss.float()
-        epoch = self.epoch_at(step)
-        floor = self.burn_in_floor(epoch)
+        # Steps 1-2 as epoch_at and burn_in_floor, looked up by progress epoch.
+        config, total, table = self._table
+        if config is not self.config or total != self.total_steps:
+            config, total, table = self._schedule()
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, floor, rate = table[min(100 * step // total, 99)]
         # Step 3 as LossMovingAverage.loss_diff: P_t, M_t = decay * M_{t-1} + (1 - decay) * P_t, loss - M_t.
         average, cache = self.moving_average, self._cache
-        value, device = average.value, loss.device
-        if value is not self._written or device != cache[0] or loss.shape[0] != cache[1] or average.p != cache[2] \
-                or average.decay != cache[3]:
-            cache = self._step_constants(average, device, loss.shape[0])
+        value = average.value
+        if value is not self._written or loss.device != cache[0] or loss.shape[0] != cache[1] \
+                or average.p != cache[2] or average.decay != cache[3]:
+            cache = self._step_constants(average, loss.device, loss.shape[0])
             value = average.value
-        percentile = torch.kthvalue(loss, cache[4]).values  # batch_loss_percentile, its index cached
+        percentile = torch.kthvalue(loss, cache[4])[0]  # batch_loss_percentile, its index cached
         # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
         value = average.value = self._written = value * cache[5] + percentile * cache[6]
-        loss_diff = loss - value
-        mentor = self.mentor
-        if mentor is not self._step_for:
-            self._step_for = mentor
-            self._step = MentorNetStep(mentor) if MentorNetStep.supports(mentor) else None
+        fused = self._step
+        if self.mentor is not self._step_for:
+            fused = self._fused_step()
         weights = None
-        if self._step is not None:  # the fused MentorNet forward (step 4)
-            weights = self._step.weights(torch.stack([loss, loss_diff], dim=1), epoch)
+        if fused is not None:  # the fused MentorNet forward (step 4) of x = (loss, loss_diff), a reused buffer
+            x, losses, loss_diffs = cache[7]
+            losses.copy_(loss)
+            torch.sub(loss, value, out=loss_diffs)
+            weights = fused.weights(x, epoch)
         if weights is None:  # a curriculum, or a MentorNet the fused path does not cover
-            weights = self._weight(loss, loss_diff, epoch)
+            weights = self._weight(loss, loss - value, epoch)
             if floor:
                 weights = weights.clamp(min=floor)
         elif floor:
             weights = weights.clamp_(min=floor)  # a fresh tensor of our own
-        self.last = {"epoch": epoch, "dropout_rate": self.dropout_rates[epoch], "burn_in": bool(floor),
-                     "loss_moving_average": value}
+        self.last = {"epoch": epoch, "dropout_rate": rate, "burn_in": bool(floor), "loss_moving_average": value}
         return weights
+
+    def _fused_step(self) -> MentorNetStep | None:
+        """The fused forward of the current mentor (a new one after re-learning swapped it), None for others."""
+        mentor = self._step_for = self.mentor
+        self._step = MentorNetStep(mentor) if MentorNetStep.supports(mentor) else None
+        return self._step
 
     def _step_constants(self, average: LossMovingAverage, device: torch.device, batch: int) -> tuple:
         """What a step needs besides the losses, for this device, batch size, percentile and decay: the
         moving average on the device (a fill, not a copy: once a run, or after a restore), the kthvalue
-        index of the percentile, and the decay and 1 - decay as 0-d float32 tensors there."""
+        index of the percentile, the decay and 1 - decay as 0-d float32 tensors there, and the input of the
+        fused forward: x = (loss, loss_diff) as [B, 2], the transpose of a [2, B] buffer, and its two rows
+        (MKL's addmm gives the same bits for x as for a contiguous [B, 2] copy)."""
         value = average.value
         if value.device != device and value.device.type == "cpu":  # a host value: reading it waits for no device
             average.value = torch.full((), float(value), dtype=torch.float32, device=device)
@@ -152,6 +184,8 @@ class MentorWeighter:
         self._cache = (device, batch, average.p, decay, percentile_index(batch, average.p) + 1,
                        torch.full((), decay, dtype=torch.float32, device=device),
                        torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
+        inputs = torch.empty((2, batch), dtype=torch.float32, device=device)
+        self._cache += ((inputs.t(), inputs[0], inputs[1]),)
         return self._cache
 
     @torch.no_grad()

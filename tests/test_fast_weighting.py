@@ -214,6 +214,24 @@ def test_every_shipped_mentornet_matches_the_reference(name):
             assert new._step is None
 
 
+@pytest.mark.parametrize("name", [n for n in list_pretrained() if load_mentornet(n).config.uses_loss_diff])
+def test_the_fused_forward_of_a_transposed_buffer_matches_mentor_weight(name):
+    """The weighter feeds MentorNetStep x = (loss, loss_diff) as the transpose of a reused [2, B] buffer: the same
+    bits as a contiguous [B, 2] input, and mentor.weight(MentorFeatures.build(...)) within 1e-6, over random
+    batches and epochs."""
+    mentor, generator = load_mentornet(name), torch.Generator().manual_seed(11)
+    fused = MentorNetStep(mentor)
+    for i in range(60):
+        loss = random_losses(generator, BATCHES[i % len(BATCHES)])
+        loss_diff = loss - float(torch.rand((), generator=generator)) * 5
+        epoch = (i * 37) % 100
+        buffer = torch.stack([loss, loss_diff])
+        weights = fused.weights(buffer.t(), epoch)
+        assert torch.equal(weights, fused.weights(torch.stack([loss, loss_diff], dim=1), epoch))
+        expected = mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch))
+        torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
+
+
 def test_long_run_with_uneven_steps_matches_the_reference():
     mentor = load_mentornet("mentornet_pd")
     config = WeighterConfig.from_defaults(mentor.student_defaults, burn_in_epoch=10)
