@@ -36,7 +36,7 @@ AUGMENTED_DATASETS = ("cifar10", "cifar100")
 CONFIG_SUFFIXES = (".json", ".toml")
 TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
-# --learn-threshold's default (chosen on the validation split, docs/learned_accuracy.md)
+# --learn-threshold's default (chosen on the validation split, docs/learned_choice.md)
 THRESHOLD_DEFAULT = 0.9
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1

@@ -36,6 +36,7 @@ for them to be memorised; the 2018 path (``--dump`` then ``learn-curriculum --du
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -267,11 +268,11 @@ class LearnedMentorWeighter:
         # student stops training on them) its output is an extrapolation, so a sample with a larger loss than any
         # the fit selected is not selected.
         max_loss = float(features.loss[chosen].max()) if chosen.any() else -math.inf
-        if self.config.learn_weights == "threshold":
-            source.update(threshold=threshold if math.isfinite(threshold) else None,  # None: selects nothing
-                          precision_target=self.config.learn_precision,
-                          max_selected_loss=max_loss if math.isfinite(max_loss) else None)
-            split = TargetSplit(data, data, source)
+        if self.config.learn_weights == "threshold":  # what the checkpoint records of the decision
+            split = dataclasses.replace(split, source={
+                **source, "threshold": threshold if math.isfinite(threshold) else None,  # None: selects nothing
+                "precision_target": self.config.learn_precision,
+                "max_selected_loss": max_loss if math.isfinite(max_loss) else None})
         mentor.threshold, mentor.max_selected_loss = threshold, max_loss
         row.update(threshold=threshold, selected=float(chosen.float().mean()),
                    precision=float(clean[chosen].float().mean()) if chosen.any() else float("nan"),

@@ -29,7 +29,7 @@ from dataclasses import asdict
 
 import torch
 
-from curricula.features import (LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
+from curricula.features import (NUM_EPOCHS, LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
                                 percentile_index, progress_percent)
 from mentor_training.model import MentorNetStep
 
@@ -73,10 +73,11 @@ class MentorWeighter:
 
     def epoch_at(self, step: int) -> int:
         """ê: the progress epoch the MentorNet sees at ``step``."""
-        epoch = progress_percent(step, self.total_steps)
-        if self.config.fixed_epoch_after_burn_in:
-            epoch = min(epoch, self.config.burn_in_epoch)
-        return epoch
+        return self._epoch_input(progress_percent(step, self.total_steps))
+
+    def _epoch_input(self, progress: int) -> int:
+        """ê at progress epoch e_t: e_t, or min(e_t, burn-in epoch) with ``fixed_epoch_after_burn_in``."""
+        return min(progress, self.config.burn_in_epoch) if self.config.fixed_epoch_after_burn_in else progress
 
     def burn_in_floor(self, epoch: int) -> float:
         burn_in = self.config.burn_in_epoch
@@ -85,12 +86,9 @@ class MentorWeighter:
     def _schedule(self) -> tuple:
         """Per progress epoch e_t = 0..99: (ê, burn-in floor, example-dropout rate) by the rules of
         :meth:`epoch_at` and :meth:`burn_in_floor`; remade when the (frozen) config or the step count is replaced."""
-        config, total = self.config, self.total_steps
-        progress_percent(0, total)  # the checks of epoch_at
         table = tuple((epoch, self.burn_in_floor(epoch), self.dropout_rates[epoch])
-                      for epoch in (min(e, config.burn_in_epoch) if config.fixed_epoch_after_burn_in else e
-                                    for e in range(100)))
-        self._table = (config, total, table)
+                      for epoch in map(self._epoch_input, range(NUM_EPOCHS)))
+        self._table = (self.config, self.total_steps, table)
         return self._table
 
     def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,9 +130,7 @@ class MentorWeighter:
         config, total, table = self._table
         if config is not self.config or total != self.total_steps:
             config, total, table = self._schedule()
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        epoch, floor, rate = table[min(100 * step // total, 99)]
+        epoch, floor, rate = table[progress_percent(step, total)]
         # Step 3 as LossMovingAverage.loss_diff: P_t, M_t = decay * M_{t-1} + (1 - decay) * P_t, loss - M_t.
         average, cache = self.moving_average, self._cache
         value = average.value
