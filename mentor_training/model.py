@@ -132,15 +132,18 @@ class MentorNetStep:
     This is what :class:`~student_training.weighting.MentorWeighter` calls on every batch. It does the
     arithmetic of :meth:`MentorNet.logits_from_tensors` (then the sigmoid) with the same tensor calls on
     the same operands, so its weights equal ``mentor.weight(MentorFeatures.build(loss, loss_diff,
-    epoch=epoch))`` bit for bit at the same intra-op thread count (with two threads the general path has
-    been measured up to 7e-7 away from the single-threaded one for the shipped MentorNets; the weighter
-    runs single-threaded on the CPU), in eight tensor operations with no gather, cat, slicing or validation:
+    epoch=epoch))`` bit for bit at the same intra-op thread count (two threads have been measured up to
+    7e-7 away from one for the shipped MentorNets), in eight tensor operations with no gather, cat, slicing
+    or validation:
 
     * the LSTM kernel and bias of both directions are cut and concatenated once, and
       ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once;
-    * per (batch size, epoch) a plan of preallocated buffers is made once: the input of the 20-unit
-      layer, ``[B, 9]``, whose first seven columns are the label-0 and epoch embedding rows, and the
-      LSTM gates, hidden units and logits that the step's operations write into (``out=``);
+    * the constant part of the 20-unit layer's input, the label-0 row and the epoch embedding row, is
+      tabulated once per epoch (``[100, 7]``);
+    * per batch size a plan of preallocated buffers is made once: that input, ``[B, 9]``, whose first
+      seven columns hold the current epoch's table row (rewritten by one copy when the epoch changes,
+      once per progress epoch in a run), and the LSTM gates, hidden units and logits that the step's
+      operations write into (``out=``);
     * a step writes only the two LSTM cell columns of the input (the gate activations in place) and
       returns a fresh weight tensor.
 
@@ -154,7 +157,7 @@ class MentorNetStep:
     not float32, the losses on another device than the mentor); the caller then takes the general path.
     """
 
-    MAX_PLANS = 8  # one per (batch size, epoch) in use; a run needs one or two at a time
+    MAX_PLANS = 8  # one per batch size in use; a run needs one or two (the last batch of an epoch)
 
     def __init__(self, mentor: MentorNet):
         if not self.supports(mentor):
@@ -201,8 +204,9 @@ class MentorNetStep:
                 self.fc2_beta = mentor.fc2_beta.detach().clone()
             else:
                 self.fc2_weight = mentor.fc2_weight.detach() + mentor.fc2_beta.detach()
-            self.label_row = mentor.label_embedding.detach()[0].clone()  # the label feature is always 0
-            self.epoch_embedding = mentor.epoch_embedding.detach().clone()
+            label_row = mentor.label_embedding.detach()[0]  # the label feature is always 0
+            epochs = mentor.epoch_embedding.detach()
+            self.constants = torch.cat([label_row.expand(len(epochs), -1), epochs], dim=1)  # [100, 7]
         self.device, self.dtype = self.fc1_weight.device, self.fc1_weight.dtype
         self._plans.clear()
         self._tensors = self._mentor_tensors()
@@ -210,17 +214,15 @@ class MentorNetStep:
         self._probe = (self._tensors[0].dtype, self._tensors[0].device)
         self._storage = self._storage_key()
 
-    def _plan(self, batch: int, epoch: int) -> tuple:
-        """The buffers of one step at (batch size, epoch), with the constant feature columns written."""
+    def _plan(self, batch: int) -> list:
+        """The buffers of one step at this batch size; the constant feature columns are written by the caller."""
         if len(self._plans) >= self.MAX_PLANS:
             self._plans.clear()
         empty = functools.partial(torch.empty, dtype=self.dtype, device=self.device)
-        constant = torch.cat([self.label_row, self.epoch_embedding[epoch]])
-        features = empty((batch, constant.numel() + 2))
-        features[:, :-2] = constant
+        features = empty((batch, self.constants.shape[1] + 2))
         gates, hidden, logits = empty((batch, 4)), empty((batch, self.fc1_weight.shape[1])), empty((batch, 1))
-        plan = self._plans[batch, epoch] = (gates, gates[:, 0::2], gates[:, 1::2], features, features[:, -2:],
-                                            hidden, logits, logits.view(batch))
+        plan = self._plans[batch] = [None, gates, gates[:, 0::2], gates[:, 1::2], features, features[:, -2:],
+                                     hidden, logits, logits.view(batch), features[:, :-2]]
         return plan
 
     def weights(self, x: torch.Tensor, epoch: int) -> torch.Tensor | None:
@@ -238,8 +240,11 @@ class MentorNetStep:
         self._epoch = epoch
         if x.device != self.device or self.dtype != torch.float32 or x.dtype != torch.float32:
             return None
-        plan = self._plans.get((x.shape[0], epoch))
-        gates, i_gates, j_gates, features, cells, hidden, logits, flat = plan or self._plan(x.shape[0], epoch)
+        plan = self._plans.get(x.shape[0]) or self._plan(x.shape[0])
+        if plan[0] != epoch:  # the label and epoch columns: once per progress epoch
+            plan[-1].copy_(self.constants[epoch])
+            plan[0] = epoch
+        _, gates, i_gates, j_gates, features, cells, hidden, logits, flat, _ = plan
         # As logits_from_tensors: both LSTM directions in one addmm; c = sigmoid(i) * tanh(j).
         torch.addmm(self.lstm_bias, x, self.lstm_kernel, out=gates)
         torch.mul(i_gates.sigmoid_(), j_gates.tanh_(), out=cells)

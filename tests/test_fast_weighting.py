@@ -324,15 +324,22 @@ def test_a_restored_state_continues_like_the_reference():
     assert_same_run(restored, reference, range(40, 90), seed=33)
 
 
-def test_two_threads_give_the_same_weights_and_the_thread_count_is_restored():
+def test_two_threads_give_the_same_weights_and_the_thread_count_is_never_switched(monkeypatch):
+    # Switching torch to one thread for the step and back cost the student's own matrix products their second
+    # thread on every later step (an mlp trained at half speed on two cores): the weighter must not switch.
     mentor = load_mentornet("mentornet_pd")
     config = WeighterConfig.from_defaults(mentor.student_defaults)
     torch.set_num_threads(2)  # the conftest fixture puts it back
-    new = MentorWeighter(mentor, config, total_steps=50)
-    assert_same_run(new, ReferenceWeighter(mentor, config, total_steps=50), range(50))
-    assert torch.get_num_threads() == 2
-    with pytest.raises(ValueError, match="batch size"):
-        new(torch.empty(0), 0)
+
+    def refuse(threads):
+        raise AssertionError(f"the weighter set the intra-op thread count to {threads}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "set_num_threads", refuse)
+        new = MentorWeighter(mentor, config, total_steps=50)
+        assert_same_run(new, ReferenceWeighter(mentor, config, total_steps=50), range(50))
+        with pytest.raises(ValueError, match="batch size"):
+            new(torch.empty(0), 0)
     assert torch.get_num_threads() == 2
 
 
