@@ -60,6 +60,9 @@ ABLATIONS = {
     # not 2018 choices, the defaults of the previous release: threshold 0.8, fits in the first half only
     "learned_threshold_0.8": {"learn_threshold": 0.8},
     "learned_first_half": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
+    "learned_keep_rate": {"learn_keep_rate": "probe"},  # a rank cap at the share the fit selected on the probe
+    "learned_keep_rate_probe_0.3": {"learn_keep_rate": "probe", "learn_probe_fraction": 0.3},  # and a smaller probe
+    "learned_trusted_per_sample": {"learn_trusted_loss": "per-sample"},  # a trusted sample weighs as a noisy one
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

@@ -205,6 +205,11 @@ class StudentConfig:
         help="With --mentornet learn --learn-weights threshold: instead of a fixed --learn-threshold, each fit sets it "
              "to the lowest output at which a share P of the probe rows it selects carry their right label (nothing "
              "is selected if none does); P in (0, 1).")
+    learn_keep_rate: str = option(
+        "none", choices=("none", "probe"),
+        help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "
+             "the probe's last-epoch samples the fit selected (the batch's lowest losses; a rank, so it holds as "
+             "losses fall between fits); none: no cap.")
     learn_features: str = option(
         "loss", choices=("loss", "loss_diff"),
         help="With --mentornet learn: the MentorNet sees the loss and the epoch (loss), or also loss_diff = loss - "
@@ -221,6 +226,11 @@ class StudentConfig:
         64, metavar="B",
         help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
              "the probe too after the last fit); 0: the trusted part is not trained on.")
+    learn_trusted_loss: str = option(
+        "mean", choices=("mean", "per-sample"),
+        help="With --mentornet learn: how a step adds its trusted batch to the noisy batch's loss (the mean over the "
+             "noisy batch of weight x loss); mean: the trusted batch's mean loss; per-sample: each trusted sample "
+             "counts as one noisy sample of weight 1 (its losses summed and divided by the noisy batch size).")
     # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
     mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
                                          "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
@@ -371,12 +381,17 @@ class StudentConfig:
                                             or self.learn_precision is not None):
             raise ValueError("--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop "
                              f"{'--learn-precision' if self.learn_precision is not None else '--learn-threshold'}")
+        if self.learn_weights == "soft" and self.learn_keep_rate != "none":
+            raise ValueError("--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
             raise ValueError(f"--learn-burn-in-weight must lie in [0, 1], got {self.learn_burn_in_weight}")
         if not 0.0 < self.learn_probe_fraction <= 1.0:
             raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
         if self.learn_trusted_batch < 0:
             raise ValueError(f"--learn-trusted-batch must be >= 0, got {self.learn_trusted_batch}")
+        if self.learn_trusted_batch == 0 and self.learn_trusted_loss != "mean":
+            raise ValueError("--learn-trusted-loss weighs the trusted batches, and --learn-trusted-batch 0 has none; "
+                             "drop one of them")
         if self.learn_trusted_batch == 0 and self.learn_burn_in_weight == 0:
             raise ValueError("--learn-trusted-batch 0 with --learn-burn-in-weight 0 trains nothing before the first fit, "
                              "so the fits see an untrained student; give --learn-burn-in-weight 1 (as 2018) or trusted "

@@ -17,7 +17,10 @@ saved as a MentorNet checkpoint in ``mentornets/`` and logged in ``relearn.csv``
 batches: ``1[v >= τ and loss <= λ]`` (``--learn-weights threshold``, τ = ``--learn-threshold``, λ the largest
 probe loss the fit selected: beyond the losses it was fitted on a MentorNet's output is an extrapolation) or
 ``v`` itself (``soft``, as 2018). ``--learn-precision P`` sets τ per fit instead, to the lowest output at which
-a share P of the window's probe rows it selects are clean. Selections are asked at the epoch input the
+a share P of the window's probe rows it selects are clean. ``--learn-keep-rate probe`` also caps each batch's
+selection at the share s of the probe's last-epoch rows the fit selected: only the batch's ⌈s·B⌉ lowest losses
+can be selected (a rank, which holds while all losses fall between fits; co-teaching's keep rate R(T), Han et
+al., NeurIPS 2018, here measured on the probe instead of given). Selections are asked at the epoch input the
 weighting uses until the next fit (the window's last epoch). Its epoch input
 is clamped to the fit's window (the saved checkpoint copies the window's first and last epoch-embedding rows
 outward, so it answers the same in any loop). Before the
@@ -65,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FIT_STEPS = 500  # Adam steps of each fit (the "fast" recipe); a few thousand rows need no more
 MIN_PROBE_EXAMPLES = 10  # clean and corrupted probe samples each, at least, for a fit to learn anything
 LEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "threshold", "selected", "precision",
-                 "fit_auc", "loss_auc", "fit_seconds", "checkpoint", "status")
+                 "fit_auc", "loss_auc", "fit_seconds", "checkpoint", "status", "keep_share")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class LearnedMentorWeighter:
         self.mentor = None
         self.threshold = config.learn_threshold  # set by each fit with --learn-precision
         self.max_loss = math.inf  # the largest loss the MentorNet in use selected on the probe
+        self.keep_share = 1.0  # with --learn-keep-rate probe: the most of a batch it selects (its lowest losses)
         self.last_fitted_epoch = 0
         self.last = {}
 
@@ -205,8 +209,14 @@ class LearnedMentorWeighter:
             weights = torch.full_like(loss, self.config.learn_burn_in_weight)
         else:
             v = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
-            weights = ((v >= self.threshold) & (loss <= self.max_loss)).float() \
-                if self.config.learn_weights == "threshold" else v
+            if self.config.learn_weights == "threshold":
+                chosen = (v >= self.threshold) & (loss <= self.max_loss)
+                if self.keep_share < 1.0:  # a rank cap: the batch's ceil(share B) lowest losses at most
+                    keep = math.ceil(self.keep_share * len(loss))
+                    chosen &= loss <= torch.kthvalue(loss, keep)[0] if keep else torch.zeros_like(chosen)
+                weights = chosen.float()
+            else:
+                weights = v
         weights = torch.where(self.released[indices], 0.0, weights)
         self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
                      "loss_moving_average": self.moving_average.value}
@@ -268,17 +278,21 @@ class LearnedMentorWeighter:
         # student stops training on them) its output is an extrapolation, so a sample with a larger loss than any
         # the fit selected is not selected.
         max_loss = float(features.loss[chosen].max()) if chosen.any() else -math.inf
+        # --learn-keep-rate probe: the share selected among the rows of the window's last epoch, the losses closest
+        # to those it is used on
+        keep_share = float(chosen[epochs == last].float().mean()) if self.config.learn_keep_rate == "probe" else 1.0
         if self.config.learn_weights == "threshold":  # what the checkpoint records of the decision
             split = dataclasses.replace(split, source={
                 **source, "threshold": threshold if math.isfinite(threshold) else None,  # None: selects nothing
                 "precision_target": self.config.learn_precision,
-                "max_selected_loss": max_loss if math.isfinite(max_loss) else None})
-        mentor.threshold, mentor.max_selected_loss = threshold, max_loss
+                "max_selected_loss": max_loss if math.isfinite(max_loss) else None,
+                "keep_share": keep_share if keep_share < 1.0 else None})
+        mentor.threshold, mentor.max_selected_loss, mentor.keep_share = threshold, max_loss, keep_share
         row.update(threshold=threshold, selected=float(chosen.float().mean()),
                    precision=float(clean[chosen].float().mean()) if chosen.any() else float("nan"),
                    fit_auc=fit_auc,
                    loss_auc=detector_auc(-features.loss.numpy(), clean.numpy()),
-                   fit_seconds=round(result.seconds, 3), status="fitted")
+                   fit_seconds=round(result.seconds, 3), status="fitted", keep_share=keep_share)
         return row, mentor, split
 
     def use(self, mentor, point: int) -> None:
@@ -287,6 +301,7 @@ class LearnedMentorWeighter:
         self.last_fitted_epoch = getattr(mentor, "last_fitted_epoch", point - 1)
         self.threshold = getattr(mentor, "threshold", self.config.learn_threshold)
         self.max_loss = getattr(mentor, "max_selected_loss", math.inf)
+        self.keep_share = getattr(mentor, "keep_share", 1.0)
 
     def release(self, probe: torch.Tensor) -> None:
         self.released[probe.to(self.released.device)] = True
@@ -298,7 +313,7 @@ class LearnedMentorWeighter:
         return {"moving_average": self.moving_average.state_dict(), "losses": self.losses.cpu(),
                 "loss_diffs": self.loss_diffs.cpu(), "released": self.released.cpu(), "mentor": mentor,
                 "last_fitted_epoch": self.last_fitted_epoch, "threshold": self.threshold, "max_loss": self.max_loss,
-                "total_steps": self.total_steps}
+                "keep_share": self.keep_share, "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
         from mentor_training.model import MentorNet
@@ -312,6 +327,7 @@ class LearnedMentorWeighter:
         self.last_fitted_epoch = int(state["last_fitted_epoch"])
         self.threshold = state.get("threshold", self.config.learn_threshold)
         self.max_loss = state.get("max_loss", math.inf)
+        self.keep_share = state.get("keep_share", 1.0)
         if state["mentor"] is not None:
             mentor = MentorNet(MentorNetConfig(**state["mentor"]["config"]))
             mentor.load_state_dict(state["mentor"]["state_dict"])
@@ -326,9 +342,10 @@ class TrustedStream:
     verified labels are moved there once, so a step copies nothing to the device but its crop/flip draws
     (one copy, only with augmentation)."""
 
-    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int):
+    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int, scale: float = 1.0):
         self.indices = torch.as_tensor(indices, dtype=torch.long).clone()
         self.batch_size = int(batch_size)
+        self.scale = float(scale)  # the factor of the batch's mean loss (--learn-trusted-loss)
         self.generator = torch.Generator().manual_seed(seed + 104729)
         self.queue = torch.zeros(0, dtype=torch.long)
         self.device_queue = self.queue  # the queue on the device of the last next(device)
@@ -352,8 +369,8 @@ class TrustedStream:
         return batch
 
     def loss(self, run: "Run", model: torch.nn.Module) -> torch.Tensor | float:
-        """The mean cross-entropy of the next trusted batch against its verified labels (fp32); 0 while the stream
-        is empty (``--learn-probe-fraction 1``, before the probe joins it)."""
+        """The mean cross-entropy of the next trusted batch against its verified labels (fp32), times ``scale``; 0
+        while the stream is empty (``--learn-probe-fraction 1``, before the probe joins it)."""
         if not len(self.indices):
             return 0.0
         batch = self.next(run.device)
@@ -363,7 +380,8 @@ class TrustedStream:
         images = run.train_loader.batch_of(batch, self.generator)
         with run.precision.autocast():
             logits = model(images)
-        return F.cross_entropy(logits.float(), self.labels[batch])
+        loss = F.cross_entropy(logits.float(), self.labels[batch])
+        return loss * self.scale if self.scale != 1.0 else loss
 
     def state_dict(self) -> dict:
         return {"indices": self.indices.clone(), "generator": self.generator.get_state(), "queue": self.queue.clone()}

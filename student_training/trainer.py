@@ -444,7 +444,8 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
         weighter = LearnedMentorWeighter(config, weighting, total_steps=total_steps, num_samples=len(data.train_labels),
                                          probe=parts.probe, is_clean=is_clean, device=device)
         if config.learn_trusted_batch:
-            trusted = TrustedStream(parts.trusted, config.learn_trusted_batch, config.seed)
+            scale = config.learn_trusted_batch / config.batch_size if config.learn_trusted_loss == "per-sample" else 1.0
+            trusted = TrustedStream(parts.trusted, config.learn_trusted_batch, config.seed, scale)
     mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None

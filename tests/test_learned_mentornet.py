@@ -115,6 +115,46 @@ def test_no_loss_above_the_largest_the_fit_selected_is_selected(tmp_path):
     assert weights.tolist() == [1.0, 1.0, 0.0]
 
 
+def test_the_keep_rate_caps_a_batch_at_the_share_the_fit_selected_on_the_probe(tmp_path):
+    run = prepare_run(config(epochs=4, learn_keep_rate="probe"), tmp_path / "cap")
+    train(run)
+    weighter, fits = run.weighter, pd.read_csv(tmp_path / "cap" / "relearn.csv")
+    share = weighter.keep_share
+    assert 0 < share < 1 and share == pytest.approx(fits["keep_share"].iloc[-1])
+    # the share is that of the window's last epoch: the probe rows recorded there, selected at its epoch input
+    last = weighter.mentor.last_fitted_epoch
+    losses = weighter.losses[:-1, last]
+    seen = ~torch.isnan(losses)
+    v = weighter.mentor.weight(MentorFeatures.build(losses[seen], torch.zeros(int(seen.sum())), epoch=last))
+    chosen = (v >= weighter.threshold) & (losses[seen] <= weighter.max_loss)
+    assert share == pytest.approx(float(chosen.float().mean()))
+    mentor = load_mentornet(tmp_path / "cap" / fits["checkpoint"].iloc[-1])
+    assert mentor.source["keep_share"] == pytest.approx(share)
+    # every output qualifies and no loss is too large: the cap alone decides, keeping the lowest losses
+    outside = torch.tensor(sorted(set(range(len(weighter.released))) - set(run.clean_parts.probe.tolist()))[:10])
+    weighter.threshold, weighter.max_loss, weighter.keep_share = 0.0, float("inf"), 0.35
+    loss = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 1.0])
+    weights = weighter.mentor_weights(loss, run.total_steps - 1, outside)
+    assert weights.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 0]  # ceil(0.35 * 10) = 4 lowest losses
+    weighter.keep_share = 0.0
+    assert weighter.mentor_weights(loss, run.total_steps - 1, outside).sum() == 0
+    restored = prepare_run(config(epochs=4, learn_keep_rate="probe"), tmp_path / "other").weighter
+    restored.load_state_dict(weighter.state_dict())
+    assert restored.keep_share == 0.0
+    uncapped = prepare_run(config(epochs=4), tmp_path / "uncapped")
+    train(uncapped)
+    assert uncapped.weighter.keep_share == 1.0 and (pd.read_csv(tmp_path / "uncapped" / "relearn.csv")["keep_share"] == 1).all()
+
+
+def test_per_sample_trusted_loss_weighs_each_trusted_sample_as_one_noisy_sample(tmp_path):
+    mean = prepare_run(config(learn_trusted_batch=16), tmp_path / "mean")
+    per_sample = prepare_run(config(learn_trusted_batch=16, learn_trusted_loss="per-sample"), tmp_path / "per_sample")
+    assert mean.trusted.scale == 1.0 and per_sample.trusted.scale == 16 / 64  # the trusted batch / the noisy batch
+    per_sample.model.load_state_dict(mean.model.state_dict())
+    expected = mean.trusted.loss(mean, mean.model)
+    torch.testing.assert_close(per_sample.trusted.loss(per_sample, per_sample.model), expected * 16 / 64)
+
+
 def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_path):
     out, output = learned_run
     fits = pd.read_csv(out / "relearn.csv")
@@ -256,6 +296,10 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
      "give one"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-threshold", "0.5"],
      "--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop --learn-threshold"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-keep-rate",
+      "probe"], "--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
+      "1", "--learn-trusted-loss", "per-sample"], "--learn-trusted-batch 0 has none; drop one of them"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
