@@ -325,8 +325,8 @@ def test_a_restored_state_continues_like_the_reference():
 
 
 def test_two_threads_give_the_same_weights_and_the_thread_count_is_never_switched(monkeypatch):
-    # Switching torch to one thread for the step and back cost the student's own matrix products their second
-    # thread on every later step (an mlp trained at half speed on two cores): the weighter must not switch.
+    # Switching torch to one thread for the step and back slowed the student's own matrix products (the mlp's
+    # loop ran 1.15-2.2x slower on two cores, README "Speed"): the weighter must not switch.
     mentor = load_mentornet("mentornet_pd")
     config = WeighterConfig.from_defaults(mentor.student_defaults)
     torch.set_num_threads(2)  # the conftest fixture puts it back
