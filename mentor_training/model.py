@@ -27,7 +27,10 @@ from torch.nn.modules import module as _module
 
 from curricula.features import NUM_EPOCHS, MentorFeatures, encode_epoch, host_checks
 
+from .mkl_threads import set_local_mkl_threads
+
 NUM_LABELS = 2  # the 2018 label embedding has two rows; only row 0 is ever used (label = 0)
+VML_GRAIN = 2048  # ATen's vml kernels (tanh, exp, ...) go parallel above this many contiguous values
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,9 @@ class MentorNetStep:
     This is what :class:`~student_training.weighting.MentorWeighter` calls on every batch. It does the
     arithmetic of :meth:`MentorNet.logits_from_tensors` (then the sigmoid) with the same tensor calls on
     the same operands, so its weights equal ``mentor.weight(MentorFeatures.build(loss, loss_diff,
-    epoch=epoch))`` bit for bit at the same intra-op thread count (two threads have been measured up to
-    7e-7 away from one for the shipped MentorNets), in eight tensor operations with no gather, cat, slicing
-    or validation:
+    epoch=epoch))`` bit for bit at one intra-op thread (two threads have been measured up to 7e-7 away
+    from one for the shipped MentorNets), in nine tensor operations with no gather, cat, slicing or
+    validation, none of which opens a parallel region on the CPU:
 
     * the LSTM kernel and bias of both directions are cut and concatenated once, and
       ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once;
@@ -145,7 +148,12 @@ class MentorNetStep:
       once per progress epoch in a run), and the LSTM gates, hidden units and logits that the step's
       operations write into (``out=``);
     * a step writes only the two LSTM cell columns of the input (the gate activations in place) and
-      returns a fresh weight tensor.
+      returns a fresh weight tensor;
+    * on the CPU, MKL runs the step's three products on the calling thread alone
+      (:func:`~mentor_training.mkl_threads.set_local_mkl_threads`; torch's thread count is left as it is),
+      and tanh is applied to the hidden units in row blocks of at most ``VML_GRAIN`` values: at two threads
+      with sleeping OpenMP workers every parallel region first wakes one, which cost 100-170 µs per
+      operation on a 2-core machine, against 5-10 µs for the operation itself.
 
     The derived tensors are rebuilt whenever a parameter or buffer of the mentor is changed in place
     (version counters: ``load_state_dict``, an optimiser step) or the mentor moves to another device or
@@ -220,9 +228,13 @@ class MentorNetStep:
             self._plans.clear()
         empty = functools.partial(torch.empty, dtype=self.dtype, device=self.device)
         features = empty((batch, self.constants.shape[1] + 2))
-        gates, hidden, logits = empty((batch, 4)), empty((batch, self.fc1_weight.shape[1])), empty((batch, 1))
+        units = self.fc1_weight.shape[1]
+        gates, hidden, logits = empty((batch, 4)), empty((batch, units)), empty((batch, 1))
+        # tanh of more than 2048 contiguous floats is split between intra-op threads (ATen's MKL VML kernel);
+        # on row blocks of at most 2048 values it runs on the calling thread (elementwise: the same values).
+        hidden_blocks = hidden.split(max(1, VML_GRAIN // units)) if self.device.type == "cpu" else (hidden,)
         plan = self._plans[batch] = [None, gates, gates[:, 0::2], gates[:, 1::2], features, features[:, -2:],
-                                     hidden, logits, logits.view(batch), features[:, :-2]]
+                                     hidden, logits, logits.view(batch), hidden_blocks, features[:, :-2]]
         return plan
 
     def weights(self, x: torch.Tensor, epoch: int) -> torch.Tensor | None:
@@ -244,12 +256,20 @@ class MentorNetStep:
         if plan[0] != epoch:  # the label and epoch columns: once per progress epoch
             plan[-1].copy_(self.constants[epoch])
             plan[0] = epoch
-        _, gates, i_gates, j_gates, features, cells, hidden, logits, flat, _ = plan
-        # As logits_from_tensors: both LSTM directions in one addmm; c = sigmoid(i) * tanh(j).
-        torch.addmm(self.lstm_bias, x, self.lstm_kernel, out=gates)
-        torch.mul(i_gates.sigmoid_(), j_gates.tanh_(), out=cells)
-        torch.addmm(self.fc1_bias, features, self.fc1_weight, out=hidden)
-        torch.mm(hidden.tanh_(), self.fc2_weight, out=logits)
+        _, gates, i_gates, j_gates, features, cells, hidden, logits, flat, hidden_blocks, _ = plan
+        # MKL's products on this thread alone: a parallel region per tiny product costs more than the product.
+        threads = set_local_mkl_threads(1) if self.device.type == "cpu" else None
+        try:
+            # As logits_from_tensors: both LSTM directions in one addmm; c = sigmoid(i) * tanh(j).
+            torch.addmm(self.lstm_bias, x, self.lstm_kernel, out=gates)
+            torch.mul(i_gates.sigmoid_(), j_gates.tanh_(), out=cells)
+            torch.addmm(self.fc1_bias, features, self.fc1_weight, out=hidden)
+            for block in hidden_blocks:
+                block.tanh_()
+            torch.mm(hidden, self.fc2_weight, out=logits)
+        finally:
+            if threads is not None:
+                set_local_mkl_threads(threads)
         return torch.sigmoid(flat + self.fc2_beta if self.additive else flat)
 
 

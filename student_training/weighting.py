@@ -96,7 +96,8 @@ class MentorWeighter:
         sample indices) are not needed here; a weighter that learns from samples by index takes them."""
         # The intra-op thread count is left alone: switching torch to one thread for the step and back (as
         # before) made this call alone faster but slowed the student's own matrix products; on two cores the mlp's
-        # training loop ran 1.15-2.2x slower with the switch in four back-to-back pairs (README, Speed).
+        # training loop ran 1.15-2.2x slower with the switch in four back-to-back pairs (README, Speed). The fused
+        # step keeps its own products on this thread instead (MentorNetStep.weights, mentor_training.mkl_threads).
         device_type = loss.device.type
         if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
             with fp32_region(loss.device):

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import curricula.features
 import mentor_training.model
 from curricula import MentorFeatures, get_curriculum, list_curricula
-from mentor_training import MentorNet, MentorNetConfig, list_pretrained, load_mentornet
+from mentor_training import MentorNet, MentorNetConfig, list_pretrained, load_mentornet, mkl_threads
 from mentor_training.model import MentorNetStep
 from student_training import distributed
 from student_training.callbacks import Callback
@@ -341,6 +341,66 @@ def test_two_threads_give_the_same_weights_and_the_thread_count_is_never_switche
         with pytest.raises(ValueError, match="batch size"):
             new(torch.empty(0), 0)
     assert torch.get_num_threads() == 2
+
+
+class _ParallelWork(TorchFunctionMode):
+    """Records, for each MKL product and each tanh of the fused step, what could open a parallel region: the
+    MKL thread count of this thread while a product runs (1: none), and the size of each tanh (ATen's vml
+    kernel splits more than VML_GRAIN contiguous values between threads)."""
+
+    def __init__(self):
+        super().__init__()
+        self.products, self.tanh_sizes = [], []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.addmm, torch.mm):
+            local = mkl_threads.set_local_mkl_threads(1)  # the count in force (and 1 until put back below)
+            mkl_threads.set_local_mkl_threads(local)
+            self.products.append(local)
+        elif getattr(func, "__name__", "") in ("tanh_", "tanh"):
+            self.tanh_sizes.append(args[0].numel() if args[0].is_contiguous() else 0)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("batch", [128, 1000, 7])
+def test_the_fused_step_opens_no_parallel_region_at_two_threads(batch):
+    # At two threads with sleeping OpenMP workers each parallel region first wakes a thread: measured 100-170 µs
+    # for a [128, 9] x [9, 20] product against 10 µs on one thread. The step keeps MKL on the calling thread
+    # (mkl_set_num_threads_local, torch's thread count untouched) and applies tanh in blocks of at most
+    # VML_GRAIN values; the caller's local MKL setting is put back.
+    mentor = load_mentornet("mentornet_pd")
+    torch.set_num_threads(2)  # the conftest fixture puts it back
+    fused = MentorNetStep(mentor)
+    x = torch.rand(batch, 2) * 3
+    expected = mentor.weight(MentorFeatures.build(x[:, 0], x[:, 1], epoch=40))
+    before = mkl_threads.set_local_mkl_threads(3)  # a caller's own local setting
+    try:
+        with _ParallelWork() as seen:
+            weights = fused.weights(x, 40)
+        assert mkl_threads.set_local_mkl_threads(0) == 3  # put back after the step
+    finally:
+        mkl_threads.set_local_mkl_threads(before)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
+    assert torch.get_num_threads() == 2
+    assert len(seen.products) == 3 and seen.tanh_sizes
+    assert max(seen.tanh_sizes) <= mentor_training.model.VML_GRAIN, seen.tanh_sizes
+    if mkl_threads.available():
+        assert seen.products == [1, 1, 1]
+    else:  # no MKL in this torch build: nothing to keep on one thread, and the setter does nothing
+        assert mkl_threads.set_local_mkl_threads(1) == 0
+
+
+def test_the_local_mkl_setting_round_trips_and_leaves_torch_alone():
+    if not mkl_threads.available():
+        pytest.skip("this torch build has no MKL")
+    threads = torch.get_num_threads()
+    previous = mkl_threads.set_local_mkl_threads(1)
+    try:
+        assert mkl_threads.set_local_mkl_threads(2) == 1
+        assert mkl_threads.set_local_mkl_threads(1) == 2
+        assert torch.get_num_threads() == threads
+    finally:
+        mkl_threads.set_local_mkl_threads(previous)
 
 
 @pytest.mark.parametrize("reads", ["at the end", "every 7 batches"])
