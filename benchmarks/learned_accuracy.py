@@ -62,7 +62,8 @@ ABLATIONS = {
     "learned_first_half": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
     "learned_keep_rate": {"learn_keep_rate": "probe"},  # a rank cap at the share the fit selected on the probe
     "learned_keep_rate_probe_0.3": {"learn_keep_rate": "probe", "learn_probe_fraction": 0.3},  # and a smaller probe
-    "learned_trusted_per_sample": {"learn_trusted_loss": "per-sample"},  # a trusted sample weighs as a noisy one
+    # the previous release's trusted loss: the trusted batch's mean added (now each trusted sample counts as one)
+    "learned_trusted_mean": {"learn_trusted_loss": "mean"},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

@@ -38,6 +38,7 @@ TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
 # --learn-threshold's default (chosen on the validation split, docs/learned_choice.md)
 THRESHOLD_DEFAULT = 0.9
+TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
 
@@ -227,10 +228,11 @@ class StudentConfig:
         help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
              "the probe too after the last fit); 0: the trusted part is not trained on.")
     learn_trusted_loss: str = option(
-        "mean", choices=("mean", "per-sample"),
+        TRUSTED_LOSS_DEFAULT, choices=("mean", "per-sample"),
         help="With --mentornet learn: how a step adds its trusted batch to the noisy batch's loss (the mean over the "
-             "noisy batch of weight x loss); mean: the trusted batch's mean loss; per-sample: each trusted sample "
-             "counts as one noisy sample of weight 1 (its losses summed and divided by the noisy batch size).")
+             "noisy batch of weight x loss); per-sample: each trusted sample counts as one noisy sample of weight 1 "
+             "(its losses summed and divided by the noisy batch size); mean: the trusted batch's mean loss added "
+             "(the previous default).")
     # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
     mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
                                          "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
@@ -389,7 +391,7 @@ class StudentConfig:
             raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
         if self.learn_trusted_batch < 0:
             raise ValueError(f"--learn-trusted-batch must be >= 0, got {self.learn_trusted_batch}")
-        if self.learn_trusted_batch == 0 and self.learn_trusted_loss != "mean":
+        if self.learn_trusted_batch == 0 and self.learn_trusted_loss != TRUSTED_LOSS_DEFAULT:
             raise ValueError("--learn-trusted-loss weighs the trusted batches, and --learn-trusted-batch 0 has none; "
                              "drop one of them")
         if self.learn_trusted_batch == 0 and self.learn_burn_in_weight == 0:

@@ -147,7 +147,7 @@ def test_the_keep_rate_caps_a_batch_at_the_share_the_fit_selected_on_the_probe(t
 
 
 def test_per_sample_trusted_loss_weighs_each_trusted_sample_as_one_noisy_sample(tmp_path):
-    mean = prepare_run(config(learn_trusted_batch=16), tmp_path / "mean")
+    mean = prepare_run(config(learn_trusted_batch=16, learn_trusted_loss="mean"), tmp_path / "mean")
     per_sample = prepare_run(config(learn_trusted_batch=16, learn_trusted_loss="per-sample"), tmp_path / "per_sample")
     assert mean.trusted.scale == 1.0 and per_sample.trusted.scale == 16 / 64  # the trusted batch / the noisy batch
     per_sample.model.load_state_dict(mean.model.state_dict())
@@ -299,7 +299,7 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-keep-rate",
       "probe"], "--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
-      "1", "--learn-trusted-loss", "per-sample"], "--learn-trusted-batch 0 has none; drop one of them"),
+      "1", "--learn-trusted-loss", "mean"], "--learn-trusted-batch 0 has none; drop one of them"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
