@@ -34,7 +34,7 @@ def _find():
     for library in libraries:
         try:
             function = ctypes.CDLL(None if library is None else str(library)).mkl_set_num_threads_local_
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # no such library or symbol (CDLL(None) is POSIX only)
             continue
         function.restype = ctypes.c_int
         function.argtypes = [ctypes.POINTER(ctypes.c_int)]
