@@ -140,7 +140,9 @@ class MentorNetStep:
     validation, none of which opens a parallel region on the CPU:
 
     * the LSTM kernel and bias of both directions are cut and concatenated once, and
-      ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once;
+      ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once; for a MentorNet fitted without
+      loss_diff (``uses_loss_diff=False``) the kernel's loss_diff row is zeroed, which gives the products of
+      the zero loss_diff column its general path multiplies (for any finite loss_diff in ``x``);
     * the constant part of the 20-unit layer's input, the label-0 row and the epoch embedding row, is
       tabulated once per epoch (``[100, 7]``);
     * per batch size a plan of preallocated buffers is made once: that input, ``[B, 9]``, whose first
@@ -179,10 +181,9 @@ class MentorNetStep:
 
     @staticmethod
     def supports(mentor) -> bool:
-        """Whether ``mentor`` computes its weights with the MentorNet arithmetic (not a subclass that changes it,
-        nor one fitted without loss_diff)."""
+        """Whether ``mentor`` computes its weights with the MentorNet arithmetic (not a subclass that changes it)."""
         kind = type(mentor)
-        return isinstance(mentor, MentorNet) and mentor.config.uses_loss_diff and all(
+        return isinstance(mentor, MentorNet) and all(
             getattr(kind, name) is getattr(MentorNet, name)
             for name in ("weight", "forward", "logits", "logits_from_tensors", "__call__", "_call_impl"))
 
@@ -203,6 +204,8 @@ class MentorNetStep:
         with torch.no_grad():
             fw, bw = mentor.lstm_fw_kernel.detach(), mentor.lstm_bw_kernel.detach()
             self.lstm_kernel = torch.cat([fw[:2, :2], bw[:2, :2]], dim=1)  # as logits_from_tensors
+            if not mentor.config.uses_loss_diff:  # its loss_diff input is 0 there: x_1 * 0 adds the same 0 here
+                self.lstm_kernel[1].zero_()
             self.lstm_bias = torch.cat([mentor.lstm_fw_bias.detach()[:2], mentor.lstm_bw_bias.detach()[:2]])
             self.fc1_weight = mentor.fc1_weight.detach().clone()
             self.fc1_bias = mentor.fc1_bias.detach().clone()

@@ -54,7 +54,7 @@ from curricula.features import NUM_EPOCHS, LossMovingAverage, MentorFeatures, We
     progress_percent
 from curricula.targets import TargetSet, TargetSplit
 from mentor_training.checkpoint import build_checkpoint, save_checkpoint
-from mentor_training.model import MentorNetConfig
+from mentor_training.model import MentorNetConfig, MentorNetStep
 from mentor_training.trainer import fit_mentornet
 
 from .config import CLEAN_VALIDATION_SHARE, StudentConfig, parse_learn_epochs
@@ -186,6 +186,8 @@ class LearnedMentorWeighter:
         self.keep_share = 1.0  # with --learn-keep-rate probe: the most of a batch it selects (its lowest losses)
         self.last_fitted_epoch = 0
         self.last = {}
+        self._step = None  # the fused forward of self.mentor (MentorNetStep), made at its first batch
+        self._inputs = None  # its input x = (loss, loss_diff) as a reused [2, B] buffer
 
     def epoch_at(self, step: int) -> int:
         """The epoch input: the progress epoch, clamped to the last epoch the MentorNet was fitted on."""
@@ -208,7 +210,7 @@ class LearnedMentorWeighter:
         if self.mentor is None:
             weights = torch.full_like(loss, self.config.learn_burn_in_weight)
         else:
-            v = self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
+            v = self._mentor_output(loss, loss_diff, epoch)
             if self.config.learn_weights == "threshold":
                 chosen = (v >= self.threshold) & (loss <= self.max_loss)
                 if self.keep_share < 1.0:  # a rank cap: the batch's ceil(share B) lowest losses at most
@@ -221,6 +223,23 @@ class LearnedMentorWeighter:
         self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
                      "loss_moving_average": self.moving_average.value}
         return weights
+
+    def _mentor_output(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
+        """``self.mentor.weight`` of the batch, through the fused step of MentorWeighter (the same values, without
+        a parallel region per tiny product on the CPU) where it applies."""
+        step = self._step
+        if step is None or step.mentor is not self.mentor:
+            step = self._step = MentorNetStep(self.mentor) if MentorNetStep.supports(self.mentor) else None
+        if step is not None:
+            inputs = self._inputs
+            if inputs is None or inputs.shape[1] != len(loss) or inputs.device != loss.device:
+                inputs = self._inputs = torch.empty((2, len(loss)), dtype=torch.float32, device=loss.device)
+            inputs[0].copy_(loss)
+            inputs[1].copy_(loss_diff)
+            weights = step.weights(inputs.t(), epoch)
+            if weights is not None:
+                return weights
+        return self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)
 
     def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
         return weights  # none in this mode

@@ -208,13 +208,10 @@ def test_every_shipped_mentornet_matches_the_reference(name):
         new = MentorWeighter(mentor, config, total_steps=120, seed=index)
         reference = ReferenceWeighter(mentor, config, total_steps=120, seed=index)
         assert_same_run(new, reference, range(120), seed=index, split_calls=bool(index % 2))
-        if mentor.config.uses_loss_diff:
-            assert isinstance(new._step, MentorNetStep)  # the fused path was the one tested
-        else:  # a MentorNet that ignores loss_diff takes the general path
-            assert new._step is None
+        assert isinstance(new._step, MentorNetStep)  # the fused path was the one tested, loss-only ones too
 
 
-@pytest.mark.parametrize("name", [n for n in list_pretrained() if load_mentornet(n).config.uses_loss_diff])
+@pytest.mark.parametrize("name", list_pretrained())
 def test_the_fused_forward_of_a_transposed_buffer_matches_mentor_weight(name):
     """The weighter feeds MentorNetStep x = (loss, loss_diff) as the transpose of a reused [2, B] buffer: the same
     bits as a contiguous [B, 2] input, and mentor.weight(MentorFeatures.build(...)) within 1e-6, over random
@@ -388,6 +385,36 @@ def test_the_fused_step_opens_no_parallel_region_at_two_threads(batch):
         assert seen.products == [1, 1, 1]
     else:  # no MKL in this torch build: nothing to keep on one thread, and the setter does nothing
         assert mkl_threads.set_local_mkl_threads(1) == 0
+
+
+def test_a_mentornet_fitted_without_loss_diff_takes_the_fused_step_and_ignores_loss_diff():
+    # --mentornet learn fits MentorNets on the loss alone (uses_loss_diff=False); MentorWeighter (one used by
+    # path) and LearnedMentorWeighter both take the fused step for them, whatever loss_diff they are given.
+    from student_training.learned_mentornet import LearnedMentorWeighter
+
+    generator = torch.Generator().manual_seed(11)
+    mentor = MentorNet(MentorNetConfig(uses_loss_diff=False))
+    mentor.reset_parameters(generator)
+    mentor.requires_grad_(False).eval()
+    assert MentorNetStep.supports(mentor)
+    fused = MentorNetStep(mentor)
+    for epoch in (0, 37, 99):
+        loss = random_losses(generator, 128)
+        loss_diff = torch.randn(128, generator=generator) * 5
+        expected = mentor.weight(MentorFeatures.build(loss, torch.zeros_like(loss), epoch=epoch))
+        torch.testing.assert_close(mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)), expected,
+                                   rtol=0, atol=0)  # the general path ignores loss_diff too
+        torch.testing.assert_close(fused.weights(torch.stack([loss, loss_diff], 1), epoch), expected, rtol=0, atol=ATOL)
+    config = StudentConfig(dataset="digits", studentnet="mlp", mentornet="learn", clean_subset_fraction=0.3)
+    learned = LearnedMentorWeighter(config, WeighterConfig(), total_steps=100, num_samples=200,
+                                    probe=torch.arange(20), is_clean=torch.ones(200, dtype=torch.bool),
+                                    device=torch.device("cpu"))
+    learned.use(mentor, 10)
+    loss = random_losses(generator, 64)
+    weights = learned._mentor_output(loss, torch.zeros_like(loss), 9)
+    assert isinstance(learned._step, MentorNetStep) and learned._step.mentor is mentor
+    expected = mentor.weight(MentorFeatures.build(loss, torch.zeros_like(loss), epoch=9))
+    torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
 
 
 def test_the_local_mkl_setting_round_trips_and_leaves_torch_alone():
