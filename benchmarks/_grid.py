@@ -15,8 +15,10 @@ from student_training.config import StudentConfig, describe_changes
 
 
 def folder_state(folder: Path, config: StudentConfig) -> str:
-    """``new``, ``partial`` (resume it) or ``complete``; a folder holding another run is an error."""
+    """``new``, ``partial`` (resume it) or ``complete``; a folder holding another run (other options, or another
+    file behind the same --mentornet path) is an error."""
     from student_training.run_folder import read_config
+    from student_training.trainer import mentornet_file_change
 
     if not (folder / "last.pt").is_file() or not (folder / "metrics.csv").is_file():
         return "new"
@@ -25,6 +27,9 @@ def folder_state(folder: Path, config: StudentConfig) -> str:
     if changes:
         listed = ", ".join(f"{name} {old!r} (asked {new!r})" for name, old, new in changes)
         raise SystemExit(f"Error: {folder} holds a run with other options: {listed}; choose another --out")
+    change = mentornet_file_change(folder, config)  # the same path, another file behind it
+    if change:
+        raise SystemExit(f"Error: {change}; choose another --out")
     done = len(pd.read_csv(folder / "metrics.csv"))
     return "complete" if done >= payload["resolved"]["epochs"] else "partial"
 

@@ -277,6 +277,26 @@ def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
     return config
 
 
+def mentornet_file_change(out: Path, config: StudentConfig) -> str | None:
+    """Why the MentorNet file ``config.mentornet`` names is not the one the run in ``out`` began with (its
+    sha256 differs from the one ``config.json`` records), or ``None`` when it is the same, the run uses no
+    MentorNet file (baseline, ``--mentornet learn``), or the folder predates the record."""
+    if config.mentornet == "none" or config.learns_mentornet:
+        return None
+    try:
+        _, payload = run_folder.read_config(out)
+    except ValueError:
+        return None  # resume_config reports an unreadable config.json
+    recorded = (payload.get("resolved") or {}).get("mentornet_sha256")
+    if not isinstance(recorded, str):
+        return None
+    current = sha256_of(resolve_mentornet_path(config.mentornet))
+    if current == recorded:
+        return None
+    return (f"the MentorNet {config.mentornet} has changed since the run in {out} began (sha256 {current[:12]}, "
+            f"the run used {recorded[:12]})")
+
+
 def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: bool = False,
               force: bool = False) -> StudentConfig:
     """Every check that needs no data or model: the folder, the resume conflicts, the device, the batch
@@ -290,6 +310,9 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         config = resume_config(out, config)
         if not (out / "last.pt").is_file():
             raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
+        change = mentornet_file_change(out, config)
+        if change:
+            raise ValueError(f"cannot resume: {change}; restore that file, or start a new run in another folder")
         check_writable_folder(out, what="run folder")
     else:
         run_folder.check_run_folder(out, force=force, delete=False)
@@ -798,5 +821,5 @@ def summarize(rows: list[dict]) -> dict:
 __all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "PrecisionState", "Run", "RunFolderWriter",
            "RunState",
            "StudentConfig", "TrainingDiverged", "mentormix_step", "weighting_defaults",
-           "check_run", "evaluate", "epoch_row", "learning_rate", "prepare_run", "resume_config", "student_loss", "summarize",
+           "check_run", "evaluate", "epoch_row", "learning_rate", "mentornet_file_change", "prepare_run", "resume_config", "student_loss", "summarize",
            "train", "train_one_epoch", "validate"]

@@ -227,6 +227,31 @@ def test_resume_refuses_files_changed_by_hand(killed, name):
     assert snapshot(killed) == before
 
 
+def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path):
+    """Report: --resume went on with whatever file the --mentornet path held now (config.json keeps the path)."""
+    mentor, out = tmp_path / "mine.pt", tmp_path / "r"
+    mentor.write_bytes(pretrained_path("mentornet_pd").read_bytes())
+    result = cli_process("train-student", *QUICK, "--mentornet", str(mentor), "--out", str(out),
+                         env={"MENTORNET_KILL_AT_STEP": "45"})
+    assert result.returncode == 137
+    mentor.write_bytes(pretrained_path("small_loss_mentornet").read_bytes())  # the same path, another MentorNet
+    before = snapshot(out)
+    result = train("--out", str(out), "--resume")
+    assert_one_line_error(result, f"cannot resume: the MentorNet {mentor} has changed since the run", "sha256")
+    assert result.exit_code == 2 and snapshot(out) == before
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _grid import folder_state  # the accuracy grids reuse a folder only for the same file, too
+    from student_training.run_folder import read_config
+
+    with pytest.raises(SystemExit, match="has changed since the run .* choose another --out"):
+        folder_state(out, read_config(out)[0])
+    mentor.write_bytes(pretrained_path("mentornet_pd").read_bytes())  # the file the run began with: it resumes
+    assert folder_state(out, read_config(out)[0]) == "partial"
+    result = train("--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
+
+
 def test_resume_refuses_a_truncated_metrics_log(killed):
     """Report: a truncated metrics.csv gave a resumed log with holes and 'best nan'."""
     lines = (killed / "metrics.csv").read_text().splitlines()
