@@ -84,7 +84,7 @@ class CheckpointInfo:
     which: str
     epoch: int
     run_epochs: int | None
-    epochs_done: int | None = None  # the epochs the run has trained (metrics.csv), whichever checkpoint this is
+    epochs_done: int | None = None  # the epochs the run has trained (last.pt's), whichever checkpoint this is
 
     @property
     def finished(self) -> bool | None:
@@ -201,11 +201,15 @@ def _run_epochs(folder: Path) -> int | None:
 
 
 def _epochs_done(folder: Path) -> int | None:
-    """The epochs the run in ``folder`` has finished: the rows of its ``metrics.csv`` (None without one)."""
+    """The epochs the run in ``folder`` has finished: the epoch of its ``last.pt``, the file an epoch is
+    saved to last (after ``metrics.csv`` and ``best.pt``), so a run killed between them is not counted
+    as done (None without a readable one). Memory-mapped: the tensors are not read."""
     try:
-        with open(folder / "metrics.csv", encoding="utf-8") as handle:
-            return max(sum(1 for line in handle if line.strip()) - 1, 0)
-    except OSError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(folder / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"])
+    except Exception:  # noqa: BLE001 - a missing, foreign or corrupt file: nothing is known
         return None
 
 

@@ -134,6 +134,21 @@ def test_load_student_reads_last_or_a_checkpoint_file(run):
         load_student(run, which="final")
 
 
+def test_a_run_killed_after_its_last_metrics_row_but_before_last_pt_is_not_called_finished(run, tmp_path):
+    """Report: evaluate counted metrics.csv's rows, which an epoch writes before best.pt and last.pt."""
+    copy = tmp_path / "killed"
+    shutil.copytree(run, copy)
+    state = torch.load(copy / "last.pt", weights_only=True)
+    state["epoch"] = EPOCHS - 1  # last.pt still at the epoch before; metrics.csv and best.pt already hold the last
+    torch.save(state, copy / "last.pt")
+    assert len(pd.read_csv(copy / "metrics.csv")) == EPOCHS
+    model, _ = load_student(copy)
+    assert model.checkpoint.epochs_done == EPOCHS - 1 and model.checkpoint.finished is False
+    result = invoke("evaluate", "--run", str(copy))
+    assert result.exit_code == 0 and f"the run is unfinished: {EPOCHS} epochs planned" in result.output
+    assert load_student(run)[0].checkpoint.finished is True  # the run itself is finished, whichever file is read
+
+
 def test_load_student_refuses_pickled_code_and_old_formats(run, tmp_path):
     state = torch.load(run / "best.pt", weights_only=True)
     state["payload"] = Path("x")  # any object that is not plain data
