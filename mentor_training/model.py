@@ -142,7 +142,8 @@ class MentorNetStep:
     * the LSTM kernel and bias of both directions are cut and concatenated once, and
       ``fc2_weight + fc2_beta`` (the 2018 output layer) is added once; for a MentorNet fitted without
       loss_diff (``uses_loss_diff=False``) the kernel's loss_diff row is zeroed, which gives the products of
-      the zero loss_diff column its general path multiplies (for any finite loss_diff in ``x``);
+      the zero loss_diff column its general path multiplies (for any finite loss_diff in ``x``; callers
+      pass zeros there, as ``MentorFeatures.build`` does, so that an infinite loss cannot make 0 x inf);
     * the constant part of the 20-unit layer's input, the label-0 row and the epoch embedding row, is
       tabulated once per epoch (``[100, 7]``);
     * per batch size a plan of preallocated buffers is made once: that input, ``[B, 9]``, whose first
@@ -173,6 +174,7 @@ class MentorNetStep:
         if not self.supports(mentor):
             raise TypeError(f"{type(mentor).__name__} is not a MentorNet with the 2018 forward")
         self.mentor = mentor
+        self.uses_loss_diff = mentor.config.uses_loss_diff  # False: callers pass loss_diff = 0 (MentorFeatures.build)
         self._tensors = self._mentor_tensors()
         self._versions = None
         self._storage = None

@@ -91,7 +91,7 @@ class CheckpointInfo:
         """Whether the run trained all its epochs (best.pt may be from an earlier epoch of a finished run)."""
         if self.run_epochs is None:
             return None
-        done = self.epoch if self.epochs_done is None else max(self.epochs_done, self.epoch)
+        done = self.epoch if self.epochs_done is None else self.epochs_done  # last.pt's, not best.pt's own
         return done >= self.run_epochs
 
 
@@ -204,13 +204,18 @@ def _epochs_done(folder: Path) -> int | None:
     """The epochs the run in ``folder`` has finished: the epoch of its ``last.pt``, the file an epoch is
     saved to last (after ``metrics.csv`` and ``best.pt``), so a run killed between them is not counted
     as done (None without a readable one). Memory-mapped: the tensors are not read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(folder / "last.pt", map_location="cpu", weights_only=True, mmap=True)
-        return int(state["epoch"])
-    except Exception:  # noqa: BLE001 - a missing, foreign or corrupt file: nothing is known
+    path = folder / "last.pt"
+    if not path.is_file():
         return None
+    for mmap in (True, False):  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return int(state["epoch"])
+        except Exception:  # noqa: BLE001 - a foreign or corrupt file: nothing is known
+            continue
+    return None
 
 
 # ------------------------------------------------------------------------------------------ scoring

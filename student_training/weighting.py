@@ -133,7 +133,10 @@ class MentorWeighter:
         if fused is not None:  # the fused MentorNet forward (step 4) of x = (loss, loss_diff), a reused buffer
             x, losses, loss_diffs = cache[7]
             losses.copy_(loss)
-            torch.sub(loss, value, out=loss_diffs)
+            if fused.uses_loss_diff:
+                torch.sub(loss, value, out=loss_diffs)
+            else:  # fitted on the loss alone: its input is 0 there, as in the general path (also for inf losses)
+                loss_diffs.zero_()
             weights = fused.weights(x, epoch)
         if weights is None:  # a curriculum, or a MentorNet the fused path does not cover
             weights = self._weight(loss, loss - value, epoch)

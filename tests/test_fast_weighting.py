@@ -405,6 +405,13 @@ def test_a_mentornet_fitted_without_loss_diff_takes_the_fused_step_and_ignores_l
         torch.testing.assert_close(mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)), expected,
                                    rtol=0, atol=0)  # the general path ignores loss_diff too
         torch.testing.assert_close(fused.weights(torch.stack([loss, loss_diff], 1), epoch), expected, rtol=0, atol=ATOL)
+    weighter = MentorWeighter(mentor, WeighterConfig(), total_steps=100)  # loss_diff = loss - M_t, ignored
+    loss = random_losses(generator, 128)
+    loss[3] = float("inf")  # 0 x inf would be NaN: the weighter gives a loss-only MentorNet zeros, as build does
+    weights = weighter.mentor_weights(loss, 50)
+    assert isinstance(weighter._step, MentorNetStep) and torch.isfinite(weights).all()
+    expected = mentor.weight(MentorFeatures.build(loss, torch.zeros_like(loss), epoch=weighter.last["epoch"]))
+    torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
     config = StudentConfig(dataset="digits", studentnet="mlp", mentornet="learn", clean_subset_fraction=0.3)
     learned = LearnedMentorWeighter(config, WeighterConfig(), total_steps=100, num_samples=200,
                                     probe=torch.arange(20), is_clean=torch.ones(200, dtype=torch.bool),

@@ -138,15 +138,20 @@ def test_a_run_killed_after_its_last_metrics_row_but_before_last_pt_is_not_calle
     """Report: evaluate counted metrics.csv's rows, which an epoch writes before best.pt and last.pt."""
     copy = tmp_path / "killed"
     shutil.copytree(run, copy)
-    state = torch.load(copy / "last.pt", weights_only=True)
-    state["epoch"] = EPOCHS - 1  # last.pt still at the epoch before; metrics.csv and best.pt already hold the last
-    torch.save(state, copy / "last.pt")
+    for name, epoch in (("last.pt", EPOCHS - 1), ("best.pt", EPOCHS)):  # the last epoch improved: best.pt is new
+        state = torch.load(copy / name, weights_only=True)
+        state["epoch"] = epoch  # last.pt still at the epoch before; metrics.csv and best.pt already hold the last
+        torch.save(state, copy / name)
     assert len(pd.read_csv(copy / "metrics.csv")) == EPOCHS
     model, _ = load_student(copy)
-    assert model.checkpoint.epochs_done == EPOCHS - 1 and model.checkpoint.finished is False
+    assert model.checkpoint.epoch == EPOCHS and model.checkpoint.epochs_done == EPOCHS - 1
+    assert model.checkpoint.finished is False
     result = invoke("evaluate", "--run", str(copy))
     assert result.exit_code == 0 and f"the run is unfinished: {EPOCHS} epochs planned" in result.output
     assert load_student(run)[0].checkpoint.finished is True  # the run itself is finished, whichever file is read
+    state = torch.load(run / "last.pt", weights_only=True)  # a last.pt in torch's legacy format (no memory map)
+    torch.save(state, copy / "last.pt", _use_new_zipfile_serialization=False)
+    assert load_student(copy)[0].checkpoint.epochs_done == EPOCHS
 
 
 def test_load_student_refuses_pickled_code_and_old_formats(run, tmp_path):
