@@ -451,6 +451,9 @@ class _ProgressBar(Callback):
 
 def _describe_run(run) -> None:
     config = run.config
+    if run.state.epoch and run.state.epoch >= run.epochs:
+        click.echo(f"the run in {run.out} has finished its {run.epochs} epochs: nothing to train, nothing rewritten "
+                   "(its summary follows)")
     click.echo(f"{'resuming at epoch ' + str(run.state.epoch) if run.state.epoch else 'run'}: "
                f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
                f"clean held out, {len(run.data.test_labels)} test), student {config.studentnet}, "
@@ -554,9 +557,9 @@ checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["be
                    "npz:PATH); its classes and image shape must be the student's.")
 @click.option("--data-dir", metavar="DIR", default=None,
               help="Folder holding the data set files. Default: the run's --data-dir for its own data set.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="test: the test set. train: the training images (the run's --subset for its own data set), "
-                   "against their true labels.")
+@click.option("--split", type=click.Choice(["test", "train"]), default=None,
+              help="test (the default): the test set. train: the training images (the run's --subset for its own "
+                   "data set), against their true labels.")
 @click.option("--noise-file", metavar="FILE[:KEY]", default=None,
               help="Score the training images against the labels in FILE (.npy/.npz/.pt, full length, official "
                    "order, read as train-student --noise-file reads it, e.g. CIFAR-10_human.pt:worse_label); "
@@ -587,6 +590,10 @@ def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_c
     from student_training.trainer import resolve_device
 
     with _usage_errors():
+        if noise_file is not None and split == "test":
+            raise click.UsageError("--noise-file scores the training images against its labels; it cannot go with "
+                                   "--split test (drop --split, or give --split train)")
+        split = split or "test"
         if predictions_path is not None:
             check_output_path(predictions_path, force=force)
         model, config = load_student(run_dir, which=which)
@@ -607,7 +614,9 @@ def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_c
 
 def _describe_checkpoint(model) -> None:
     info = model.checkpoint
-    state = "" if info.finished in (None, True) else f" (the run is unfinished: {info.run_epochs} epochs planned)"
+    state = {None: "", True: f" (the run is finished: {info.run_epochs} of {info.run_epochs} epochs)",
+             False: f" (the run is unfinished: {info.epochs_done if info.epochs_done is not None else info.epoch} of "
+                    f"{info.run_epochs} epochs planned)"}[info.finished]
     click.echo(f"student: {info.path} ({info.which}, epoch {info.epoch}){state}")
 
 

@@ -102,7 +102,8 @@ class StudentConfig:
                                 help="Train on a seeded, class-balanced subset of N training images.")
     clean_subset_fraction: float = option(0.0, metavar="F",
                                           help="Hold this fraction of the training set out as a clean subset "
-                                               "(for data-driven MentorNets), in [0, 1).")
+                                               "(for data-driven MentorNets: --dump, --relearn-mentor, and --mentornet learn, which "
+                                               "needs it), in [0, 1).")
     validation_fraction: float | None = option(
         None, metavar="F",
         help="Fraction of the training pool held out, with its noisy labels, as the validation split that "

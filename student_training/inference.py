@@ -103,6 +103,9 @@ def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str = "best
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
         file = path / f"{which}.pt"
+        if not file.is_file() and which == "best" and (path / "last.pt").is_file():
+            raise ValueError(f"{path} holds no best.pt: a run without a validation split (--validation-fraction 0) "
+                             "keeps none; use its last.pt (--checkpoint last)")
         if not file.is_file():
             raise ValueError(f"{path} holds no finished checkpoint: {file.name} does not exist (was the run "
                              "stopped before its first epoch ended?)")

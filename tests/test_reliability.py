@@ -227,7 +227,7 @@ def test_resume_refuses_files_changed_by_hand(killed, name):
     assert snapshot(killed) == before
 
 
-def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path):
+def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, monkeypatch):
     """Report: --resume went on with whatever file the --mentornet path held now (config.json keeps the path)."""
     mentor, out = tmp_path / "mine.pt", tmp_path / "r"
     mentor.write_bytes(pretrained_path("mentornet_pd").read_bytes())
@@ -239,7 +239,7 @@ def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path):
     result = train("--out", str(out), "--resume")
     assert_one_line_error(result, f"cannot resume: the MentorNet {mentor} has changed since the run", "sha256")
     assert result.exit_code == 2 and snapshot(out) == before
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from _grid import folder_state  # the accuracy grids reuse a folder only for the same file, too
     from student_training.run_folder import read_config
 
@@ -250,6 +250,10 @@ def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path):
     result = train("--out", str(out), "--resume")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(out / "metrics.csv")) == 3
+    before = snapshot(out)
+    result = train("--out", str(out), "--resume")  # once more: the run has finished, and says so
+    assert result.exit_code == 0 and "has finished its 3 epochs: nothing to train, nothing rewritten" in result.output
+    assert snapshot(out) == before
 
 
 def test_resume_refuses_a_truncated_metrics_log(killed):

@@ -147,7 +147,7 @@ def test_a_run_killed_after_its_last_metrics_row_but_before_last_pt_is_not_calle
     assert model.checkpoint.epoch == EPOCHS and model.checkpoint.epochs_done == EPOCHS - 1
     assert model.checkpoint.finished is False
     result = invoke("evaluate", "--run", str(copy))
-    assert result.exit_code == 0 and f"the run is unfinished: {EPOCHS} epochs planned" in result.output
+    assert result.exit_code == 0 and f"the run is unfinished: {EPOCHS - 1} of {EPOCHS} epochs planned" in result.output
     assert load_student(run)[0].checkpoint.finished is True  # the run itself is finished, whichever file is read
     state = torch.load(run / "last.pt", weights_only=True)  # a last.pt in torch's legacy format (no memory map)
     torch.save(state, copy / "last.pt", _use_new_zipfile_serialization=False)
@@ -179,7 +179,7 @@ def test_evaluate_equals_the_runs_test_accuracy(run, which):
     assert result.exit_code == 0, result.output
     accuracy, correct, total = _accuracy_line(result.output)
     assert total == 359 and correct == round(expected * total) and accuracy == pytest.approx(expected, abs=5e-5)
-    assert f"({which}, epoch {epoch})" in result.output
+    assert f"({which}, epoch {epoch}) (the run is finished: {EPOCHS} of {EPOCHS} epochs)" in result.output
 
 
 def test_predictions_csv_and_per_class_accuracy(run, tmp_path):
@@ -366,8 +366,16 @@ def _without_record(run: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _without_best(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "no_validation"
+    shutil.copytree(run, copy)
+    (copy / "best.pt").unlink()  # as a run with --validation-fraction 0 leaves it
+    return copy
+
+
 @pytest.mark.parametrize("case", ["no checkpoint", "missing folder", "classes", "image shape", "predictions exist",
-                                  "issues exist", "unfinished", "no record", "export exists", "export suffix"])
+                                  "issues exist", "unfinished", "no record", "export exists", "export suffix",
+                                  "no best.pt", "noise file on the test split"])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_file(run, tmp_path, case):
     out = tmp_path / "out.csv"
     empty = tmp_path / "empty"
@@ -389,6 +397,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(run, tmp_path, case):
                       "no per-sample record"),
         "export exists": (["export", "--run", run, "--out", out], "already exists"),
         "export suffix": (["export", "--run", run, "--out", tmp_path / "student.pt"], "must end in .pt2"),
+        "no best.pt": (["evaluate", "--run", _without_best(run, tmp_path), "--predictions", out],
+                       "keeps none; use its last.pt (--checkpoint last)"),
+        "noise file on the test split": (["evaluate", "--run", run, "--split", "test", "--noise-file",
+                                          tmp_path / "labels.npy", "--predictions", out],
+                                         "it cannot go with --split test"),
     }[case]
     result = invoke(*args)
     assert_one_line_error(result, fragment)
