@@ -398,6 +398,13 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     try:
         _describe_run(run)
         train(run)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main): the epochs finished so far are in last.pt
+        if (Path(out_dir) / "last.pt").is_file():
+            click.echo(f"Interrupted: the epochs finished so far are saved; continue with: python cli.py "
+                       f"train-student --out {out_dir} --resume", err=True)
+        else:
+            click.echo("Interrupted before the first epoch was saved: nothing to resume", err=True)
+        raise
     finally:
         run.release()
     summary = summarize(run.state.rows)

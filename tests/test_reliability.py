@@ -256,6 +256,23 @@ def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, m
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize("step", [10, 45])
+def test_an_interrupted_run_says_how_to_continue_and_resumes(tmp_path, step):
+    """Report: Ctrl-C printed only 'Aborted!', without saying whether anything was saved or how to go on."""
+    out = tmp_path / "r"
+    result = cli_process("train-student", *QUICK, "--mentornet", "mentornet_pd", "--out", str(out),
+                         env={"MENTORNET_INTERRUPT_AT_STEP": str(step)})  # epochs are 20 steps
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    if step < 20:
+        assert "Interrupted before the first epoch was saved: nothing to resume" in result.stderr
+        assert not (out / "last.pt").exists()
+    else:
+        assert f"continue with: python cli.py train-student --out {out} --resume" in result.stderr
+        assert train("--out", str(out), "--resume").exit_code == 0
+        assert len(pd.read_csv(out / "metrics.csv")) == 3
+    assert not (out / ".lock").exists()
+
+
 def test_resume_refuses_a_truncated_metrics_log(killed):
     """Report: a truncated metrics.csv gave a resumed log with holes and 'best nan'."""
     lines = (killed / "metrics.csv").read_text().splitlines()
