@@ -395,6 +395,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             config = StudentConfig().with_options(options)
         config = check_run(config, out_dir, resume=resume, force=force)
         run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
+    finished_before = run.state.epoch >= run.epochs  # a --resume of a finished run trains and writes nothing
     try:
         _describe_run(run)
         train(run)
@@ -429,12 +430,12 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
                 click.echo(f"learned a MentorNet at progress epoch {row['progress_epoch']} from {row['rows']} probe "
                            f"losses ({row['noisy_fraction']:.0%} corrupted): AUC {row['fit_auc']:.3f}, selects "
                            f"{row['selected']:.0%} at precision {row['precision']:.3f} -> {row['checkpoint']}")
-    if run.config.dump and Path(run.config.dump).is_file():
+    if run.config.dump and Path(run.config.dump).is_file() and not finished_before:
         click.echo(f"wrote the clean-subset dump {run.config.dump}")
     written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv",
                                  "mentornets")
                if (Path(out_dir) / name).exists()]
-    click.echo(f"wrote {out_dir}/ ({', '.join(written)})")
+    click.echo(f"{'the folder holds' if finished_before else 'wrote'} {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
 
 

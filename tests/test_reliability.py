@@ -253,6 +253,7 @@ def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, m
     before = snapshot(out)
     result = train("--out", str(out), "--resume")  # once more: the run has finished, and says so
     assert result.exit_code == 0 and "has finished its 3 epochs: nothing to train, nothing rewritten" in result.output
+    assert f"the folder holds {out}/" in result.output and "wrote" not in result.output
     assert snapshot(out) == before
 
 
