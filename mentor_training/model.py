@@ -189,6 +189,14 @@ class MentorNetStep:
             getattr(kind, name) is getattr(MentorNet, name)
             for name in ("weight", "forward", "logits", "logits_from_tensors", "__call__", "_call_impl"))
 
+    @staticmethod
+    def input_buffer(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A reusable input for :meth:`weights`: ``x`` (``[batch, 2]`` float32, the transpose of a ``[2, batch]``
+        tensor, which MKL's addmm reads to the same bits as a contiguous copy) and its two columns as contiguous
+        rows, for the caller to write the losses and loss_diffs into."""
+        rows = torch.empty((2, batch), dtype=torch.float32, device=device)
+        return rows.t(), rows[0], rows[1]
+
     def refresh(self) -> None:
         """Forget every derived tensor; the next call rebuilds them from the mentor."""
         self._versions = None

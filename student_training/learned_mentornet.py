@@ -187,7 +187,7 @@ class LearnedMentorWeighter:
         self.last_fitted_epoch = 0
         self.last = {}
         self._step = None  # the fused forward of self.mentor (MentorNetStep), made at its first batch
-        self._inputs = None  # its input x = (loss, loss_diff) as a reused [2, B] buffer
+        self._inputs = None  # its input (MentorNetStep.input_buffer), reused while the batch size and device stay
 
     def epoch_at(self, step: int) -> int:
         """The epoch input: the progress epoch, clamped to the last epoch the MentorNet was fitted on."""
@@ -231,12 +231,12 @@ class LearnedMentorWeighter:
         if step is None or step.mentor is not self.mentor:
             step = self._step = MentorNetStep(self.mentor) if MentorNetStep.supports(self.mentor) else None
         if step is not None:
-            inputs = self._inputs
-            if inputs is None or inputs.shape[1] != len(loss) or inputs.device != loss.device:
-                inputs = self._inputs = torch.empty((2, len(loss)), dtype=torch.float32, device=loss.device)
-            inputs[0].copy_(loss)
-            inputs[1].copy_(loss_diff)
-            weights = step.weights(inputs.t(), epoch)
+            if self._inputs is None or self._inputs[0].shape[0] != len(loss) or self._inputs[0].device != loss.device:
+                self._inputs = MentorNetStep.input_buffer(len(loss), loss.device)
+            x, losses, loss_diffs = self._inputs
+            losses.copy_(loss)
+            loss_diffs.copy_(loss_diff)
+            weights = step.weights(x, epoch)
             if weights is not None:
                 return weights
         return self.mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch)).to(loss.device, torch.float32)

@@ -168,8 +168,7 @@ class MentorWeighter:
         self._cache = (device, batch, average.p, decay, percentile_index(batch, average.p) + 1,
                        torch.full((), decay, dtype=torch.float32, device=device),
                        torch.full((), 1.0 - decay, dtype=torch.float32, device=device))
-        inputs = torch.empty((2, batch), dtype=torch.float32, device=device)
-        self._cache += ((inputs.t(), inputs[0], inputs[1]),)
+        self._cache += (MentorNetStep.input_buffer(batch, device),)
         return self._cache
 
     @torch.no_grad()

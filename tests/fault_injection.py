@@ -17,35 +17,26 @@ INTERRUPT_VARIABLE = "MENTORNET_INTERRUPT_AT_STEP"
 PLUGIN = os.path.abspath(__file__)
 
 
-class KillAtStep(Callback):
-    name = "kill_at_step"
+class FaultAtStep(Callback):
+    """At global step ``step``: ``kill`` ends the process as SIGKILL would (exit status 137), ``interrupt``
+    raises KeyboardInterrupt as Ctrl-C (or SIGTERM, through cli.main) would."""
 
-    def __init__(self, step: int):
-        self.step = step
+    name = "fault_at_step"
 
-    def on_step(self, run, step):
-        if step == self.step:
-            os._exit(137)
-
-
-@register_callback
-def _kill_if_asked(run):
-    value = os.environ.get(KILL_VARIABLE)
-    return KillAtStep(int(value)) if value is not None else None
-
-
-class InterruptAtStep(Callback):
-    name = "interrupt_at_step"
-
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, fault: str):
+        self.step, self.fault = step, fault
 
     def on_step(self, run, step):
         if step == self.step:
+            if self.fault == "kill":
+                os._exit(137)
             raise KeyboardInterrupt
 
 
 @register_callback
-def _interrupt_if_asked(run):
-    value = os.environ.get(INTERRUPT_VARIABLE)
-    return InterruptAtStep(int(value)) if value is not None else None
+def _fault_if_asked(run):
+    for variable, fault in ((KILL_VARIABLE, "kill"), (INTERRUPT_VARIABLE, "interrupt")):
+        value = os.environ.get(variable)
+        if value is not None:
+            return FaultAtStep(int(value), fault)
+    return None
