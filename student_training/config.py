@@ -38,6 +38,7 @@ TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
 # --learn-threshold's default (chosen on the validation split, docs/learned_choice.md)
 THRESHOLD_DEFAULT = 0.9
+THRESHOLD_FALLBACK_DEFAULT = "none"  # --learn-threshold-fallback
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
@@ -207,6 +208,12 @@ class StudentConfig:
         help="With --mentornet learn --learn-weights threshold: instead of a fixed --learn-threshold, each fit sets it "
              "to the lowest output at which a share P of the probe rows it selects carry their right label (nothing "
              "is selected if none does); P in (0, 1).")
+    learn_threshold_fallback: str = option(
+        THRESHOLD_FALLBACK_DEFAULT, choices=("precision", "none"),
+        help="With --mentornet learn and a fixed --learn-threshold TAU: what a fit does when no probe row reaches TAU "
+             "(a fit to few clean rows can rank them well and never output TAU); precision: that fit's threshold "
+             "falls to the lowest output at which a share TAU of the probe rows it selects are clean; none: it "
+             "selects nothing (the previous release).")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "
@@ -384,6 +391,11 @@ class StudentConfig:
                                             or self.learn_precision is not None):
             raise ValueError("--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop "
                              f"{'--learn-precision' if self.learn_precision is not None else '--learn-threshold'}")
+        if self.learn_threshold_fallback != THRESHOLD_FALLBACK_DEFAULT and (self.learn_weights == "soft"
+                                                                          or self.learn_precision is not None):
+            raise ValueError("--learn-threshold-fallback applies to a fixed --learn-threshold; "
+                             + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
+                                "--learn-precision sets every fit's threshold itself"))
         if self.learn_weights == "soft" and self.learn_keep_rate != "none":
             raise ValueError("--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
@@ -539,6 +551,8 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         values = {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
+    else:  # a learned run of a release without the option selected nothing when no probe row reached the threshold
+        values.setdefault("learn_threshold_fallback", "none")
     return values
 
 

@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FIT_STEPS = 500  # Adam steps of each fit (the "fast" recipe); a few thousand rows need no more
 MIN_PROBE_EXAMPLES = 10  # clean and corrupted probe samples each, at least, for a fit to learn anything
 LEARN_COLUMNS = ("progress_epoch", "step", "rows", "noisy_fraction", "threshold", "selected", "precision",
-                 "fit_auc", "loss_auc", "fit_seconds", "checkpoint", "status", "keep_share")
+                 "fit_auc", "loss_auc", "fit_seconds", "checkpoint", "status", "keep_share", "threshold_rule")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,24 @@ def precision_threshold(v: torch.Tensor, clean: torch.Tensor, precision: float) 
     share = hits / torch.arange(1, len(v) + 1, dtype=torch.float64)
     ok = torch.nonzero(ends & (share >= precision)).flatten()
     return float(ranked[ok[-1]]) if len(ok) else math.inf
+
+
+def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -> tuple[float, str]:
+    """A fit's threshold on its outputs ``v`` (shape [N], the window's probe rows; ``clean``: bool, shape [N]) and
+    the rule that set it: ``precision`` (``--learn-precision P``: :func:`precision_threshold` at P), ``fixed``
+    (``--learn-threshold τ``), or ``fallback``: no row reaches τ, and ``--learn-threshold-fallback precision``
+    lowers the threshold to :func:`precision_threshold` at τ, the lowest output at which a share τ of the rows
+    it selects are clean (``inf``, nothing selected, when even the top row is corrupted).
+
+    Why the fallback: a fit to few clean rows (about 35 of 200 probe images at 80% noise) can rank them almost
+    perfectly (AUC 0.98) and still never output τ = 0.9, its probabilities held down by the corrupted majority;
+    without it such a fit selects nothing and the run trains on its trusted part alone (docs/learned_choice.md)."""
+    if config.learn_precision is not None:
+        return precision_threshold(v, clean, config.learn_precision), "precision"
+    threshold = config.learn_threshold
+    if config.learn_threshold_fallback == "precision" and not bool((v >= threshold).any()):
+        return precision_threshold(v, clean, threshold), "fallback"
+    return threshold, "fixed"
 
 
 class LearnedMentorWeighter:
@@ -289,9 +307,7 @@ class LearnedMentorWeighter:
         # and the selection are measured there, on every row of the window.
         v = mentor.weight(MentorFeatures(features.loss, features.loss_diff, features.label,
                                          torch.full_like(epochs, last)))
-        threshold = self.config.learn_threshold
-        if self.config.learn_precision is not None:
-            threshold = precision_threshold(v, clean, self.config.learn_precision)
+        threshold, rule = fit_threshold(v, clean, self.config)
         chosen = v >= threshold
         # A MentorNet is fitted on the losses the probe had; where losses grow past them (corrupted samples, once the
         # student stops training on them) its output is an extrapolation, so a sample with a larger loss than any
@@ -303,7 +319,7 @@ class LearnedMentorWeighter:
         if self.config.learn_weights == "threshold":  # what the checkpoint records of the decision
             split = dataclasses.replace(split, source={
                 **source, "threshold": threshold if math.isfinite(threshold) else None,  # None: selects nothing
-                "precision_target": self.config.learn_precision,
+                "precision_target": self.config.learn_precision, "threshold_rule": rule,
                 "max_selected_loss": max_loss if math.isfinite(max_loss) else None,
                 "keep_share": keep_share if keep_share < 1.0 else None})
         mentor.threshold, mentor.max_selected_loss, mentor.keep_share = threshold, max_loss, keep_share
@@ -311,7 +327,8 @@ class LearnedMentorWeighter:
                    precision=float(clean[chosen].float().mean()) if chosen.any() else float("nan"),
                    fit_auc=fit_auc,
                    loss_auc=detector_auc(-features.loss.numpy(), clean.numpy()),
-                   fit_seconds=round(result.seconds, 3), status="fitted", keep_share=keep_share)
+                   fit_seconds=round(result.seconds, 3), status="fitted", keep_share=keep_share,
+                   threshold_rule=rule if self.config.learn_weights == "threshold" else "")
         return row, mentor, split
 
     def use(self, mentor, point: int) -> None:

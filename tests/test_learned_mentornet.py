@@ -19,7 +19,9 @@ from mentor_training.model import MentorNet, MentorNetConfig
 from mentor_training.pretrained import load_mentornet
 from student_training.config import StudentConfig
 from student_training.data import load_dataset
-from student_training.learned_mentornet import LEARN_COLUMNS, TrustedStream, precision_threshold, split_clean_subset
+from student_training.config import THRESHOLD_FALLBACK_DEFAULT
+from student_training.learned_mentornet import LEARN_COLUMNS, TrustedStream, fit_threshold, precision_threshold, \
+    split_clean_subset
 from student_training.loader import DeviceLoader, crop_flip
 from student_training.trainer import prepare_run, train
 from conftest import assert_one_line_error
@@ -84,6 +86,52 @@ def test_the_precision_threshold_is_the_lowest_output_whose_selection_is_clean_e
     # the rows' order does not matter
     order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
     assert precision_threshold(v[order], clean[order], 0.8) == pytest.approx(0.5)
+
+
+def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_precision_of_it():
+    v = torch.tensor([0.6, 0.5, 0.4, 0.3, 0.2])  # well ranked, but no output reaches 0.9
+    clean = torch.tensor([True, True, False, True, False])
+    assert fit_threshold(v, clean, config(learn_threshold_fallback="precision")) == (pytest.approx(0.5), "fallback")
+    assert fit_threshold(v, clean, config(learn_threshold_fallback="precision", learn_threshold=0.6)) == \
+        (pytest.approx(0.6), "fixed")  # a row reaches 0.6: the fixed threshold stays
+    assert fit_threshold(v, clean, config(learn_threshold_fallback="none")) == (0.9, "fixed")  # nothing selected
+    assert fit_threshold(v, clean, config(learn_precision=0.7, learn_threshold_fallback=THRESHOLD_FALLBACK_DEFAULT)) \
+        == (pytest.approx(0.3), "precision")  # 3 of the top 4
+    # the top row corrupted: even the fallback selects nothing
+    assert fit_threshold(v, ~clean, config(learn_threshold_fallback="precision")) == (float("inf"), "fallback")
+
+
+def test_a_fit_that_ranks_well_but_never_reaches_the_threshold_selects_by_the_fallback():
+    from curricula.features import WeighterConfig
+    from student_training.learned_mentornet import LearnedMentorWeighter
+
+    # 200 probe images at 90% noise, over 5 epochs: 3 clean ones with the smallest losses, then 17 clean and 40
+    # corrupted mixed below 0.5, and 140 corrupted above: a good ranking whose best output stays below 0.9
+    n, generator = 200, torch.Generator().manual_seed(0)
+    is_clean = torch.zeros(n + 5, dtype=torch.bool)
+    is_clean[:20] = True
+    fits = {}
+    for fallback in ("precision", "none"):
+        weighter = LearnedMentorWeighter(config(learn_threshold_fallback=fallback), WeighterConfig(), total_steps=1000,
+                                         num_samples=n + 5, probe=torch.arange(n), is_clean=is_clean,
+                                         device=torch.device("cpu"))
+        generator.manual_seed(0)
+        for epoch in range(5):
+            loss = torch.cat([torch.rand(3, generator=generator) * 0.01,
+                              0.01 + torch.rand(57, generator=generator) * 0.49,
+                              0.5 + torch.rand(140, generator=generator) * 2.5])
+            weighter.losses[:n, epoch], weighter.loss_diffs[:n, epoch] = loss, 0.0
+        row, mentor, split = weighter.fit(5, seed=0)
+        fits[fallback] = row
+        weighter.use(mentor, 5)
+        outside = torch.arange(n, n + 5)  # samples outside the probe, at the smallest and a large loss
+        weights = weighter.mentor_weights(torch.tensor([0.0, 0.0, 0.0, 0.0, 3.0]), 60, outside)
+        assert split.source["threshold_rule"] == row["threshold_rule"] and weighter.threshold == row["threshold"]
+        assert weights.tolist() == ([1.0] * 4 + [0.0] if fallback == "precision" else [0.0] * 5)
+    assert fits["none"]["selected"] == 0 and fits["none"]["threshold_rule"] == "fixed"  # no output reaches 0.9
+    assert fits["precision"]["threshold_rule"] == "fallback" and fits["precision"]["threshold"] < 0.9
+    assert 0 < fits["precision"]["selected"] and fits["precision"]["precision"] >= 0.9
+    assert fits["precision"]["fit_auc"] > 0.85
 
 
 def test_each_fit_sets_its_threshold_for_the_asked_precision_and_a_fixed_one_stays(tmp_path):
@@ -296,6 +344,9 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
      "give one"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-threshold", "0.5"],
      "--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop --learn-threshold"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "0.9",
+      "--learn-threshold-fallback", "none" if THRESHOLD_FALLBACK_DEFAULT == "precision" else "precision"],
+     "--learn-threshold-fallback applies to a fixed --learn-threshold; --learn-precision sets every fit's threshold"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-keep-rate",
       "probe"], "--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
@@ -390,3 +441,5 @@ def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_we
         (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
         saved, _ = read_config(out)
         assert (saved.learn_epochs, saved.learn_threshold) == (("5,10", 0.8) if kept else (DEFAULT_LEARN_EPOCHS, 0.9))
+        # a learned run written before --learn-threshold-fallback existed selected nothing on an empty fit
+        assert saved.learn_threshold_fallback == ("none" if kept else THRESHOLD_FALLBACK_DEFAULT)
