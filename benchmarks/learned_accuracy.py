@@ -18,9 +18,10 @@ Every run is one ``train-student`` run folder with the same student, data subset
 * ablations, not in the default grid: ``learned_soft``, ``learned_loss_diff``, ``learned_late``,
   ``learned_burn_in``, ``learned_one_epoch``, ``learned_no_trusted`` set one choice of the learned mode back
   to its 2018 value; ``learned_threshold_0.8``, ``learned_first_half`` and ``learned_trusted_mean`` set one
-  back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``
+  back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_trusted_batch_32``, ``learned_trusted_batch_16``,
-  ``learned_threshold_fallback`` and ``learned_precision_0.95`` are candidates that were measured (see ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_threshold_fallback`` and ``learned_precision_0.95`` are candidates that were measured (see
+  ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
