@@ -20,8 +20,8 @@ Every run is one ``train-student`` run folder with the same student, data subset
   to its 2018 value; ``learned_threshold_0.8``, ``learned_first_half`` and ``learned_trusted_mean`` set one
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_trusted_batch_32``, ``learned_trusted_batch_16``,
-  ``learned_threshold_fallback`` and ``learned_precision_0.95`` are candidates that were measured (see
-  ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_threshold_fallback``, ``learned_precision_0.95`` and ``learned_trusted_batch_32_fallback`` are
+  candidates that were measured (see ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
@@ -78,6 +78,7 @@ ABLATIONS = {
     "learned_threshold_fallback": {"learn_threshold_fallback": "precision"},
     # every fit's threshold set for a probe precision of 0.95 instead of a fixed output of 0.9
     "learned_precision_0.95": {"learn_precision": 0.95},
+    "learned_trusted_batch_32_fallback": {"learn_trusted_batch": 32, "learn_threshold_fallback": "precision"},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},
