@@ -19,9 +19,9 @@ Every run is one ``train-student`` run folder with the same student, data subset
   ``learned_burn_in``, ``learned_one_epoch``, ``learned_no_trusted`` set one choice of the learned mode back
   to its 2018 value; ``learned_threshold_0.8``, ``learned_first_half`` and ``learned_trusted_mean`` set one
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
-  ``learned_threshold_0.95``, ``learned_trusted_batch_32``, ``learned_trusted_batch_16``,
-  ``learned_threshold_fallback``, ``learned_precision_0.95`` and ``learned_trusted_batch_32_fallback`` are
-  candidates that were measured (see ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
+  ``learned_trusted_batch_16`` and ``learned_threshold_fallback`` are candidates that were measured, and
+  ``learned_trusted_batch_64`` is the previous release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
@@ -51,6 +51,7 @@ from student_training.config import StudentConfig  # noqa: E402
 
 METHODS = ("baseline", "self_paced_mentornet", "mentornet_pd", "small_loss_mentornet", "mentornet_dd", "clean_only",
            "noisy_plus_clean", "learned")
+PREVIOUS = {"learn_trusted_batch": 64, "learn_threshold_fallback": "none"}  # the learned defaults of the last release
 # The learned mode with one choice set back to the 2018 value (issue #13's leads; not in the default grid).
 ABLATIONS = {
     "learned_soft": {"learn_weights": "soft"},  # the MentorNet's probability as the weight (2018)
@@ -65,20 +66,21 @@ ABLATIONS = {
     "learned_first_half": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
     "learned_keep_rate": {"learn_keep_rate": "probe"},  # a rank cap at the share the fit selected on the probe
     "learned_keep_rate_probe_0.3": {"learn_keep_rate": "probe", "learn_probe_fraction": 0.3},  # and a smaller probe
-    # the previous release's trusted loss: the trusted batch's mean added (now each trusted sample counts as one)
+    # the trusted batch's mean loss added (the default two releases ago; now each trusted sample counts as one)
     "learned_trusted_mean": {"learn_trusted_loss": "mean"},
-    "learned_probe_0.3": {"learn_probe_fraction": 0.3},  # a smaller probe, so a larger trusted part
-    "learned_threshold_0.95": {"learn_threshold": 0.95},  # a stricter selection (0.8 -> 0.9 gained a little)
+    # Candidates measured beside the previous release's defaults (64 trusted samples a step, an empty fit selecting
+    # nothing), which they keep but for the one choice they name; see docs/learned_choice.md.
+    "learned_probe_0.3": {**PREVIOUS, "learn_probe_fraction": 0.3},  # a smaller probe, so a larger trusted part
+    "learned_threshold_0.95": {**PREVIOUS, "learn_threshold": 0.95},  # a stricter selection
+    "learned_precision_0.95": {"learn_trusted_batch": 64, "learn_precision": 0.95},  # a threshold for each fit
+    "learned_trusted_batch_64": PREVIOUS,  # the previous release's defaults
     # fewer trusted samples a step: at 80% noise a noisy batch selects ~19 of 128 samples, so 64 trusted samples of
     # weight 1 a step see each of the 200 trusted images ~11 times as often as a selected noisy one
-    "learned_trusted_batch_32": {"learn_trusted_batch": 32},
-    "learned_trusted_batch_16": {"learn_trusted_batch": 16},
+    "learned_trusted_batch_32": {**PREVIOUS, "learn_trusted_batch": 32},
+    "learned_trusted_batch_16": {**PREVIOUS, "learn_trusted_batch": 16},
     # a fit whose outputs never reach the threshold selects the top probe rows down to a clean share of 0.9 instead
     # of nothing (at 80% noise fits with a probe AUC of 0.98 selected nothing)
-    "learned_threshold_fallback": {"learn_threshold_fallback": "precision"},
-    # every fit's threshold set for a probe precision of 0.95 instead of a fixed output of 0.9
-    "learned_precision_0.95": {"learn_precision": 0.95},
-    "learned_trusted_batch_32_fallback": {"learn_trusted_batch": 32, "learn_threshold_fallback": "precision"},
+    "learned_threshold_fallback": {**PREVIOUS, "learn_threshold_fallback": "precision"},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

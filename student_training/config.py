@@ -38,7 +38,9 @@ TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
 # --learn-threshold's default (chosen on the validation split, docs/learned_choice.md)
 THRESHOLD_DEFAULT = 0.9
-THRESHOLD_FALLBACK_DEFAULT = "none"  # --learn-threshold-fallback
+# --learn-threshold-fallback and --learn-trusted-batch (none and 64 before; chosen on validation, docs/learned_choice.md)
+THRESHOLD_FALLBACK_DEFAULT = "precision"
+TRUSTED_BATCH_DEFAULT = 32
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
@@ -232,7 +234,7 @@ class StudentConfig:
         help="With --mentornet learn: the share of the clean subset (after the validation fifth) trained like the "
              "noisy samples, with its noisy labels, whose losses fit the MentorNet; the rest is trusted.")
     learn_trusted_batch: int = option(
-        64, metavar="B",
+        TRUSTED_BATCH_DEFAULT, metavar="B",
         help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
              "the probe too after the last fit); 0: the trusted part is not trained on.")
     learn_trusted_loss: str = option(
@@ -551,6 +553,8 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         values = {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
+    elif values.get("learn_precision") is not None or values.get("learn_weights") == "soft":
+        values.pop("learn_threshold_fallback", None)  # no fixed threshold: whatever its release recorded, it is unused
     else:  # a learned run of a release without the option selected nothing when no probe row reached the threshold
         values.setdefault("learn_threshold_fallback", "none")
     return values

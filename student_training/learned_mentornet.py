@@ -17,7 +17,9 @@ saved as a MentorNet checkpoint in ``mentornets/`` and logged in ``relearn.csv``
 batches: ``1[v >= τ and loss <= λ]`` (``--learn-weights threshold``, τ = ``--learn-threshold``, λ the largest
 probe loss the fit selected: beyond the losses it was fitted on a MentorNet's output is an extrapolation) or
 ``v`` itself (``soft``, as 2018). ``--learn-precision P`` sets τ per fit instead, to the lowest output at which
-a share P of the window's probe rows it selects are clean. ``--learn-keep-rate probe`` also caps each batch's
+a share P of the window's probe rows it selects are clean; with a fixed τ, a fit none of whose outputs reaches
+τ sets its threshold that way at P = τ (``--learn-threshold-fallback precision``; see :func:`fit_threshold`).
+``--learn-keep-rate probe`` also caps each batch's
 selection at the share s of the probe's last-epoch rows the fit selected: only the batch's ⌈s·B⌉ lowest losses
 can be selected (a rank, which holds while all losses fall between fits; co-teaching's keep rate R(T), Han et
 al., NeurIPS 2018, here measured on the probe instead of given). Selections are asked at the epoch input the
@@ -33,7 +35,8 @@ recorded while training define ``loss_diff`` exactly as the weighting uses it (a
 not); fits every 5 progress epochs keep each fit close to the losses it is used on (a fit at 30 describes
 losses before its own weights shift them), and fits to the end follow the losses as the learning rate decays;
 a threshold is a decision, where a calibrated probability of about 0.27 on corrupted samples was enough
-for them to be memorised; the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
+for them to be memorised; the fallback and 32 trusted samples a step (64 before) were chosen on the
+validation split (docs/learned_choice.md); the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
 ``--relearn-mentor``) is unchanged.
 """
 

@@ -438,8 +438,17 @@ def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_we
         out.mkdir()
         made = StudentConfig(dataset="digits", noise=0.4, clean_subset_fraction=0.3, mentornet=mentornet)
         values = {**made.to_dict(), "learn_epochs": "5,10", "learn_threshold": 0.8}
+        del values["learn_threshold_fallback"]  # an option that release did not have
         (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
         saved, _ = read_config(out)
         assert (saved.learn_epochs, saved.learn_threshold) == (("5,10", 0.8) if kept else (DEFAULT_LEARN_EPOCHS, 0.9))
         # a learned run written before --learn-threshold-fallback existed selected nothing on an empty fit
         assert saved.learn_threshold_fallback == ("none" if kept else THRESHOLD_FALLBACK_DEFAULT)
+    # with a threshold set by each fit (or soft weights) the fallback is unused, whatever a release recorded
+    out = tmp_path / "precision"
+    out.mkdir()
+    values = {**StudentConfig(dataset="digits", noise=0.4, clean_subset_fraction=0.3, mentornet="learn",
+                              learn_precision=0.95).to_dict(), "learn_threshold_fallback": "none"}
+    (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
+    saved, _ = read_config(out)
+    assert saved.learn_precision == 0.95 and saved.learn_threshold_fallback == THRESHOLD_FALLBACK_DEFAULT
