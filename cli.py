@@ -479,8 +479,8 @@ def _describe_run(run) -> None:
                    f"weighted), {len(parts.trusted)} trusted (verified labels, {config.learn_trusted_batch} a step), "
                    f"{len(parts.validation)} validation; fresh fits at progress epochs {config.learn_epochs} on the last "
                    f"{config.learn_window}; weights {config.learn_weights}"
-                   + ((f" at {config.learn_threshold:g}" + (f" (a fit no probe row reaches selects down to probe "
-                                                              f"precision {config.learn_threshold:g})"
+                   + ((f" at {config.learn_threshold:g}" + (f" (a fit whose outputs never reach it selects down to "
+                                                              f"probe precision {config.learn_threshold:g})"
                                                               if config.learn_threshold_fallback == "precision" else "")
                        if config.learn_precision is None else
                        f" set by each fit for probe precision {config.learn_precision:g}")

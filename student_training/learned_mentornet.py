@@ -174,7 +174,8 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     if config.learn_precision is not None:
         return precision_threshold(v, clean, config.learn_precision), "precision"
     threshold = config.learn_threshold
-    if config.learn_threshold_fallback == "precision" and not bool((v >= threshold).any()):
+    if config.learn_weights == "threshold" and config.learn_threshold_fallback == "precision" \
+            and not bool((v >= threshold).any()):
         return precision_threshold(v, clean, threshold), "fallback"
     return threshold, "fixed"
 
