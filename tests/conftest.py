@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -41,6 +42,12 @@ def isolated_plugins(monkeypatch):
     for name in set(sys.modules) - before:
         if name.startswith(("ep_plugin_", "mentornet_plugin_")):
             del sys.modules[name]
+
+
+# Subprocesses the tests start (killed runs that the test then resumes in process, torchrun, the CLI) compute at
+# one thread too, as the in-process runs do (_one_thread): on some CPUs a matrix product at two threads rounds
+# differently, so a run cut at two threads and resumed at one would not end where an uninterrupted one does.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
