@@ -204,7 +204,8 @@ class StudentConfig:
     learn_threshold: float = option(
         THRESHOLD_DEFAULT, metavar="TAU",
         help="With --mentornet learn --learn-weights threshold: weight 1 where the MentorNet's output is >= TAU, in "
-             "(0, 1), and the loss is no larger than the largest loss the fit selected on the probe; else 0.")
+             "(0, 1), and the loss is no larger than the largest loss the fit selected on the probe; else 0 (see "
+             "--learn-threshold-fallback for a fit that never outputs TAU).")
     learn_precision: float | None = option(
         None, metavar="P",
         help="With --mentornet learn --learn-weights threshold: instead of a fixed --learn-threshold, each fit sets it "
@@ -212,10 +213,11 @@ class StudentConfig:
              "is selected if none does); P in (0, 1).")
     learn_threshold_fallback: str = option(
         THRESHOLD_FALLBACK_DEFAULT, choices=("precision", "none"),
-        help="With --mentornet learn and a fixed --learn-threshold TAU: what a fit does when no probe row reaches TAU "
-             "(a fit to few clean rows can rank them well and never output TAU); precision: that fit's threshold "
-             "falls to the lowest output at which a share TAU of the probe rows it selects are clean; none: it "
-             "selects nothing (the previous release).")
+        help="With --mentornet learn and a fixed --learn-threshold TAU (not with --learn-precision or --learn-weights "
+             "soft): what a fit does when no probe row reaches TAU (a fit to few clean rows can rank them well and "
+             "never output TAU); precision: that fit's threshold falls to the lowest output at which a share TAU of "
+             "the probe rows it selects are clean (nothing, if no top rows are that clean); none: it selects "
+             "nothing (the default until this option's release).")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "
@@ -276,6 +278,10 @@ class StudentConfig:
                                     ("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS)):
             if value not in values:
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
+        for f in option_fields(StudentConfig):  # every other option with a fixed set of values (from a file or code)
+            choices = f.metadata["choices"]
+            if isinstance(choices, (tuple, list)) and getattr(self, f.name) not in choices:
+                raise ValueError(f"{flag_name(f.name)} must be one of: {', '.join(choices)}; got {getattr(self, f.name)!r}")
         self._check_ranges()
         self._check_mentormix()
         self._check_data_driven()
@@ -509,6 +515,9 @@ class StudentConfig:
         unknown = set(options) - OWN_OPTIONS - WEIGHTER_OPTIONS
         if unknown:
             raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        if (own.get("learn_precision") is not None or own.get("learn_weights") == "soft") \
+                and "learn_threshold_fallback" not in own:
+            own["learn_threshold_fallback"] = THRESHOLD_FALLBACK_DEFAULT  # unused without a fixed threshold
         return replace(self, **own, weighter={k: v for k, v in weighter.items() if v is not None})
 
 

@@ -166,9 +166,10 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     the rule that set it: ``precision`` (``--learn-precision P``: :func:`precision_threshold` at P), ``fixed``
     (``--learn-threshold τ``), or ``fallback``: no row reaches τ, and ``--learn-threshold-fallback precision``
     lowers the threshold to :func:`precision_threshold` at τ, the lowest output at which a share τ of the rows
-    it selects are clean (``inf``, nothing selected, when even the top row is corrupted).
+    it selects are clean (``inf``, nothing selected, when no set of top-ranked rows is that clean). A fit in
+    which a single row reaches τ keeps τ, however few rows that selects.
 
-    Why the fallback: a fit to few clean rows (about 35 of 200 probe images at 80% noise) can rank them almost
+    Why the fallback: a fit to few clean rows (about 34 of 200 probe images at 80% noise) can rank them almost
     perfectly (AUC 0.98) and still never output τ = 0.9, its probabilities held down by the corrupted majority;
     without it such a fit selects nothing and the run trains on its trusted part alone (docs/learned_choice.md)."""
     if config.learn_precision is not None:

@@ -17,9 +17,8 @@ import cli
 from curricula.features import MentorFeatures
 from mentor_training.model import MentorNet, MentorNetConfig
 from mentor_training.pretrained import load_mentornet
-from student_training.config import StudentConfig
+from student_training.config import THRESHOLD_FALLBACK_DEFAULT, StudentConfig
 from student_training.data import load_dataset
-from student_training.config import THRESHOLD_FALLBACK_DEFAULT
 from student_training.learned_mentornet import LEARN_COLUMNS, TrustedStream, fit_threshold, precision_threshold, \
     split_clean_subset
 from student_training.loader import DeviceLoader, crop_flip
@@ -97,8 +96,22 @@ def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_pre
     assert fit_threshold(v, clean, config(learn_threshold_fallback="none")) == (0.9, "fixed")  # nothing selected
     assert fit_threshold(v, clean, config(learn_precision=0.7, learn_threshold_fallback=THRESHOLD_FALLBACK_DEFAULT)) \
         == (pytest.approx(0.3), "precision")  # 3 of the top 4
-    # the top row corrupted: even the fallback selects nothing
+    # no set of top-ranked rows is 90% clean (the top row is corrupted, then 2 of 3, 2 of 4...): nothing selected
     assert fit_threshold(v, ~clean, config(learn_threshold_fallback="precision")) == (float("inf"), "fallback")
+
+
+def test_a_value_outside_an_options_choices_is_refused_from_a_file_or_code_too():
+    with pytest.raises(ValueError, match="--learn-threshold-fallback must be one of: precision, none; got 'Precision'"):
+        config(learn_threshold_fallback="Precision")
+    with pytest.raises(ValueError, match="--learn-weights must be one of: threshold, soft; got 'bogus'"):
+        config(learn_weights="bogus")
+
+
+def test_an_old_learned_config_switched_to_per_fit_thresholds_drops_its_unused_fallback():
+    old = config(learn_threshold_fallback="none")  # as a run folder of an earlier release reads
+    assert old.with_options({"learn_precision": 0.95}).learn_threshold_fallback == THRESHOLD_FALLBACK_DEFAULT
+    assert old.with_options({"learn_weights": "soft"}).learn_weights == "soft"
+    assert old.with_options({"learn_threshold": 0.8}).learn_threshold_fallback == "none"  # still a fixed threshold
 
 
 def test_a_fit_that_ranks_well_but_never_reaches_the_threshold_selects_by_the_fallback():
