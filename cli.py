@@ -478,13 +478,7 @@ def _describe_run(run) -> None:
         click.echo(f"learning the MentorNet from the clean subset: {len(parts.probe)} probe images (noisy labels, "
                    f"weighted), {len(parts.trusted)} trusted (verified labels, {config.learn_trusted_batch} a step), "
                    f"{len(parts.validation)} validation; fresh fits at progress epochs {config.learn_epochs} on the last "
-                   f"{config.learn_window}; weights {config.learn_weights}"
-                   + ((f" at {config.learn_threshold:g}" + (f" (a fit whose outputs never reach it selects down to "
-                                                              f"probe precision {config.learn_threshold:g})"
-                                                              if config.learn_threshold_fallback == "precision" else "")
-                       if config.learn_precision is None else
-                       f" set by each fit for probe precision {config.learn_precision:g}")
-                      if config.learn_weights == "threshold" else "")
+                   f"{config.learn_window}; weights {config.learn_weights}{_learned_threshold(config)}"
                    + f"; features {config.learn_features}; before the first fit weight {config.learn_burn_in_weight:g}")
     elif run.weighting is not None:
         origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
@@ -496,6 +490,17 @@ def _describe_run(run) -> None:
                  config.weight_decay is None else f"weight decay {recipe.weight_decay}")
         click.echo(f"mentormix: mixup alpha {run.mentormix.alpha:g}, second reweighting {'on' if second else 'off'} "
                    f"({decay}); clean pass keeps the BN statistics; evaluated with the raw weights (no EMA)")
+
+
+def _learned_threshold(config) -> str:
+    """How ``--mentornet learn`` sets its threshold, for the start-up line ("" with soft weights)."""
+    if config.learn_weights != "threshold":
+        return ""
+    if config.learn_precision is not None:
+        return f" set by each fit for probe precision {config.learn_precision:g}"
+    fallback = (f" (a fit whose outputs never reach it selects down to probe precision {config.learn_threshold:g})"
+                if config.learn_threshold_fallback == "precision" else "")
+    return f" at {config.learn_threshold:g}{fallback}"
 
 
 def _precision_change(run) -> str:

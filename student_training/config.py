@@ -41,6 +41,14 @@ THRESHOLD_DEFAULT = 0.9
 # --learn-threshold-fallback and --learn-trusted-batch (none and 64 before; chosen on validation, docs/learned_choice.md)
 THRESHOLD_FALLBACK_DEFAULT = "precision"
 TRUSTED_BATCH_DEFAULT = 32
+# how the value check of an option with a fixed set of values names it (default: its flag)
+CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "precision": "precision"}
+
+
+def has_fixed_threshold(values: Mapping) -> bool:
+    """Whether learned-mode options ``values`` (field names) weight with a fixed ``--learn-threshold``, the only
+    case ``--learn-threshold-fallback`` applies to (not ``--learn-precision``, not ``--learn-weights soft``)."""
+    return values.get("learn_precision") is None and values.get("learn_weights", "threshold") == "threshold"
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
@@ -274,14 +282,11 @@ class StudentConfig:
         student_recipe(self.studentnet)  # a registered student
         if self.noise_type not in list_noise_types():
             raise ValueError(f"unknown noise type {self.noise_type!r}; choose one of: {', '.join(list_noise_types())}")
-        for name, value, values in (("learning-rate schedule", self.lr_schedule, LR_SCHEDULES),
-                                    ("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS)):
-            if value not in values:
-                raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(values)}")
-        for f in option_fields(StudentConfig):  # every other option with a fixed set of values (from a file or code)
-            choices = f.metadata["choices"]
-            if isinstance(choices, (tuple, list)) and getattr(self, f.name) not in choices:
-                raise ValueError(f"{flag_name(f.name)} must be one of: {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        for f in option_fields(StudentConfig):  # every option with a fixed set of values (given by a file or code too)
+            choices, value = f.metadata["choices"], getattr(self, f.name)
+            if isinstance(choices, (tuple, list)) and value not in choices:
+                raise ValueError(f"unknown {CHOICE_NAMES.get(f.name, flag_name(f.name))} {value!r}; choose one of: "
+                                 f"{', '.join(choices)}")
         self._check_ranges()
         self._check_mentormix()
         self._check_data_driven()
@@ -399,8 +404,7 @@ class StudentConfig:
                                             or self.learn_precision is not None):
             raise ValueError("--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop "
                              f"{'--learn-precision' if self.learn_precision is not None else '--learn-threshold'}")
-        if self.learn_threshold_fallback != THRESHOLD_FALLBACK_DEFAULT and (self.learn_weights == "soft"
-                                                                          or self.learn_precision is not None):
+        if self.learn_threshold_fallback != THRESHOLD_FALLBACK_DEFAULT and not has_fixed_threshold(vars(self)):
             raise ValueError("--learn-threshold-fallback applies to a fixed --learn-threshold; "
                              + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
                                 "--learn-precision sets every fit's threshold itself"))
@@ -515,8 +519,7 @@ class StudentConfig:
         unknown = set(options) - OWN_OPTIONS - WEIGHTER_OPTIONS
         if unknown:
             raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
-        if (own.get("learn_precision") is not None or own.get("learn_weights") == "soft") \
-                and "learn_threshold_fallback" not in own:
+        if not has_fixed_threshold({**vars(self), **own}) and "learn_threshold_fallback" not in own:
             own["learn_threshold_fallback"] = THRESHOLD_FALLBACK_DEFAULT  # unused without a fixed threshold
         return replace(self, **own, weighter={k: v for k, v in weighter.items() if v is not None})
 
@@ -562,7 +565,7 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         values = {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
-    elif values.get("learn_precision") is not None or values.get("learn_weights") == "soft":
+    elif not has_fixed_threshold(values):
         values.pop("learn_threshold_fallback", None)  # no fixed threshold: whatever its release recorded, it is unused
     else:  # a learned run of a release without the option selected nothing when no probe row reached the threshold
         values.setdefault("learn_threshold_fallback", "none")

@@ -164,7 +164,8 @@ def precision_threshold(v: torch.Tensor, clean: torch.Tensor, precision: float) 
 def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -> tuple[float, str]:
     """A fit's threshold on its outputs ``v`` (shape [N], the window's probe rows; ``clean``: bool, shape [N]) and
     the rule that set it: ``precision`` (``--learn-precision P``: :func:`precision_threshold` at P), ``fixed``
-    (``--learn-threshold τ``), or ``fallback``: no row reaches τ, and ``--learn-threshold-fallback precision``
+    (``--learn-threshold τ``), ``""`` (``--learn-weights soft``: τ, which only measures the logged selection), or
+    ``fallback``: no row reaches τ, and ``--learn-threshold-fallback precision``
     lowers the threshold to :func:`precision_threshold` at τ, the lowest output at which a share τ of the rows
     it selects are clean (``inf``, nothing selected, when no set of top-ranked rows is that clean). A fit in
     which a single row reaches τ keeps τ, however few rows that selects.
@@ -175,8 +176,9 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     if config.learn_precision is not None:
         return precision_threshold(v, clean, config.learn_precision), "precision"
     threshold = config.learn_threshold
-    if config.learn_weights == "threshold" and config.learn_threshold_fallback == "precision" \
-            and not bool((v >= threshold).any()):
+    if config.learn_weights != "threshold":
+        return threshold, ""
+    if config.learn_threshold_fallback == "precision" and not bool((v >= threshold).any()):
         return precision_threshold(v, clean, threshold), "fallback"
     return threshold, "fixed"
 
@@ -333,7 +335,7 @@ class LearnedMentorWeighter:
                    fit_auc=fit_auc,
                    loss_auc=detector_auc(-features.loss.numpy(), clean.numpy()),
                    fit_seconds=round(result.seconds, 3), status="fitted", keep_share=keep_share,
-                   threshold_rule=rule if self.config.learn_weights == "threshold" else "")
+                   threshold_rule=rule)
         return row, mentor, split
 
     def use(self, mentor, point: int) -> None:

@@ -101,9 +101,9 @@ def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_pre
 
 
 def test_a_value_outside_an_options_choices_is_refused_from_a_file_or_code_too():
-    with pytest.raises(ValueError, match="--learn-threshold-fallback must be one of: precision, none; got 'Precision'"):
+    with pytest.raises(ValueError, match="unknown --learn-threshold-fallback 'Precision'; choose one of: precision, none"):
         config(learn_threshold_fallback="Precision")
-    with pytest.raises(ValueError, match="--learn-weights must be one of: threshold, soft; got 'bogus'"):
+    with pytest.raises(ValueError, match="unknown --learn-weights 'bogus'; choose one of: threshold, soft"):
         config(learn_weights="bogus")
 
 
