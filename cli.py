@@ -498,8 +498,10 @@ def _learned_threshold(config) -> str:
         return ""
     if config.learn_precision is not None:
         return f" set by each fit for probe precision {config.learn_precision:g}"
-    fallback = (f" (a fit whose outputs never reach it selects down to probe precision {config.learn_threshold:g})"
-                if config.learn_threshold_fallback == "precision" else "")
+    fallback = {"precision": f" (a fit whose outputs never reach it selects down to probe precision "
+                             f"{config.learn_threshold:g})",
+                "min": f" (each fit lowers it to where probe precision falls to {config.learn_threshold:g}, where "
+                       f"that selects more)"}.get(config.learn_threshold_fallback, "")
     return f" at {config.learn_threshold:g}{fallback}"
 
 

@@ -20,8 +20,8 @@ Every run is one ``train-student`` run folder with the same student, data subset
   to its 2018 value; ``learned_threshold_0.8``, ``learned_first_half`` and ``learned_trusted_mean`` set one
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
-  ``learned_trusted_batch_16`` and ``learned_threshold_fallback`` are candidates that were measured, and
-  ``learned_trusted_batch_64`` is the previous release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_trusted_batch_16``, ``learned_threshold_fallback`` and ``learned_threshold_min`` are candidates
+  that were measured, and ``learned_trusted_batch_64`` is the previous release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
@@ -81,6 +81,9 @@ ABLATIONS = {
     # a fit whose outputs never reach the threshold selects the top probe rows down to a clean share of 0.9 instead
     # of nothing (at 80% noise fits with a probe AUC of 0.98 selected nothing)
     "learned_threshold_fallback": {**PREVIOUS, "learn_threshold_fallback": "precision"},
+    # beside this release's defaults: every fit selects down to that clean share where it is below the threshold
+    # (the fallback fires only when no row reaches it: a fit with one row at 0.9 selected ~1%)
+    "learned_threshold_min": {"learn_threshold_fallback": "min"},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

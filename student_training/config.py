@@ -220,12 +220,13 @@ class StudentConfig:
              "to the lowest output at which a share P of the probe rows it selects carry their right label (nothing "
              "is selected if none does); P in (0, 1).")
     learn_threshold_fallback: str = option(
-        THRESHOLD_FALLBACK_DEFAULT, choices=("precision", "none"),
+        THRESHOLD_FALLBACK_DEFAULT, choices=("precision", "min", "none"),
         help="With --mentornet learn and a fixed --learn-threshold TAU (not with --learn-precision or --learn-weights "
              "soft): what a fit does when no probe row reaches TAU (a fit to few clean rows can rank them well and "
              "never output TAU); precision: that fit's threshold falls to the lowest output at which a share TAU of "
-             "the probe rows it selects are clean (nothing, if no top rows are that clean); none: it selects "
-             "nothing (the default until this option's release).")
+             "the probe rows it selects are clean (nothing, if no top rows are that clean); min: every fit's "
+             "threshold is the lower of TAU and that one (so a fit in which a few rows reach TAU selects down to it "
+             "too); none: it selects nothing (the default until this option's release).")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "

@@ -168,7 +168,8 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     ``fallback``: no row reaches τ, and ``--learn-threshold-fallback precision``
     lowers the threshold to :func:`precision_threshold` at τ, the lowest output at which a share τ of the rows
     it selects are clean (``inf``, nothing selected, when no set of top-ranked rows is that clean). A fit in
-    which a single row reaches τ keeps τ, however few rows that selects.
+    which a single row reaches τ keeps τ, however few rows that selects; with ``--learn-threshold-fallback min``
+    every fit takes the lower of τ and that threshold (``fallback`` when it is lower, else ``fixed``).
 
     Why the fallback: a fit to few clean rows (about 34 of 200 probe images at 80% noise) can rank them almost
     perfectly (AUC 0.98) and still never output τ = 0.9, its probabilities held down by the corrupted majority;
@@ -178,8 +179,11 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     threshold = config.learn_threshold
     if config.learn_weights != "threshold":
         return threshold, ""
-    if config.learn_threshold_fallback == "precision" and not bool((v >= threshold).any()):
-        return precision_threshold(v, clean, threshold), "fallback"
+    rule = config.learn_threshold_fallback
+    if rule == "min" or (rule == "precision" and not bool((v >= threshold).any())):
+        lowered = precision_threshold(v, clean, threshold)
+        if rule == "precision" or lowered < threshold:
+            return lowered, "fallback"
     return threshold, "fixed"
 
 

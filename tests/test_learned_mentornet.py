@@ -100,8 +100,22 @@ def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_pre
     assert fit_threshold(v, ~clean, config(learn_threshold_fallback="precision")) == (float("inf"), "fallback")
 
 
+def test_the_min_rule_lowers_every_fits_threshold_to_its_probe_precision_but_never_raises_it():
+    v = torch.tensor([0.95, 0.6, 0.5, 0.4, 0.3])  # one row reaches 0.9: the fallback keeps 0.9 and selects one row
+    clean = torch.tensor([True, True, True, False, True])
+    assert fit_threshold(v, clean, config(learn_threshold_fallback="precision")) == (0.9, "fixed")
+    assert fit_threshold(v, clean, config(learn_threshold_fallback="min")) == (pytest.approx(0.5), "fallback")
+    # with no output reaching it, min lowers it as the fallback does
+    assert fit_threshold(v[1:], clean[1:], config(learn_threshold_fallback="min")) == (pytest.approx(0.5), "fallback")
+    # the rows at 0.9 and above are less than 90% clean: the precision threshold is inf, and 0.9 stays
+    assert fit_threshold(v, ~clean, config(learn_threshold_fallback="min")) == (0.9, "fixed")
+    # precision 0.55 holds only down to 0.95, above the threshold 0.55, which stays (min never raises it)
+    few = torch.tensor([True, False, False, False])
+    assert fit_threshold(v[:4], few, config(learn_threshold_fallback="min", learn_threshold=0.55)) == (0.55, "fixed")
+
+
 def test_a_value_outside_an_options_choices_is_refused_from_a_file_or_code_too():
-    with pytest.raises(ValueError, match="unknown --learn-threshold-fallback 'Precision'; choose one of: precision, none"):
+    with pytest.raises(ValueError, match="unknown --learn-threshold-fallback 'Precision'; choose one of: precision, min, none"):
         config(learn_threshold_fallback="Precision")
     with pytest.raises(ValueError, match="unknown --learn-weights 'bogus'; choose one of: threshold, soft"):
         config(learn_weights="bogus")
