@@ -15,8 +15,14 @@ epoch, as in a real run):
   (ABBA: minimal first in pairs 1, 3, ..., ours first in pairs 2, 4, ...), so that whatever running first
   or second in a pair does to a loop falls on both alike (an even ``--repeats`` balances it exactly); the
   images/s columns are the best of the repeats;
-* ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses divided by the time
-  of one of our training steps.
+* ``weighting ms`` and ``weighting share``: the time of one ``MentorWeighter`` call on a batch of losses,
+  repeated on the same losses (so its code and data stay in the caches), and its share of one of our
+  training steps;
+* ``in-loop weighting ms`` and ``in-loop share``: the same call (``mentor_weights`` then
+  ``example_dropout``) timed where it runs, inside ``train_one_epoch``, right after the student's forward
+  pass (the median over one epoch's steps, in a further epoch of its own). On the CPU it is several times
+  the repeated figure: the student's forward and backward pass evict the caches, so every small operation
+  of the weighting starts cold. On a GPU both time the launches, not the kernels.
 
 A second table, ``per-step overhead``, times what our loop does per step besides the student's forward,
 backward and optimiser step, replayed over a 100-epoch run (``--overhead-steps``) on the student's own
@@ -104,6 +110,30 @@ def weighting_ms(run, repeats: int = 300) -> float:
         run.weighter(losses, step)
     _sync(run.device)
     return (time.perf_counter() - start) / repeats * 1000
+
+
+def in_loop_weighting_ms(run, epoch: int) -> float:
+    """The median time of the weighting (``mentor_weights`` then ``example_dropout``) inside one epoch of
+    ``train_one_epoch``, timed where the training loop calls it."""
+    weighter, times = run.weighter, []
+    mentor_weights, example_dropout = weighter.mentor_weights, weighter.example_dropout
+    start = [0.0]
+
+    def timed_mentor_weights(*args, **kwargs):
+        start[0] = time.perf_counter()
+        return mentor_weights(*args, **kwargs)
+
+    def timed_example_dropout(*args, **kwargs):
+        weights = example_dropout(*args, **kwargs)
+        times.append(time.perf_counter() - start[0])
+        return weights
+
+    weighter.mentor_weights, weighter.example_dropout = timed_mentor_weights, timed_example_dropout
+    try:
+        train_one_epoch(run, epoch)
+    finally:
+        del weighter.mentor_weights, weighter.example_dropout  # the instance attributes: the methods again
+    return statistics.median(times) * 1000
 
 
 def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tuple[float, float]:
@@ -216,6 +246,8 @@ def measure(student: str, args, workdir: Path) -> dict:
            "ratio": round(statistics.median(m / o for m, o in zip(minimal, ours)), 3), "step ms": round(step_ms, 2),
            "weighting ms": round(weighting_ms(run), 3)}
     row["weighting share"] = f"{row['weighting ms'] / step_ms:.1%}"
+    row["in-loop weighting ms"] = round(in_loop_weighting_ms(run, first), 3)
+    row["in-loop share"] = f"{row['in-loop weighting ms'] / step_ms:.1%}"
     if run.device.type == "cuda":
         row["peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
         row["autocast"] = str(run.autocast_dtype).replace("torch.", "") if run.autocast_dtype else "fp32"
