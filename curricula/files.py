@@ -23,6 +23,7 @@ import pickle
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -58,6 +59,17 @@ def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def numpy_file_problem(path: str | os.PathLike, kind: str | None = None) -> str | None:
+    """Why the file ``path`` is not a numpy file of ``kind`` (``"npy"`` or ``"npz"``; by default its suffix), or
+    ``None`` if it is one; asked before ``np.load``, which takes any other file for a pickle and refuses it with a
+    message about pickled data. Reads only the first bytes (the ``.npy`` magic string, or a zip archive's)."""
+    path = Path(path)
+    if (kind or path.suffix.lower().lstrip(".")) == "npz":
+        return None if zipfile.is_zipfile(path) else "is not an .npz archive (np.savez writes one)"
+    with open(path, "rb") as file:
+        return None if file.read(6) == b"\x93NUMPY" else "is not an .npy file (np.save writes one)"
 
 
 def check_writable_folder(folder: str | os.PathLike, *, what: str = "output folder") -> Path:

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from curricula.files import atomic_write, md5_of
+from curricula.files import atomic_write, md5_of, numpy_file_problem
 
 __all__ = [
     "CIFAR100_COARSE_OF_FINE",
@@ -546,6 +546,9 @@ def _load_npz(path: Path) -> _RawData:
     true labels of the training images when ``train_labels`` are noisy) and optional ``class_names``."""
     if not path.is_file():
         raise DatasetNotFoundError(f"npz data set {path} does not exist")
+    problem = numpy_file_problem(path, "npz")
+    if problem:
+        raise DataError(f"npz data set {path} {problem}")
     try:
         with np.load(path, allow_pickle=False) as bundle:
             arrays = {key: bundle[key] for key in bundle.files}

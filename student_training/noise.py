@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curricula.files import atomic_write, load_plain
+from curricula.files import atomic_write, load_plain, numpy_file_problem
 
 from .data import CIFAR100_COARSE_OF_FINE
 
@@ -313,6 +313,10 @@ def _read_label_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"noise file {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        problem = numpy_file_problem(path)
+        if problem:
+            raise ValueError(f"noise file {path} {problem}")
     try:
         if suffix == ".npy":
             return {"labels": np.load(path, allow_pickle=False)}

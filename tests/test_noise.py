@@ -198,6 +198,19 @@ def test_bad_noise_files(tmp_path, clean_and_noisy, labels, message):
         load_noise_file(tmp_path / "bad.npy", clean_and_noisy[0], 10)
 
 
+@pytest.mark.parametrize("name, message", [("n.npy", r"is not an .npy file \(np.save writes one\)"),
+                                           ("n.npz", r"is not an .npz archive \(np.savez writes one\)")])
+def test_a_noise_file_that_is_not_the_numpy_format_its_suffix_says_is_named_as_such(tmp_path, clean_and_noisy,
+                                                                                     name, message):
+    (tmp_path / name).write_text("3,1,4,1,5\n")  # numpy would refuse it as pickled data
+    with pytest.raises(ValueError, match=f"noise file .*{name} {message}"):
+        load_noise_file(tmp_path / name, clean_and_noisy[0], 10)
+    np.savez(tmp_path / "a.npz", labels=clean_and_noisy[1].numpy())
+    (tmp_path / "a.npz").rename(tmp_path / "a.npy")  # an .npz archive named .npy
+    with pytest.raises(ValueError, match=r"is not an .npy file"):
+        load_noise_file(tmp_path / "a.npy", clean_and_noisy[0], 10)
+
+
 def test_noise_file_from_another_data_set_is_refused(tmp_path, clean_and_noisy):
     clean, noisy = clean_and_noisy
     torch.save({"clean_label": noisy.numpy(), "worse_label": noisy.numpy()}, tmp_path / "n.pt")

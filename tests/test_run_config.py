@@ -292,6 +292,17 @@ def test_bad_npz_data_sets_are_one_line_errors(tmp_path, arrays, fragment):
                                 "--out", str(tmp_path / "r")), fragment)
 
 
+@pytest.mark.parametrize("write", [lambda path: path.write_text("train_images,train_labels\n"),
+                                   lambda path: np.save(path.with_suffix(".npy"), np.zeros(3)) or
+                                   path.with_suffix(".npy").rename(path)],
+                         ids=["text", "one .npy array"])
+def test_a_file_that_is_not_an_npz_archive_is_named_as_such(tmp_path, write):
+    write(tmp_path / "bad.npz")
+    assert_one_line_error(train("--dataset", f"npz:{tmp_path / 'bad.npz'}", "--studentnet", "mlp",
+                                "--out", str(tmp_path / "r")), "is not an .npz archive (np.savez writes one)")
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------------- packaging, exit codes
 
 
