@@ -500,8 +500,9 @@ def _learned_threshold(config) -> str:
         return f" set by each fit for probe precision {config.learn_precision:g}"
     fallback = {"precision": f" (a fit whose outputs never reach it selects down to probe precision "
                              f"{config.learn_threshold:g})",
-                "min": f" (each fit lowers it to where probe precision falls to {config.learn_threshold:g}, where "
-                       f"that selects more)"}.get(config.learn_threshold_fallback, "")
+                "min": f" (each fit lowers it to the lowest output whose probe selection is still "
+                       f"{config.learn_threshold:g} clean, where that is below it)"}.get(config.learn_threshold_fallback,
+                                                                                        "")
     return f" at {config.learn_threshold:g}{fallback}"
 
 

@@ -22,7 +22,8 @@ epoch, as in a real run):
   ``example_dropout``) timed where it runs, inside ``train_one_epoch``, right after the student's forward
   pass (the median over one epoch's steps, in a further epoch of its own). On the CPU it is several times
   the repeated figure: the student's forward and backward pass evict the caches, so every small operation
-  of the weighting starts cold. On a GPU both time the launches, not the kernels.
+  of the weighting starts cold. On a GPU both time the launches, not the kernels (unless the launch queue
+  is full after a large forward pass, when a launch waits for the GPU).
 
 A second table, ``per-step overhead``, times what our loop does per step besides the student's forward,
 backward and optimiser step, replayed over a 100-epoch run (``--overhead-steps``) on the student's own
@@ -31,7 +32,7 @@ after the other round the run (short windows: on a shared machine the minimum is
 each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
 (``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
 callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
-rank's shard, the mean weight) and all of it together, in the order of ``train_one_epoch``. ``cpu``
+rank's shard, the mean weight where the student's scaled decay uses it) and all of it together, in the order of ``train_one_epoch``. ``cpu``
 columns are this thread's CPU time (``time.thread_time``: steadier on a shared machine), ``wall`` columns
 wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
 ``--overhead-only`` prints only this table (it also runs against a tree from before ``EpochStats`` that
@@ -142,6 +143,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
     config, world = run.config, run.world
     stats = EpochStats(run.data.num_train, run.device)
     schedule, stepping = run.recipe.lr_schedule, step_callbacks(run.callbacks)
+    scaled = run.recipe.decay_mode == "scaled"  # train_one_epoch takes the batch's mean weight only then
     prepared = []
     for losses, logits, indices in batches:  # inputs of the later parts, computed outside the timing
         all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
@@ -169,7 +171,9 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
                 group["lr"] = lr
             all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
             all_weights = prepared[step % count][3]
-            all_weights[world.shard(len(all_weights))], all_weights.mean()
+            all_weights[world.shard(len(all_weights))]
+            if scaled:
+                all_weights.mean()
         else:  # everything, in the order of train_one_epoch
             for callback in stepping:
                 callback.on_step(run, step)
@@ -179,7 +183,9 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
             mentor_weights = weighter.mentor_weights(all_losses, step)
             all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
-            all_weights[world.shard(len(all_weights))], all_weights.mean()
+            all_weights[world.shard(len(all_weights))]
+            if scaled:
+                all_weights.mean()
             stats.add(all_losses, all_weights, mentor_weights, predictions, indices)
     stats.loss
     _sync(run.device)
@@ -279,6 +285,8 @@ def main() -> None:
     for key, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.mentornet == "none":
+        sys.exit("Error: --mentornet none has no weighting to time; name a MentorNet (default mentornet_pd)")
     if gpu and not torch.cuda.is_available():
         sys.exit("Error: --device cuda was asked for, but no CUDA GPU is available")
     if gpu:

@@ -224,9 +224,9 @@ class StudentConfig:
         help="With --mentornet learn and a fixed --learn-threshold TAU (not with --learn-precision or --learn-weights "
              "soft): what a fit does when no probe row reaches TAU (a fit to few clean rows can rank them well and "
              "never output TAU); precision: that fit's threshold falls to the lowest output at which a share TAU of "
-             "the probe rows it selects are clean (nothing, if no top rows are that clean); min: every fit's "
-             "threshold is the lower of TAU and that one (so a fit in which a few rows reach TAU selects down to it "
-             "too); none: it selects nothing (the default until this option's release).")
+             "the probe rows it selects are clean (nothing, if no top rows are that clean); min: every fit, whether "
+             "or not a row reaches TAU, lowers its threshold to that one where it is below TAU (never raises it; "
+             "measured worse); none: it selects nothing (the default until this option's release).")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "

@@ -150,7 +150,10 @@ def check_learn_schedule(config: StudentConfig, total_steps: int) -> None:
 def precision_threshold(v: torch.Tensor, clean: torch.Tensor, precision: float) -> float:
     """The lowest threshold τ among the outputs ``v`` (shape [N]) at which the rows with ``v >= τ`` are at
     least a share ``precision`` clean (``clean``: bool, shape [N], the noisy label is the verified one); rows
-    are taken from the highest output down. ``inf`` (nothing is selected) when no threshold reaches it."""
+    are taken from the highest output down; a NaN output, which no threshold selects, is left out. ``inf``
+    (nothing is selected) when no threshold reaches it."""
+    if bool(torch.isnan(v).any()):
+        v, clean = v[~torch.isnan(v)], clean[~torch.isnan(v)]
     order = torch.argsort(v, descending=True, stable=True)
     ranked, hits = v[order], clean[order].double().cumsum(0)
     # a threshold selects every row tied with it, so only the last row of each run of equal outputs counts
@@ -169,7 +172,8 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     lowers the threshold to :func:`precision_threshold` at τ, the lowest output at which a share τ of the rows
     it selects are clean (``inf``, nothing selected, when no set of top-ranked rows is that clean). A fit in
     which a single row reaches τ keeps τ, however few rows that selects; with ``--learn-threshold-fallback min``
-    every fit takes the lower of τ and that threshold (``fallback`` when it is lower, else ``fixed``).
+    every fit takes the lower of τ and that threshold (``fallback`` when it is lower or no row reaches τ, else
+    ``fixed``).
 
     Why the fallback: a fit to few clean rows (about 34 of 200 probe images at 80% noise) can rank them almost
     perfectly (AUC 0.98) and still never output τ = 0.9, its probabilities held down by the corrupted majority;
@@ -182,7 +186,7 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     rule = config.learn_threshold_fallback
     if rule == "min" or (rule == "precision" and not bool((v >= threshold).any())):
         lowered = precision_threshold(v, clean, threshold)
-        if rule == "precision" or lowered < threshold:
+        if rule == "precision" or lowered < threshold or not bool((v >= threshold).any()):
             return lowered, "fallback"
     return threshold, "fixed"
 

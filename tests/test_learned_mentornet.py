@@ -100,13 +100,20 @@ def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_pre
     assert fit_threshold(v, ~clean, config(learn_threshold_fallback="precision")) == (float("inf"), "fallback")
 
 
+def test_a_nan_output_is_left_out_of_the_probe_precision():
+    v = torch.tensor([float("nan"), 0.8, 0.6, 0.4])  # no threshold selects the NaN row, clean or not
+    assert precision_threshold(v, torch.tensor([True, True, False, True]), 0.75) == pytest.approx(0.8)  # 2 of 3: 0.67
+    assert precision_threshold(v, torch.tensor([True, False, True, True]), 0.9) == float("inf")
+
+
 def test_the_min_rule_lowers_every_fits_threshold_to_its_probe_precision_but_never_raises_it():
     v = torch.tensor([0.95, 0.6, 0.5, 0.4, 0.3])  # one row reaches 0.9: the fallback keeps 0.9 and selects one row
     clean = torch.tensor([True, True, True, False, True])
     assert fit_threshold(v, clean, config(learn_threshold_fallback="precision")) == (0.9, "fixed")
     assert fit_threshold(v, clean, config(learn_threshold_fallback="min")) == (pytest.approx(0.5), "fallback")
-    # with no output reaching it, min lowers it as the fallback does
+    # with no output reaching it, min lowers it as the fallback does, to nothing if no top rows are clean enough
     assert fit_threshold(v[1:], clean[1:], config(learn_threshold_fallback="min")) == (pytest.approx(0.5), "fallback")
+    assert fit_threshold(v[1:], ~clean[1:], config(learn_threshold_fallback="min")) == (float("inf"), "fallback")
     # the rows at 0.9 and above are less than 90% clean: the precision threshold is inf, and 0.9 stays
     assert fit_threshold(v, ~clean, config(learn_threshold_fallback="min")) == (0.9, "fixed")
     # precision 0.55 holds only down to 0.95, above the threshold 0.55, which stays (min never raises it)
