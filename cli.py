@@ -498,12 +498,11 @@ def _learned_threshold(config) -> str:
         return ""
     if config.learn_precision is not None:
         return f" set by each fit for probe precision {config.learn_precision:g}"
-    fallback = {"precision": f" (a fit whose outputs never reach it selects down to probe precision "
-                             f"{config.learn_threshold:g})",
-                "min": f" (each fit lowers it to the lowest output whose probe selection is still "
-                       f"{config.learn_threshold:g} clean, where that is below it)"}.get(config.learn_threshold_fallback,
-                                                                                        "")
-    return f" at {config.learn_threshold:g}{fallback}"
+    tau = f"{config.learn_threshold:g}"
+    fallback = {"precision": f" (a fit whose outputs never reach it selects down to probe precision {tau})",
+                "min": f" (each fit lowers it to the lowest output whose probe selection is still {tau} clean, where "
+                       f"that is below it)"}
+    return f" at {tau}{fallback.get(config.learn_threshold_fallback, '')}"
 
 
 def _precision_change(run) -> str:

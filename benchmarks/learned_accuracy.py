@@ -20,8 +20,9 @@ Every run is one ``train-student`` run folder with the same student, data subset
   to its 2018 value; ``learned_threshold_0.8``, ``learned_first_half`` and ``learned_trusted_mean`` set one
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
-  ``learned_trusted_batch_16``, ``learned_threshold_fallback`` and ``learned_threshold_min`` are candidates
-  that were measured, and ``learned_trusted_batch_64`` is the previous release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_trusted_batch_16``, ``learned_threshold_fallback``, ``learned_threshold_min``,
+  ``learned_small_probe``, ``learned_fits_to_50`` and ``learned_fits_to_70`` are candidates that were measured, and ``learned_trusted_batch_64`` is the previous
+  release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
@@ -84,6 +85,12 @@ ABLATIONS = {
     # beside this release's defaults: every fit selects down to that clean share where it is below the threshold
     # (the fallback fires only when no row reaches it: a fit with one row at 0.9 selected ~1%)
     "learned_threshold_min": {"learn_threshold_fallback": "min"},
+    # beside this release's defaults: learned_probe_0.3's smaller probe (a larger trusted part, 280 images of 400)
+    "learned_small_probe": {"learn_probe_fraction": 0.3},
+    # beside this release's defaults: the last fit earlier, so that the probe joins the trusted part earlier (the
+    # loss bound keeps the last MentorNet from selecting the losses it was not fitted on)
+    "learned_fits_to_50": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
+    "learned_fits_to_70": {"learn_epochs": ",".join(str(e) for e in range(5, 75, 5))},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

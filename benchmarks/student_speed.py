@@ -32,9 +32,9 @@ after the other round the run (short windows: on a shared machine the minimum is
 each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
 (``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
 callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
-rank's shard, the mean weight where the student's scaled decay uses it) and all of it together, in the order of ``train_one_epoch``. ``cpu``
-columns are this thread's CPU time (``time.thread_time``: steadier on a shared machine), ``wall`` columns
-wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
+rank's shard, the mean weight where the student's scaled decay uses it) and all of it together, in the order
+of ``train_one_epoch``. ``cpu`` columns are this thread's CPU time (``time.thread_time``: steadier on a
+shared machine), ``wall`` columns wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
 ``--overhead-only`` prints only this table (it also runs against a tree from before ``EpochStats`` that
 has the step callbacks and ``TrainingRecipe``, such as main before the fast path, for before/after pairs).
 

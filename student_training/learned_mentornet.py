@@ -152,8 +152,9 @@ def precision_threshold(v: torch.Tensor, clean: torch.Tensor, precision: float) 
     least a share ``precision`` clean (``clean``: bool, shape [N], the noisy label is the verified one); rows
     are taken from the highest output down; a NaN output, which no threshold selects, is left out. ``inf``
     (nothing is selected) when no threshold reaches it."""
-    if bool(torch.isnan(v).any()):
-        v, clean = v[~torch.isnan(v)], clean[~torch.isnan(v)]
+    missing = torch.isnan(v)
+    if bool(missing.any()):
+        v, clean = v[~missing], clean[~missing]
     order = torch.argsort(v, descending=True, stable=True)
     ranked, hits = v[order], clean[order].double().cumsum(0)
     # a threshold selects every row tied with it, so only the last row of each run of equal outputs counts
@@ -183,10 +184,10 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
     threshold = config.learn_threshold
     if config.learn_weights != "threshold":
         return threshold, ""
-    rule = config.learn_threshold_fallback
-    if rule == "min" or (rule == "precision" and not bool((v >= threshold).any())):
+    rule, reached = config.learn_threshold_fallback, bool((v >= threshold).any())
+    if rule == "min" or (rule == "precision" and not reached):
         lowered = precision_threshold(v, clean, threshold)
-        if rule == "precision" or lowered < threshold or not bool((v >= threshold).any()):
+        if lowered < threshold or not reached:
             return lowered, "fallback"
     return threshold, "fixed"
 
