@@ -21,7 +21,8 @@ Every run is one ``train-student`` run folder with the same student, data subset
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
   ``learned_trusted_batch_16``, ``learned_threshold_fallback``, ``learned_threshold_min``,
-  ``learned_small_probe``, ``learned_fits_to_50`` and ``learned_fits_to_70`` are candidates that were measured, and ``learned_trusted_batch_64`` is the previous
+  ``learned_small_probe``, ``learned_fits_to_50``, ``learned_fits_to_70`` and ``learned_probe_verified`` are
+  candidates that were measured, and ``learned_trusted_batch_64`` is the previous
   release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
@@ -91,6 +92,9 @@ ABLATIONS = {
     # loss bound keeps the last MentorNet from selecting the losses it was not fitted on)
     "learned_fits_to_50": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
     "learned_fits_to_70": {"learn_epochs": ",".join(str(e) for e in range(5, 75, 5))},
+    # beside this release's defaults: the probe trains with its verified labels from the start (the fits still see
+    # its losses under the noisy labels), so all 400 verified images train throughout, as in clean_only
+    "learned_probe_verified": {"learn_probe_labels": "verified"},
 }
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

@@ -244,6 +244,12 @@ class StudentConfig:
         0.5, metavar="F",
         help="With --mentornet learn: the share of the clean subset (after the validation fifth) trained like the "
              "noisy samples, with its noisy labels, whose losses fit the MentorNet; the rest is trusted.")
+    learn_probe_labels: str = option(
+        "noisy", choices=("noisy", "verified"),
+        help="With --mentornet learn: how the probe is trained until the last fit; noisy: like the noisy samples, "
+             "with its noisy labels and the MentorNet's weights (its losses are distributed like theirs); verified: "
+             "with its verified labels in the trusted stream from the start (needs --learn-trusted-batch > 0), its "
+             "losses under the noisy labels still recorded for the fits.")
     learn_trusted_batch: int = option(
         TRUSTED_BATCH_DEFAULT, metavar="B",
         help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
@@ -417,6 +423,9 @@ class StudentConfig:
             raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
         if self.learn_trusted_batch < 0:
             raise ValueError(f"--learn-trusted-batch must be >= 0, got {self.learn_trusted_batch}")
+        if self.learn_trusted_batch == 0 and self.learn_probe_labels == "verified":
+            raise ValueError("--learn-probe-labels verified trains the probe in the trusted stream, and "
+                             "--learn-trusted-batch 0 has none; drop one of them")
         if self.learn_trusted_batch == 0 and self.learn_trusted_loss != TRUSTED_LOSS_DEFAULT:
             raise ValueError("--learn-trusted-loss weighs the trusted batches, and --learn-trusted-batch 0 has none; "
                              "drop one of them")

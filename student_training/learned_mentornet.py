@@ -28,7 +28,9 @@ is clamped to the fit's window (the saved checkpoint copies the window's first a
 outward, so it answers the same in any loop). Before the
 first fit every noisy sample has weight ``--learn-burn-in-weight``. After the last fit the probe is released:
 it gets weight 0 in the noisy stream and joins the trusted stream with its verified labels (with
-``--learn-trusted-batch 0`` there is no trusted stream, and it leaves training).
+``--learn-trusted-batch 0`` there is no trusted stream, and it leaves training). ``--learn-probe-labels
+verified`` releases it at the start instead: it trains with its verified labels throughout, and the fits see
+its losses under the noisy labels of a probe that was never trained on them.
 
 Why these choices (measured in the README's mlp regime; the 2018 values are reachable): fits from rows
 recorded while training define ``loss_diff`` exactly as the weighting uses it (a dump's percentile does
@@ -477,7 +479,7 @@ class LearnMentorNet(ScheduledFits):
                 row["checkpoint"] = ""
             row.setdefault("fit_seconds", round(time.perf_counter() - start, 3))
             self.rows.append(row)
-            if not self.pending():
+            if not self.pending() and run.config.learn_probe_labels == "noisy":  # (verified: released at the start)
                 self.weighter.release(self.probe)
                 if self.trusted is not None:
                     self.trusted.add(self.probe)

@@ -385,6 +385,8 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
       "probe"], "--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
       "1", "--learn-trusted-loss", "mean"], "--learn-trusted-batch 0 has none; drop one of them"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
+      "1", "--learn-probe-labels", "verified"], "trains the probe in the trusted stream, and --learn-trusted-batch 0"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
@@ -394,6 +396,25 @@ def test_learn_mode_bad_input_is_one_line_before_any_work(tmp_path, extra, messa
     result = invoke("train-student", *QUICK, "--epochs", "1", *extra, "--out", str(tmp_path / "run"))
     assert_one_line_error(result, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_probe_with_verified_labels_trains_in_the_trusted_stream_and_still_records_its_noisy_losses(tmp_path):
+    run = prepare_run(config(learn_probe_labels="verified"), tmp_path / "verified")
+    probe, weighter = run.clean_parts.probe, run.weighter
+    assert set(run.trusted.indices.tolist()) == set(run.clean_parts.trusted.tolist()) | set(probe.tolist())
+    assert bool(weighter.released[probe].all()) and int(weighter.released.sum()) == len(probe)
+    rows = train(run)
+    assert len(rows) == 4
+    fits = pd.read_csv(tmp_path / "verified" / "relearn.csv")
+    assert fits["status"].eq("fitted").all() and (fits["rows"] > 0).all()
+    # every recorded probe loss is its loss under the noisy label, though it trained on the verified one
+    recorded = weighter.losses[:-1]
+    assert bool((~torch.isnan(recorded)).any(dim=1).all())
+    noisy, verified = run.noise.noisy_labels[probe], run.verified_labels[probe]
+    corrupted = noisy != verified
+    last = recorded[:, ~torch.isnan(recorded).all(dim=0)][:, -1]
+    assert float(last[corrupted].nanmean()) > 3 * float(last[~corrupted].nanmean())
+    assert len(run.trusted.indices) == len(run.clean_parts.trusted) + len(probe)  # not added twice at the last fit
 
 
 def test_a_probe_of_the_whole_clean_subset_trains_without_a_trusted_part(tmp_path):
