@@ -242,8 +242,9 @@ class StudentConfig:
              "training, as the 2018 burn-in; 0: the student starts from the trusted part alone).")
     learn_probe_fraction: float = option(
         0.5, metavar="F",
-        help="With --mentornet learn: the share of the clean subset (after the validation fifth) trained like the "
-             "noisy samples, with its noisy labels, whose losses fit the MentorNet; the rest is trusted.")
+        help="With --mentornet learn: the share of the clean subset (after the validation fifth) whose losses fit the "
+             "MentorNet, trained like the noisy samples with its noisy labels (see --learn-probe-labels); the rest is "
+             "trusted.")
     learn_probe_labels: str = option(
         "noisy", choices=("noisy", "verified"),
         help="With --mentornet learn: how the probe is trained until the last fit; noisy: like the noisy samples, "
@@ -253,7 +254,8 @@ class StudentConfig:
     learn_trusted_batch: int = option(
         TRUSTED_BATCH_DEFAULT, metavar="B",
         help="With --mentornet learn: each step also trains on B trusted samples with their clean labels (and on "
-             "the probe too after the last fit); 0: the trusted part is not trained on.")
+             "the probe too: after the last fit, or from the start with --learn-probe-labels verified); 0: the trusted "
+             "part is not trained on.")
     learn_trusted_loss: str = option(
         TRUSTED_LOSS_DEFAULT, choices=("mean", "per-sample"),
         help="With --mentornet learn: how a step adds its trusted batch to the noisy batch's loss (the mean over the "

@@ -450,7 +450,8 @@ class TrustedStream:
 class LearnMentorNet(ScheduledFits):
     """Fits the run's MentorNet at each ``--learn-epochs`` progress epoch: saves it as
     ``mentornets/epoch_EE.pt`` (a MentorNet checkpoint ``plot``, ``show`` and ``--mentornet PATH`` accept),
-    logs it in ``relearn.csv``, weights with it, and releases the probe after the last fit. Its state (the
+    logs it in ``relearn.csv``, weights with it, and releases the probe after the last fit (with
+    ``--learn-probe-labels verified`` it was released at the start). Its state (the
     fits so far, the recorded losses, the MentorNet in use, the trusted stream) is saved in ``last.pt``."""
 
     name = "learn_mentornet"
