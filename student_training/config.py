@@ -43,15 +43,15 @@ THRESHOLD_FALLBACK_DEFAULT = "precision"
 TRUSTED_BATCH_DEFAULT = 32
 # how the value check of an option with a fixed set of values names it (default: its flag)
 CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "precision": "precision"}
+TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
+CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
+DEFAULT_VALIDATION_FRACTION = 0.1
 
 
 def has_fixed_threshold(values: Mapping) -> bool:
     """Whether learned-mode options ``values`` (field names) weight with a fixed ``--learn-threshold``, the only
     case ``--learn-threshold-fallback`` applies to (not ``--learn-precision``, not ``--learn-weights soft``)."""
     return values.get("learn_precision") is None and values.get("learn_weights", "threshold") == "threshold"
-TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
-CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
-DEFAULT_VALIDATION_FRACTION = 0.1
 
 
 # Progress epochs at which the 2018 schedules drop the learning rate (spec §4.6).

@@ -462,6 +462,15 @@ class LearnMentorNet(ScheduledFits):
         self.weighter: LearnedMentorWeighter = run.weighter
         self.trusted: TrustedStream | None = run.trusted
         self.probe = run.clean_parts.probe
+        self.release_at_end = run.config.learn_probe_labels == "noisy"
+        if not self.release_at_end:  # verified: trained with its verified labels from the start (a resume then
+            self._release_probe()   # restores the saved state over this)
+
+    def _release_probe(self) -> None:
+        """Weight 0 for the probe in the noisy stream; its verified labels in the trusted stream, where there is one."""
+        self.weighter.release(self.probe)
+        if self.trusted is not None:
+            self.trusted.add(self.probe)
 
     def on_step(self, run: "Run", step: int) -> None:
         progress = progress_percent(step, run.total_steps)
@@ -480,10 +489,8 @@ class LearnMentorNet(ScheduledFits):
                 row["checkpoint"] = ""
             row.setdefault("fit_seconds", round(time.perf_counter() - start, 3))
             self.rows.append(row)
-            if not self.pending() and run.config.learn_probe_labels == "noisy":  # (verified: released at the start)
-                self.weighter.release(self.probe)
-                if self.trusted is not None:
-                    self.trusted.add(self.probe)
+            if not self.pending() and self.release_at_end:
+                self._release_probe()
             self.write_log(run)
 
     def state_dict(self) -> dict:

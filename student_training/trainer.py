@@ -469,9 +469,6 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
         if config.learn_trusted_batch:
             scale = config.learn_trusted_batch / config.batch_size if config.learn_trusted_loss == "per-sample" else 1.0
             trusted = TrustedStream(parts.trusted, config.learn_trusted_batch, config.seed, scale)
-        if config.learn_probe_labels == "verified":  # trained with its verified labels from the start
-            weighter.release(parts.probe)
-            trusted.add(parts.probe)
     mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None
