@@ -234,18 +234,18 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @click.option("--epochs", "epochs_text", metavar="E1,E2,...",
               help="Epochs (training progress in percent, 0..99), one panel each. Default: the 2018 "
                    "visualiser's 0,10,18,20,30,40,50,60,70,80,90,95,99; 10,50,95 for --compare and 'all'.")
-@click.option("--loss-range", "loss_range_text", default="0,10", show_default=True, metavar="LO,HI",
-              help="Loss axis: the StudentNet's per-sample cross-entropy, in nats.")
-@click.option("--loss-diff-range", "loss_diff_range_text", default="-5,5", show_default=True, metavar="LO,HI",
-              help="loss_diff axis: loss minus the moving-average loss percentile, in nats.")
-@click.option("--resolution", type=click.IntRange(min=2), default=101, show_default=True,
-              help="Grid points per axis.")
+@click.option("--loss-range", "loss_range_text", metavar="LO,HI",
+              help="Loss axis: the StudentNet's per-sample cross-entropy, in nats (default: 0,10).")
+@click.option("--loss-diff-range", "loss_diff_range_text", metavar="LO,HI",
+              help="loss_diff axis: loss minus the moving-average loss percentile, in nats (default: -5,5).")
+@click.option("--resolution", type=click.IntRange(min=2), default=None,
+              help="Grid points per axis (default: 101).")
 @click.option("--animate", "animate_path", type=click.Path(dir_okay=False), metavar="FILE.gif",
               help="Also (or instead of --out) write a GIF of the weight over epochs 0..99.")
-@click.option("--frames", type=click.IntRange(1, 100), default=100, show_default=True,
-              help="With --animate: number of epochs shown, evenly spaced over 0..99.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10, show_default=True,
-              help="With --animate: frames per second.")
+@click.option("--frames", type=click.IntRange(1, 100), default=None,
+              help="With --animate: number of epochs shown, evenly spaced over 0..99 (default: 100, every one).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --animate: frames per second (default: 10).")
 @click.option("--width", type=click.IntRange(min=50), default=None,
               help="Image width in pixels (default: sized to the panels).")
 @click.option("--height", type=click.IntRange(min=50), default=None,
@@ -275,15 +275,18 @@ def plot_command(curriculum_name, params, mentornet, run_dirs, out_path, kind, c
     matplotlib.use("Agg")  # files only: no window, whatever the environment says
     from visualize import parse_epochs, parse_range, plan_plot, run_plot
 
+    # Options left out are None, so plan_plot refuses only those given where they are not used.
     if not run_dirs and (curriculum_name is None) == (mentornet is None):
         raise click.UsageError("give exactly one of --curriculum NAME (or 'all'), --mentornet NAME|PATH or --run DIR")
     with _usage_errors():
+        loss_range = parse_range(loss_range_text, name="--loss-range") if loss_range_text is not None else None
+        loss_diff_range = (parse_range(loss_diff_range_text, name="--loss-diff-range")
+                           if loss_diff_range_text is not None else None)
         plan = plan_plot(out=out_path, curriculum=curriculum_name, params=params, mentornet=mentornet, kind=kind,
                          compare=compare, animate=animate_path, frames=frames, fps=fps,
                          epochs=parse_epochs(epochs_text) if epochs_text is not None else None,
-                         loss_range=parse_range(loss_range_text, name="--loss-range"),
-                         loss_diff_range=parse_range(loss_diff_range_text, name="--loss-diff-range"),
-                         resolution=resolution, width=width, height=height, dpi=dpi, force=force, runs=run_dirs)
+                         loss_range=loss_range, loss_diff_range=loss_diff_range, resolution=resolution,
+                         width=width, height=height, dpi=dpi, force=force, runs=run_dirs)
     if plan.animate is None:
         result = run_plot(plan)
     else:

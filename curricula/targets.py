@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import NUM_EPOCHS, MentorFeatures, WeighterConfig, check_percentile
+from .features import MAX_EPOCH, NUM_EPOCHS, MentorFeatures, WeighterConfig, check_percentile
 
 GRID_SIZE = 1_200_000
 DEFAULT_SAMPLE_SIZE = 100_000
@@ -142,8 +142,11 @@ def _parse_row(fields: list[str], line_number: int, path) -> tuple:
                          f"got {' '.join(fields[:4])!r}")
     if not math.isfinite(loss) or loss < 0:
         raise ValueError(f"{path}, line {line_number}: loss must be finite and >= 0, got {fields[4]!r}")
-    if epoch < 0 or noisy < 0 or clean < 0:
-        raise ValueError(f"{path}, line {line_number}: epoch and labels must be >= 0")
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise ValueError(f"{path}, line {line_number}: epoch {epoch} is outside 0..{MAX_EPOCH} (training progress "
+                         "in percent, the MentorNet's epoch input)")
+    if noisy < 0 or clean < 0:
+        raise ValueError(f"{path}, line {line_number}: labels must be >= 0")
     return sample_id, epoch, noisy, clean, loss
 
 
@@ -161,8 +164,9 @@ def read_dump(path: str | os.PathLike) -> Dump:
 
     As in 2018, a sample id that appears more than once keeps its **last** line; the number of
     dropped lines is reported in ``duplicates_dropped``. A malformed line is an error naming its number,
-    and so is a byte that is not UTF-8. A UTF-8 byte-order mark (as spreadsheet programs write) is
-    ignored, so such a file reads like the same file without it.
+    and so are an epoch outside 0..99 (the progress epoch the MentorNet sees) and a byte that is not
+    UTF-8. A UTF-8 byte-order mark (as spreadsheet programs write) is ignored, so such a file reads like
+    the same file without it.
     """
     path = Path(path)
     if not path.is_file():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterable
 
 from curricula import check_curriculum, get_curriculum, parse_params
 from curricula.features import WeighterConfig, feature_spec
-from curricula.targets import (DATA_DRIVEN_WEIGHTER, TargetSplit, curriculum_targets,
+from curricula.targets import (DATA_DRIVEN_WEIGHTER, DEFAULT_TRAIN_FRACTION, TargetSplit, curriculum_targets,
                                data_driven_targets, read_dump)
 
 from curricula.files import check_output_path
@@ -15,6 +16,10 @@ from curricula.files import check_output_path
 from .checkpoint import build_checkpoint, save_checkpoint
 from .fidelity import fidelity
 from .trainer import BALANCE_CHOICES, Recipe, fit_mentornet, get_recipe
+
+CHECKPOINT_SUFFIX = ".pt"
+# Split 80/20, a dump of 20 samples fits on 16 and measures on 4; fewer leave a held-out error of a row or two.
+MIN_DUMP_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,13 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
                   percentile: float = 0.9, recipe: str = "fast", balance: str = "none",
                   steps: int | None = None, learning_rate: float | None = None, sample_size: int = 100_000,
                   seed: int = 0, force: bool = False) -> LearningPlan:
-    """Check every input and build the target set, so a bad value never costs a fit or leaves a file."""
+    """Check every input and build the target set, so a bad value never costs a fit or leaves a file.
+
+    ``out`` must end in .pt; a dump needs at least :data:`MIN_DUMP_ROWS` distinct samples."""
     if (curriculum is None) == (dump is None):
         raise ValueError("give exactly one of curriculum or dump")
+    if Path(out).suffix.lower() != CHECKPOINT_SUFFIX:
+        raise ValueError(f"--out {out} must end in {CHECKPOINT_SUFFIX} (a MentorNet checkpoint)")
     check_output_path(out, force=force)
     fit_recipe = get_recipe(recipe, steps=steps)
     if learning_rate is not None:
@@ -54,6 +63,10 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
     else:
         target_curriculum = None
         split = data_driven_targets(read_dump(dump), percentile, seed=seed)
+        rows = split.source["num_rows"]
+        if rows < MIN_DUMP_ROWS:
+            raise ValueError(f"dump {dump} holds {rows} distinct samples; a data-driven MentorNet needs at least "
+                             f"{MIN_DUMP_ROWS} (it fits on {DEFAULT_TRAIN_FRACTION:.0%} and measures on the rest)")
         defaults = DATA_DRIVEN_WEIGHTER
         spec = feature_spec(loss_p_percentile=float(percentile), loss_moving_average_decay=None,
                             loss_diff_reference="percentile_of_dump")

@@ -159,3 +159,103 @@ def test_no_output_or_no_weighter_is_an_error(tmp_path):
     assert_one_line_error(run("--curriculum", "self_paced"), "--out")
     result = run("--out", tmp_path / "x.png")
     assert result.exit_code != 0 and "give exactly one of" in result.output
+
+
+# --- options the plot would not use are refused, not ignored (user review) ------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    result = CliRunner().invoke(cli.cli, ["train-student", "--dataset", "digits", "--studentnet", "mlp", "--epochs",
+                                          "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--resolution", "5"), ("--loss-range", "0,3"), ("--loss-diff-range", "-1,1"), ("--fps", "3"),
+    ("--frames", "3"), ("--kind", "heatmap"), ("--epochs", "10"), ("--compare", None),
+])
+def test_run_refuses_each_surface_option_it_would_ignore(tmp_path, finished_run, option, value):
+    out = tmp_path / "curves.png"
+    result = run("--run", finished_run, option, *([value] if value is not None else []), "--out", out)
+    assert_one_line_error(result, "--run draws the training curves", f"drop {option}")
+    assert result.exit_code == 2
+    assert not out.exists()
+
+
+def test_run_names_every_ignored_option_and_accepts_those_it_uses(tmp_path, finished_run):
+    out = tmp_path / "curves.png"
+    assert_one_line_error(run("--run", finished_run, "--resolution", "5", "--fps", "3", "--out", out),
+                          "drop --resolution and --fps")
+    # The options --run uses, and those left at their defaults, are accepted.
+    assert_ok(run("--run", finished_run, "--width", "400", "--height", "300", "--dpi", "50", "--out", out))
+    assert_varied_image(out, (400, 300))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--fps", "3"], "--fps applies to the animation; add --animate FILE.gif"),
+    (["--frames", "3"], "--frames applies to the animation"),
+    (["--frames", "3", "--fps", "3"], "--frames and --fps apply to the animation"),
+])
+def test_animation_options_without_animate_are_refused(tmp_path, args, fragment):
+    out = tmp_path / "q.png"
+    result = run("--curriculum", "self_paced", *args, "--out", out, *FAST)
+    assert_one_line_error(result, fragment)
+    assert result.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_epochs_without_out_are_refused_since_the_animation_ignores_them(tmp_path):
+    result = run("--curriculum", "self_paced", "--animate", tmp_path / "a.gif", "--epochs", "10", *FAST)
+    assert_one_line_error(result, "--epochs picks the panels of --out", "drop --epochs")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- a MentorNet learned in a run is titled by what its checkpoint records (user review) ---------------------
+
+def svg_text(path) -> str:
+    """The text of a matplotlib SVG: it draws glyphs as paths, each text preceded by a comment holding it."""
+    import re
+
+    return " ".join(re.findall(r"<!-- (.*?) -->", path.read_text(), flags=re.S))
+
+
+def learned_in_run_copy(folder, *, uses_loss_diff: bool):
+    """The shipped mentornet_learned.pt (a run's mentornets/epoch_95.pt), as a run would leave it."""
+    import torch
+    from mentor_training.pretrained import pretrained_path
+
+    checkpoint = torch.load(pretrained_path("mentornet_learned"), weights_only=True)
+    checkpoint["model_config"]["uses_loss_diff"] = uses_loss_diff
+    path = folder / "run" / "mentornets" / "epoch_95.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_a_mentornet_learned_in_a_run_is_titled_as_such_and_flat_in_loss_diff(tmp_path):
+    mentornet = learned_in_run_copy(tmp_path, uses_loss_diff=False)
+    out = tmp_path / "learned.svg"
+    assert_ok(run("--mentornet", mentornet, "--resolution", "11", "--out", out))
+    text = svg_text(out)
+    assert "MentorNet epoch_95.pt, learned in run learned_seed0 at progress epoch 95" in text
+    assert "(fashion-mnist, noise 0.4, 976 rows)" in text
+    assert "its weight does not depend on loss_diff (fitted on the loss alone)" in text
+    assert "data-driven" not in text and "percentile ?" not in text
+
+
+def test_a_learned_mentornet_that_uses_loss_diff_gets_no_flat_note(tmp_path):
+    out = tmp_path / "learned.svg"
+    assert_ok(run("--mentornet", learned_in_run_copy(tmp_path, uses_loss_diff=True), "--epochs", "50",
+                  "--resolution", "11", "--out", out))
+    text = svg_text(out)
+    assert "learned in run" in text and "does not depend on loss_diff" not in text
+
+
+def test_the_shipped_learned_mentornet_animates_with_its_long_title(tmp_path):
+    out = tmp_path / "learned.gif"
+    result = assert_ok(run("--mentornet", "mentornet_learned", "--animate", out, "--frames", "2", "--kind", "heatmap",
+                           "--width", "320", "--height", "240", *FAST))
+    assert f"wrote {out}" in result.output
+    assert_varied_image(out, (320, 240))

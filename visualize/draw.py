@@ -146,7 +146,7 @@ def surface_figure(frame: pd.DataFrame, *, kind: str, title: str, figsize: tuple
             _label_heatmap(ax, left=index % ncols == 0, bottom=_is_bottom(index, len(epochs), ncols))
         axes.append(ax)
     _weight_colorbar(fig, mappable, axes)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=12, wrap=True)  # a MentorNet's title may be wider than a panel or two
     return fig
 
 
@@ -230,7 +230,7 @@ def write_animation(frame: pd.DataFrame, path: str, *, kind: str, title: str, fp
         _label_heatmap(ax, left=True, bottom=True)
     mappable = paint(ax, *surface_grid(frame, epochs[0]), kind=kind)
     _weight_colorbar(fig, mappable, [ax], shrink=0.7 if kind == "surface" else 0.9)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, wrap=True)  # a MentorNet's title may be wider than the panel
     ax.set_title(f"epoch {epochs[-1]}", fontsize=10)
     fig.draw_without_rendering()
     fig.set_layout_engine("none")  # lay out once: frames keep one geometry and draw twice as fast

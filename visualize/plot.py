@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from curricula import check_curriculum, curriculum_parameters, get_curriculum, list_curricula, parse_params
-from curricula.features import NUM_EPOCHS
+from curricula.features import MAX_EPOCH, NUM_EPOCHS
 from curricula.files import atomic_write
 
 from . import draw
@@ -27,6 +27,7 @@ from .surface import (DEFAULT_EPOCHS, DEFAULT_LOSS_DIFF_RANGE, DEFAULT_LOSS_RANG
 FIGURE_EXTENSIONS = (".png", ".pdf", ".svg")
 ANIMATION_EXTENSIONS = (".gif",)
 ALL_CURRICULA = "all"
+DEFAULT_FPS = 10.0  # animation frames per second
 _SHORT_PARAMS = 24  # show every parameter when they fit in this many characters, else only changed ones
 
 
@@ -70,18 +71,34 @@ def curriculum_subject(name: str, params: Iterable[str] | dict = ()) -> Subject:
 
 
 def mentornet_subject(name_or_path: str | os.PathLike) -> Subject:
-    """A MentorNet from a pretrained name or a checkpoint path."""
+    """A MentorNet from a pretrained name or a checkpoint path, titled with what its checkpoint records."""
     from mentor_training import load_mentornet
 
     mentornet = load_mentornet(name_or_path)
     name = f"MentorNet {Path(str(name_or_path)).name}"
-    source = getattr(mentornet, "source", {}) or {}
-    if source.get("type") == "curriculum":
+    title = f"{name}, {_mentornet_origin(getattr(mentornet, 'source', {}) or {})}"
+    if not getattr(getattr(mentornet, "config", None), "uses_loss_diff", True):
+        # Fitted with loss_diff = 0 (train-student --mentornet learn): the surface is flat along that axis.
+        title += "\nits weight does not depend on loss_diff (fitted on the loss alone)"
+    return Subject(mentornet, name, title)
+
+
+def _mentornet_origin(source: dict) -> str:
+    """How a MentorNet was made, from its checkpoint's ``source``: ``"fitted to self_paced"``."""
+    kind = source.get("type")
+    if kind == "curriculum":
         fitted = get_curriculum(source["name"], **dict(source.get("params") or {}))
-        origin = f"fitted to {describe_curriculum(fitted)}"
-    else:
-        origin = f"data-driven (loss percentile {_format_value(source.get('percentile', '?'))})"
-    return Subject(mentornet, name, f"{name}, {origin}")
+        return f"fitted to {describe_curriculum(fitted)}"
+    if kind == "data_driven":
+        return f"data-driven (loss percentile {_format_value(source.get('percentile', '?'))})"
+    if kind == "learned_in_run":
+        run = f" {Path(str(source['run'])).name}" if source.get("run") else ""
+        when = f" at progress epoch {source['progress_epoch']}" if "progress_epoch" in source else ""
+        details = [str(source["dataset"])] if source.get("dataset") else []
+        details += [f"noise {_format_value(source['noise'])}"] if source.get("noise") is not None else []
+        details += [f"{source['num_rows']} rows"] if "num_rows" in source else []
+        return f"learned in run{run}{when}" + (f" ({', '.join(details)})" if details else "")
+    return f"source {kind or 'unknown'}"
 
 
 def check_output(path, *, extensions: tuple[str, ...], option: str, force: bool) -> Path:
@@ -146,12 +163,22 @@ class _Grid:
         return dict(loss_range=self.loss_range, loss_diff_range=self.loss_diff_range, resolution=self.resolution)
 
 
-def _check_combination(*, curriculum, params, mentornet, compare: bool, animate, out, runs, kind, epochs) -> None:
+def _join(names: list[str]) -> str:
+    """``"--fps"``, ``"--frames and --fps"``, ``"--kind, --frames and --fps"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _check_combination(*, curriculum, mentornet, compare: bool, animate, out, runs, params,
+                       surface_options: dict, animation_options: dict) -> None:
+    """Refuse combinations that cannot work, and options the plot would not use. In ``surface_options``
+    (the weight-surface options, by flag) and ``animation_options`` (``--animate``'s), None means not given."""
     if runs:
-        if curriculum is not None or mentornet is not None or compare or animate is not None or params \
-                or kind is not None or epochs is not None:
-            raise ValueError("--run draws the training curves of finished runs; drop --curriculum, --mentornet, "
-                             "-p, --compare, --animate, --kind and --epochs")
+        given = [flag for flag, value in {"--curriculum": curriculum, "--mentornet": mentornet, "-p": params or None,
+                                          "--compare": compare or None, "--animate": animate, **surface_options,
+                                          **animation_options}.items() if value is not None]
+        if given:
+            raise ValueError(f"--run draws the training curves of finished runs, not weight surfaces; drop "
+                             f"{_join(given)}")
         if out is None:
             raise ValueError("--run needs an output file (--out)")
         return
@@ -167,6 +194,13 @@ def _check_combination(*, curriculum, params, mentornet, compare: bool, animate,
         raise ValueError("-p/--param applies to one curriculum, not to 'all'")
     if animate is not None and (compare or curriculum == ALL_CURRICULA):
         raise ValueError("--animate draws one curriculum or MentorNet; drop --compare and 'all'")
+    given = [flag for flag, value in animation_options.items() if value is not None]
+    if animate is None and given:
+        raise ValueError(f"{_join(given)} {'applies' if len(given) == 1 else 'apply'} to the animation; add "
+                         f"--animate FILE.gif or drop {_join(given)}")
+    if out is None and surface_options.get("--epochs") is not None:
+        raise ValueError("--epochs picks the panels of --out; the animation shows --frames epochs evenly spaced over "
+                         f"0..{MAX_EPOCH}: add --out FILE or drop --epochs")
 
 
 @dataclass(frozen=True)
@@ -188,15 +222,29 @@ class PlotPlan:
 
 def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] | dict = (), mentornet=None,
               kind: str | None = None, compare: bool = False, epochs: Iterable[int] | None = None,
-              loss_range=DEFAULT_LOSS_RANGE, loss_diff_range=DEFAULT_LOSS_DIFF_RANGE,
-              resolution: int = DEFAULT_RESOLUTION, animate=None, frames: int = NUM_EPOCHS, fps: float = 10,
-              width: int | None = None, height: int | None = None, dpi: float = 100,
-              force: bool = False, runs: Iterable[str | os.PathLike] = ()) -> PlotPlan:
+              loss_range=None, loss_diff_range=None, resolution: int | None = None, animate=None,
+              frames: int | None = None, fps: float | None = None, width: int | None = None,
+              height: int | None = None, dpi: float = 100, force: bool = False,
+              runs: Iterable[str | os.PathLike] = ()) -> PlotPlan:
     """Check every input and load the weighter (or the runs), so a bad value never costs a drawing or
-    leaves a file."""
+    leaves a file.
+
+    The surface options (``kind``, ``epochs``, ``loss_range`` (default :data:`DEFAULT_LOSS_RANGE`),
+    ``loss_diff_range`` (:data:`DEFAULT_LOSS_DIFF_RANGE`), ``resolution`` (:data:`DEFAULT_RESOLUTION`))
+    and the animation's (``frames``, default every epoch 0..99, and ``fps``, default
+    :data:`DEFAULT_FPS`) are None when not given: one given where it is not used (a surface option
+    with ``runs``, an animation option without ``animate``) is a ``ValueError``, never ignored."""
     runs = list(runs)
-    _check_combination(curriculum=curriculum, params=params, mentornet=mentornet, compare=compare,
-                       animate=animate, out=out, runs=runs, kind=kind, epochs=epochs)
+    _check_combination(curriculum=curriculum, mentornet=mentornet, compare=compare, animate=animate, out=out,
+                       runs=runs, params=params,
+                       surface_options={"--kind": kind, "--epochs": epochs, "--loss-range": loss_range,
+                                        "--loss-diff-range": loss_diff_range, "--resolution": resolution},
+                       animation_options={"--frames": frames, "--fps": fps})
+    loss_range = DEFAULT_LOSS_RANGE if loss_range is None else loss_range
+    loss_diff_range = DEFAULT_LOSS_DIFF_RANGE if loss_diff_range is None else loss_diff_range
+    resolution = DEFAULT_RESOLUTION if resolution is None else resolution
+    frames = NUM_EPOCHS if frames is None else frames
+    fps = DEFAULT_FPS if fps is None else fps
     out = None if out is None else check_output(out, extensions=FIGURE_EXTENSIONS, option="--out", force=force)
     animate = None if animate is None else check_output(animate, extensions=ANIMATION_EXTENSIONS,
                                                         option="--animate", force=force)
@@ -306,7 +354,9 @@ def _plot_runs(result: PlotResult, plan: PlotPlan) -> None:
     result.paths.append(save_figure(fig, plan.out))
     for label, run in runs.groupby("run", sort=False):
         last = run.iloc[-1]
-        result.notes.append(f"{label}: {int(last['epoch'])} epochs, final test accuracy {last['test_accuracy']:.4f}")
+        epochs = int(last["epoch"])
+        result.notes.append(f"{label}: {epochs} epoch{'s' * (epochs != 1)}, final test accuracy "
+                            f"{last['test_accuracy']:.4f}")
 
 
 def _plot_gallery(result: PlotResult, plan: PlotPlan) -> None:

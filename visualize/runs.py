@@ -35,7 +35,8 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
     frames, options = [], []
     for folder in folders:
         if not folder.is_dir():
-            raise ValueError(f"run folder {folder} does not exist")
+            raise ValueError(f"run folder {folder} {'is a file' if folder.exists() else 'does not exist'}: give a "
+                             "train-student run folder")
         metrics_path = folder / "metrics.csv"
         if not metrics_path.is_file():
             raise ValueError(f"{folder} holds no metrics.csv: not a run folder, or no epoch has finished yet")
