@@ -376,6 +376,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
 
     from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.distributed import shutdown, world_from_env
+    from student_training import run_folder
+    from student_training.data_driven import CleanSubsetDump
     from student_training.trainer import check_run, prepare_run, resume_config, summarize, train
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
@@ -407,8 +409,9 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             click.echo(f"Interrupted: the epochs finished so far are saved; continue with: python cli.py "
                        f"train-student --out {out_dir} --resume", err=True)
         else:
-            click.echo("Interrupted before the first epoch was saved: nothing to resume", err=True)
-        raise
+            click.echo("Interrupted before the first epoch was saved: nothing to resume; the run's files were removed, "
+                       "so the same command starts over", err=True)
+        raise click.exceptions.Exit(1) from None  # said above: no "Aborted!" after it
     finally:
         run.release()
     summary = summarize(run.state.rows)
@@ -434,10 +437,12 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
                            f"losses ({row['noisy_fraction']:.0%} corrupted): AUC {row['fit_auc']:.3f}, selects "
                            f"{row['selected']:.0%} at precision {row['precision']:.3f} -> {row['checkpoint']}")
     if run.config.dump and Path(run.config.dump).is_file() and not finished_before:
-        click.echo(f"wrote the clean-subset dump {run.config.dump}")
-    written = [name for name in ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv",
-                                 "mentornets")
-               if (Path(out_dir) / name).exists()]
+        dumped = next((callback.progress for callback in run.callbacks if isinstance(callback, CleanSubsetDump)), None)
+        asked = run.config.dump_at_epoch
+        when = "" if dumped is None else f" at progress epoch {dumped}" + (
+            f" (no step of this run falls on --dump-at-epoch {asked}: the first after it)" if dumped != asked else "")
+        click.echo(f"wrote the clean-subset dump {run.config.dump}{when}")
+    written = dict.fromkeys(path.relative_to(run.out).parts[0] for path in run_folder.run_files(run.out))
     click.echo(f"{'the folder holds' if finished_before else 'wrote'} {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
 
@@ -463,7 +468,8 @@ class _ProgressBar(Callback):
 def _describe_run(run) -> None:
     config = run.config
     if run.state.epoch and run.state.epoch >= run.epochs:
-        click.echo(f"the run in {run.out} has finished its {run.epochs} epochs: nothing to train, nothing rewritten "
+        click.echo(f"the run in {run.out} has finished its {run.epochs} epoch{'s' * (run.epochs != 1)}: nothing to "
+                   "train, nothing rewritten "
                    "(its summary follows)")
     click.echo(f"{'resuming at epoch ' + str(run.state.epoch) if run.state.epoch else 'run'}: "
                f"{config.dataset} ({len(run.data.train_indices)} train, {len(run.data.clean_subset_indices)} "
@@ -475,7 +481,8 @@ def _describe_run(run) -> None:
     recipe = run.recipe
     click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
-               f"{run.epochs} epochs = {run.total_steps} steps, augment {config.augmented}")
+               f"{run.epochs} epoch{'s' * (run.epochs != 1)} = {run.total_steps} step{'s' * (run.total_steps != 1)}, "
+               f"augment {config.augmented}")
     if config.learns_mentornet:
         parts = run.clean_parts
         click.echo(f"learning the MentorNet from the clean subset: {len(parts.probe)} probe images (noisy labels, "

@@ -94,10 +94,10 @@ def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
     is refused whatever ``force`` says.
     """
     path = Path(path)
+    if path.is_dir():  # before the --force hint, which could not help
+        raise ValueError(f"{path} is a folder, expected a file path")
     if path.exists() and not force:
         raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, expected a file path")
     if not path.parent.is_dir():
         raise ValueError(f"output folder {path.parent} does not exist")
     check_writable_folder(path.parent)

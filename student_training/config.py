@@ -69,24 +69,28 @@ def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
             raise ValueError(f"--relearn-mentor lr-drops needs a stepped learning-rate schedule (piecewise_2018 "
                              f"or exponential_2018), this run uses {lr_schedule}; give progress epochs, e.g. 30,60")
         return LR_DROP_EPOCHS[lr_schedule]
-    try:
-        epochs = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise ValueError(f"--relearn-mentor must be never, lr-drops or progress epochs like 30,60; got {text!r}") from None
-    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
-        raise ValueError(f"--relearn-mentor epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
-    return tuple(epochs)
+    return parse_epoch_list(text, "--relearn-mentor", "never, lr-drops or progress epochs like 30,60")
 
 
 def parse_learn_epochs(text: str) -> tuple[int, ...]:
     """``--learn-epochs E1,E2,...``: progress epochs in 1..99, at least one."""
+    return parse_epoch_list(text, "--learn-epochs", "progress epochs like 5,10,15")
+
+
+def parse_epoch_list(text: str, option: str, expected: str) -> tuple[int, ...]:
+    """Progress epochs ``E1,E2,...`` in 1..99, each once, in increasing order (given in any order); ``ValueError``
+    naming ``option`` (``expected`` says what it takes) for an empty entry, a non-integer, a repeat or a value out of
+    range."""
     try:
-        epochs = sorted({int(part) for part in str(text).split(",") if part.strip()})
+        epochs = [int(part) for part in str(text).split(",")]
     except ValueError:
-        raise ValueError(f"--learn-epochs must be progress epochs like 5,10,15; got {text!r}") from None
-    if not epochs or epochs[0] < 1 or epochs[-1] > MAX_EPOCH:
-        raise ValueError(f"--learn-epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
-    return tuple(epochs)
+        raise ValueError(f"{option} must be {expected}; got {text!r}") from None
+    repeated = sorted({epoch for epoch in epochs if epochs.count(epoch) > 1})
+    if repeated:
+        raise ValueError(f"{option} lists progress epoch {repeated[0]} more than once: {text!r}")
+    if min(epochs) < 1 or max(epochs) > MAX_EPOCH:
+        raise ValueError(f"{option} epochs must lie in 1..{MAX_EPOCH}, got {text!r}")
+    return tuple(sorted(epochs))
 
 
 def _datasets() -> list[str]:
@@ -173,11 +177,12 @@ class StudentConfig:
     # data-driven MentorNets
     dump: str | None = option(None, metavar="FILE",
                               help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,"
-                                   "clean_label,loss) for learn-curriculum --dump. Needs --clean-subset-fraction "
-                                   "and --dump-at-epoch.")
+                                   "clean_label,loss) for learn-curriculum --dump. Needs a clean subset "
+                                   "(--clean-subset-fraction or --clean-subset-file) and --dump-at-epoch.")
     dump_at_epoch: int | None = option(None, metavar="E",
                                        help="Training progress epoch (0..99) at which to take the dump (2018: "
-                                            "about 18).")
+                                            "about 18); a run whose steps skip it dumps at the next one it reaches, "
+                                            "and says which.")
     relearn_mentor: str = option("never", metavar="never|lr-drops|E1,E2",
                                  help="Re-fit the MentorNet from its current weights on a dump of the current "
                                       "student at these progress epochs (paper Algorithm 1, step 6; lr-drops: after "
@@ -191,7 +196,7 @@ class StudentConfig:
         None, metavar="FILE",
         help="Your own clean subset, instead of --clean-subset-fraction: a CSV with the header sample_id,label "
              "(positions in the official training set, and their verified labels; e.g. CIFAR-10N's clean labels for "
-             "some of the images).")
+             "some of the images). With --subset every id must be among the images its seeded draw keeps.")
     train_on: str = option(
         "noisy", choices=TRAIN_ON,
         help="noisy: the noisy training set, the clean subset held out (2018); clean_subset: the clean subset alone "

@@ -606,7 +606,7 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"clean subset file {path} does not exist")
+        raise ValueError(f"clean subset file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     position = {int(source): pool for pool, source in enumerate(data.source_indices.tolist())}
     pool, labels = [], []
     try:
@@ -625,9 +625,12 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
                     raise ValueError(f"clean subset file {path}, line {line}: expected two integers sample_id,label, "
                                      f"got {','.join(row)!r}") from None
                 if sample not in position:
+                    if len(position) < (data.source_size or 0):
+                        raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not among the "
+                                         f"{len(position)} images --subset drew from the {data.source_size} of the "
+                                         "training set (a seeded draw): drop --subset, or list only ids it keeps")
                     raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not in the training "
-                                     f"pool ({data.source_size or len(data.train_labels)} images"
-                                     f"{', after --subset' if len(position) < (data.source_size or 0) else ''})")
+                                     f"set (ids 0..{len(position) - 1})")
                 if not 0 <= label < data.num_classes:
                     raise ValueError(f"clean subset file {path}, line {line}: label {label} is outside "
                                      f"0..{data.num_classes - 1}")

@@ -111,25 +111,31 @@ def relearn(run: "Run", step: int, point: int) -> dict:
 
 
 class CleanSubsetDump(Callback):
-    """Writes the clean subset's dump to ``config.dump`` once training progress reaches ``dump_at_epoch``."""
+    """Writes the clean subset's dump to ``config.dump`` at the first step whose progress epoch is at least
+    ``dump_at_epoch`` (a later one when no step falls on it: a run of 20 steps has progress epochs 0, 5, 10, ...);
+    ``progress`` is the progress epoch it was taken at (None until then)."""
 
     name = "clean_subset_dump"
 
     def __init__(self):
         self.done = False
+        self.progress = None
 
     def on_step(self, run: "Run", step: int) -> None:
-        if self.done or progress_percent(step, run.total_steps) < run.config.dump_at_epoch:
+        if self.done:
+            return
+        progress = progress_percent(step, run.total_steps)
+        if progress < run.config.dump_at_epoch:
             return
         if run.is_main:  # under torchrun only rank 0 writes files
             write_dump(clean_subset_dump(run, step), run.config.dump)
-        self.done = True
+        self.done, self.progress = True, progress
 
     def state_dict(self) -> dict:
-        return {"done": self.done}
+        return {"done": self.done, "progress": self.progress}
 
     def load_state_dict(self, state: dict) -> None:
-        self.done = bool(state["done"])
+        self.done, self.progress = bool(state["done"]), state.get("progress")  # none in earlier last.pt files
 
 
 class ScheduledFits(Callback):

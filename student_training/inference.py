@@ -119,6 +119,11 @@ def read_student_checkpoint(path: str | os.PathLike) -> dict:
     """A ``best.pt`` or ``last.pt`` of a run, read with ``weights_only=True`` and checked: its kind, run
     format, ``student`` description, ``config`` and ``model`` are there. ``ValueError`` otherwise."""
     path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save writes a zip archive (a pickle before 1.6)
+        raise ValueError(f"{path} is not a checkpoint (not a file torch.save writes): give a train-student run folder "
+                         "or its best.pt/last.pt")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -139,6 +139,25 @@ def check_probe(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.
                      f"labels; --mentornet learn needs {MIN_PROBE_EXAMPLES} of each: {hint}")
 
 
+def check_trusted_part(config: StudentConfig, parts: CleanSubsetParts) -> None:
+    """Refuse, before training, trusted batches with nothing to draw from before the first fit while the noisy
+    samples have weight 0 (so nothing would train), or larger than both the verified images the stream holds at
+    the start (each batch would repeat images) and the batch size (``per-sample`` scales the trusted loss by
+    B / batch size: a B far above both only multiplies the loss, until training diverges)."""
+    if not config.learn_trusted_batch:
+        return  # refused in StudentConfig unless --learn-burn-in-weight trains the noisy samples
+    start = len(parts.trusted) + (len(parts.probe) if config.learn_probe_labels == "verified" else 0)
+    if start == 0 and config.learn_burn_in_weight == 0:
+        raise ValueError(f"--learn-probe-fraction {config.learn_probe_fraction:g} leaves no trusted images before the "
+                         "last fit, and --learn-burn-in-weight 0 gives the noisy samples weight 0 until the first, so "
+                         "nothing trains: lower --learn-probe-fraction, or give --learn-burn-in-weight 1")
+    available = start or len(parts.probe)  # with no trusted part the stream starts when the probe joins it
+    if config.learn_trusted_batch > max(available, config.batch_size):
+        raise ValueError(f"--learn-trusted-batch {config.learn_trusted_batch} exceeds both the {available} verified "
+                         f"images the trusted stream draws from and the batch size {config.batch_size}; give at most "
+                         f"{max(available, config.batch_size)}")
+
+
 def check_learn_schedule(config: StudentConfig, total_steps: int) -> None:
     """Refuse a fit epoch the step budget never reaches, naming the smallest run length that works."""
     last = parse_learn_epochs(config.learn_epochs)[-1]
@@ -303,8 +322,9 @@ class LearnedMentorWeighter:
         row = {"progress_epoch": point, "rows": int(seen.sum()),
                "noisy_fraction": float(1 - targets.mean()) if len(targets) else float("nan")}
         if len(targets) == 0 or float(targets.min()) == float(targets.max()):
-            kind = "no rows" if len(targets) == 0 else "only clean" if float(targets[0]) == 1 else "only corrupted"
-            return {**row, "status": f"skipped: the probe's rows hold {kind} samples"}, None, None
+            reason = ("the probe has no recorded losses in its window" if len(targets) == 0 else
+                      f"the probe's rows hold only {'clean' if float(targets[0]) == 1 else 'corrupted'} samples")
+            return {**row, "status": f"skipped: {reason}"}, None, None
         features = MentorFeatures(losses[seen], diffs[seen], torch.zeros(len(targets), dtype=torch.long), epochs)
         data = TargetSet(features, targets.float())
         source = {"type": "learned_in_run", "window": [start, point - 1], "num_rows": len(targets),
@@ -525,4 +545,4 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
 
 
 __all__ = ["CleanSubsetParts", "LEARN_COLUMNS", "LearnMentorNet", "LearnedMentorWeighter", "TrustedStream",
-           "check_learn_schedule", "check_probe", "precision_threshold", "smallest_fraction", "split_clean_subset"]
+           "check_learn_schedule", "check_probe", "check_trusted_part", "precision_threshold", "smallest_fraction", "split_clean_subset"]

@@ -33,8 +33,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RUN_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv")
-# Written once; last.pt records their sha256 (clean_subset.npz: a --clean-subset-file's ids and labels).
+# What a run writes in its folder (clean_subset.npz: a --clean-subset-file's ids and labels; label_issues.csv:
+# find-label-issues' default output), and its MentorNets learned in the run (--mentornet learn).
+RUN_FILES = ("config.json", "noisy_labels.npz", "clean_subset.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv",
+             "label_issues.csv")
+LEARNED_MENTORNETS = "mentornets/epoch_*.pt"
+# Written once; last.pt records their sha256.
 GUARDED_FILES = ("config.json", "noisy_labels.npz", "clean_subset.npz")
 NORMALIZATION = "per_image_standardization"  # what the loader does to every image (loader.per_image_standardize)
 
@@ -108,19 +112,37 @@ class RunInUseError(ValueError):
     """Another process is using the run folder."""
 
 
+def run_files(out: Path) -> list[Path]:
+    """The files of a run present in ``out``: :data:`RUN_FILES` and the MentorNets learned in the run."""
+    return [out / name for name in RUN_FILES if (out / name).exists()] + sorted(out.glob(LEARNED_MENTORNETS))
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete every file of a run in ``out`` (and ``mentornets/`` once empty); the folder and other files stay."""
+    for path in run_files(out):
+        path.unlink(missing_ok=True)
+    try:
+        (out / "mentornets").rmdir()
+    except OSError:  # absent, or it holds files that are not the run's
+        pass
+
+
 def check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
-    """Refuse a file at ``out``, a missing parent, or an existing run without ``force`` (then delete it)."""
+    """Refuse a file at ``out``, a missing parent, or an existing run without ``force`` (then delete its files:
+    a new run leaves nothing of an earlier one behind)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder")
     if not out.parent.is_dir():
-        raise ValueError(f"the folder above --out, {out.parent}, does not exist")
+        raise ValueError(f"the folder above --out, {out.parent}, does not exist; create it first (mkdir -p "
+                         f"{out.parent}), or check the path for a typo")
     check_writable_folder(out if out.is_dir() else out.parent, what="run folder" if out.is_dir() else "folder")
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    present = run_files(out) if out.is_dir() else []
     if present and not force:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
+        names = dict.fromkeys(path.relative_to(out).parts[0] for path in present)  # mentornets/ once
+        raise FileExistsError(f"{out} already holds a run ({', '.join(names)}); pass --resume to continue it "
                               "or --force to start over")
-    for name in present if delete else ():
-        (out / name).unlink(missing_ok=True)
+    if present and delete:
+        remove_run_files(out)
 
 
 def write_config(run: "Run") -> None:
@@ -188,14 +210,27 @@ def read_last(out: Path) -> dict:
     return state
 
 
-def restore(run: "Run") -> None:
-    """Load ``last.pt`` into a prepared run: student, optimiser, weighter, RNGs, callbacks, metrics so far."""
-    state = read_last(run.out)
-    run.check_world_size(state.get("world_size", 1))
+def check_guarded_files(out: Path, state: dict) -> None:
+    """Refuse to resume when a file written once at the start (:data:`GUARDED_FILES`) is missing or is not the one
+    ``last.pt`` (``state``, from :func:`read_last`) recorded the sha256 of."""
     for name, recorded in state.get("files", {}).items():
-        if sha256_of(run.out / name) != recorded:
-            raise ValueError(f"{run.out / name} was changed after the run began (its sha256 differs from the one "
-                             "last.pt recorded); put the original back, or start over with --force")
+        path = out / name
+        if not path.is_file():
+            raise ValueError(f"cannot resume: {path} is missing (last.pt recorded it); put it back, or start over "
+                             "with --force")
+        if sha256_of(path) != recorded:
+            raise ValueError(f"cannot resume: {path} is not the file last.pt recorded (its sha256 differs: it was "
+                             "changed after the run began, or last.pt is another run's); put the original back, or "
+                             "start over with --force")
+
+
+def restore(run: "Run", state: dict | None = None) -> None:
+    """Load ``last.pt`` (or ``state``, read from it by :func:`read_last`) into a prepared run: student, optimiser,
+    weighter, RNGs, callbacks, metrics so far."""
+    if state is None:
+        state = read_last(run.out)
+        check_guarded_files(run.out, state)
+    run.check_world_size(state.get("world_size", 1))
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if run.weighter is not None:
@@ -234,5 +269,5 @@ def read_metrics(out: Path, epochs: int) -> list[dict]:
 
 
 __all__ = ["GUARDED_FILES", "NORMALIZATION", "READABLE_VERSIONS", "RUN_FILES", "RUN_FORMAT_VERSION", "RunInUseError",
-           "RunLock", "check_run_folder", "read_config", "read_last", "read_metrics", "restore", "save_epoch",
-           "student_args", "write_config"]
+           "RunLock", "check_guarded_files", "check_run_folder", "read_config", "read_last", "read_metrics", "remove_run_files", "restore",
+           "run_files", "save_epoch", "student_args", "write_config"]

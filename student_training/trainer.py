@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from curricula.features import WeighterConfig
 from curricula.files import atomic_write, check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
+from curricula.options import flag_name
 from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 
 from . import distributed, run_folder
@@ -46,7 +47,7 @@ from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
 from .label_issues import SampleRecordCallback
 from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
-    check_learn_schedule, check_probe, split_clean_subset
+    check_learn_schedule, check_probe, check_trusted_part, split_clean_subset
 from .loader import DeviceLoader
 from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
@@ -362,6 +363,18 @@ def weighting_defaults(config: StudentConfig, mentor) -> WeighterConfig:
     return MENTORMIX_WEIGHTING if config.mentormix else mentor.student_defaults
 
 
+def _check_loss_diff_options(config: StudentConfig, mentor) -> None:
+    """Refuse the options that define loss_diff (the percentile and its moving average) for a MentorNet fitted
+    without it: its weights would not change (as ``--mentornet learn --learn-features loss`` refuses them)."""
+    config_of = getattr(mentor, "config", None)
+    if getattr(config_of, "uses_loss_diff", True):
+        return
+    given = [name for name in ("loss_p_percentile", "loss_moving_average_decay") if name in config.weighter]
+    if given:
+        raise ValueError(f"{flag_name(given[0])} defines loss_diff, which the MentorNet {config.mentornet} was fitted "
+                         "without (it sees the loss and the epoch): drop it")
+
+
 def _noisy_labels(config: StudentConfig, data: ImageDataset) -> NoiseResult:
     if config.noise_file:
         return load_noise_file(config.noise_file, data.train_labels, data.num_classes,
@@ -422,8 +435,12 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
 
 def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, resume: bool, force: bool,
                callbacks: tuple[Callback, ...]) -> Run:
+    last = run_folder.read_last(out) if resume else None  # read once; its record of the files is checked first
+    if last is not None:
+        run_folder.check_guarded_files(out, last)
     device = resolve_device(config.device, world.local_rank)
     mentor, mentor_sha256 = _mentornet(config, device)
+    _check_loss_diff_options(config, mentor)
     data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, subset=config.subset,
                         clean_subset_fraction=config.clean_subset_fraction,
                         validation_fraction=config.holdout_fraction, seed=config.seed)
@@ -455,6 +472,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     if config.learns_mentornet:
         check_learn_schedule(config, total_steps)
         check_probe(config, parts, is_clean, data.train_labels)
+        check_trusted_part(config, parts)
     weighting = None  # the weighting options in force: the MentorNet's defaults (learned: the toolkit's) + the run's
     if mentor is not None:
         weighting = config.weighter_config(weighting_defaults(config, mentor))
@@ -488,7 +506,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
                      *registered_callbacks(run), *callbacks, RunFolderWriter()):
         run.add_callback(callback)
     if resume:
-        run_folder.restore(run)
+        run_folder.restore(run, last)
     elif run.is_main:
         run_folder.check_run_folder(out, force=force, delete=True)
         save_noisy_labels(out / "noisy_labels.npz", noise)
@@ -777,18 +795,23 @@ def train(run: Run) -> list[dict]:
     for callback in run.callbacks:
         callback.on_train_start(run)
     stepping = step_callbacks(run.callbacks)
-    for epoch in range(run.state.epoch, run.epochs):
-        start = time.perf_counter()
-        stats = train_one_epoch(run, epoch, stepping)
-        check_finite(stats, epoch)
-        test_accuracy = evaluate(run)  # under DDP this also gives every rank rank 0's BN statistics
-        row = epoch_row(run, epoch, stats, test_accuracy, validate(run), time.perf_counter() - start)
-        run.state.rows.append(row)
-        run.state.epoch = epoch + 1
-        if row["val_accuracy"] > run.state.best_validation:  # NaN (no validation split) never is: no best.pt
-            run.state.best_validation, run.state.best_epoch = row["val_accuracy"], epoch + 1
-        for callback in run.callbacks:
-            callback.on_epoch_end(run, epoch, row)
+    try:
+        for epoch in range(run.state.epoch, run.epochs):
+            start = time.perf_counter()
+            stats = train_one_epoch(run, epoch, stepping)
+            check_finite(stats, epoch)
+            test_accuracy = evaluate(run)  # under DDP this also gives every rank rank 0's BN statistics
+            row = epoch_row(run, epoch, stats, test_accuracy, validate(run), time.perf_counter() - start)
+            run.state.rows.append(row)
+            run.state.epoch = epoch + 1
+            if row["val_accuracy"] > run.state.best_validation:  # NaN (no validation split) never is: no best.pt
+                run.state.best_validation, run.state.best_epoch = row["val_accuracy"], epoch + 1
+            for callback in run.callbacks:
+                callback.on_epoch_end(run, epoch, row)
+    except BaseException:  # stopped (Ctrl-C, divergence, an error) before an epoch was saved: nothing to resume,
+        if run.is_main and not (run.out / "last.pt").is_file():  # so no half-written run is left behind
+            run_folder.remove_run_files(run.out)
+        raise
     for callback in run.callbacks:
         callback.on_train_end(run)
     run.release()
@@ -799,7 +822,7 @@ def check_finite(stats: EpochStats, epoch: int) -> None:
     """Stop a run whose loss became NaN or infinite, before the epoch is saved (one host read per epoch)."""
     total = float(stats.weighted_loss) + float(stats.loss)
     if not math.isfinite(total):
-        kept = f"last.pt keeps epoch {epoch}" if epoch else "nothing was saved"
+        kept = f"last.pt keeps epoch {epoch}" if epoch else "nothing was kept"
         raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the loss became {float(stats.loss):g}; "
                                f"{kept}; lower --lr and start over")
 

@@ -50,6 +50,16 @@ def test_dump_holds_the_clean_subset_with_clean_and_corrupted_samples(dump_run):
     assert len(dump) == len(table) and dump.duplicates_dropped == 0
 
 
+def test_a_dump_taken_after_the_asked_epoch_says_so(tmp_path):
+    """Report: --dump-at-epoch 18 in a 20-step run wrote rows of epoch 20 without a word."""
+    result = invoke("train-student", *BASE[:6], "--max-steps", "20", "--batch-size", "64", "--clean-subset-fraction",
+                    "0.2", "--dump-at-epoch", "18", "--dump", str(tmp_path / "d.csv"), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert (f"wrote the clean-subset dump {tmp_path / 'd.csv'} at progress epoch 20 (no step of this run falls on "
+            "--dump-at-epoch 18: the first after it)") in result.output
+    assert (pd.read_csv(tmp_path / "d.csv")["epoch"] == 20).all()
+
+
 def test_learn_curriculum_reads_the_dump(dump_run):
     out = dump_run / "dd.pt"
     result = invoke("learn-curriculum", "--dump", str(dump_run / "dump.csv"), "--percentile", "0.9", "--out", str(out),

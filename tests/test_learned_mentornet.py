@@ -338,7 +338,7 @@ def test_a_clean_subset_file_gives_ids_and_verified_labels(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("id,label\n1,2\n", "must start with the header sample_id,label"),
     ("sample_id,label\n1,2\nx,3\n", "line 3: expected two integers"),
-    ("sample_id,label\n999999,2\n", "line 2: sample_id 999999 is not in the training pool"),
+    ("sample_id,label\n999999,2\n", "line 2: sample_id 999999 is not in the training set"),
     ("sample_id,label\n1,12\n", "line 2: label 12 is outside 0..9"),
     ("sample_id,label\n1,2\n1,2\n", "lists a sample_id more than once"),
 ])
@@ -349,6 +349,18 @@ def test_a_malformed_clean_subset_file_is_one_line_naming_the_line(tmp_path, tex
                     "--out", str(tmp_path / "run"))
     assert_one_line_error(result, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_clean_subset_file_id_outside_a_subset_names_the_subset(tmp_path):
+    data = load_dataset("digits", subset=500, seed=0)
+    outside = sorted(set(range(data.source_size)) - set(data.source_indices.tolist()))[0]
+    path = tmp_path / "clean.csv"
+    path.write_text(f"sample_id,label\n{outside},2\n")
+    result = invoke("train-student", *QUICK, "--subset", "500", "--epochs", "1", "--mentornet", "learn",
+                    "--clean-subset-file", str(path), "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, f"sample_id {outside} is not among the 500 images --subset drew from the "
+                                  f"{data.source_size} of the training set")
+    assert "drop --subset, or list only ids it keeps" in result.output
 
 
 def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_works(tmp_path):
@@ -372,6 +384,12 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
      "--burn-in-epoch does not apply to --mentornet learn"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-threshold", "1.5"],
      "--learn-threshold must lie in (0, 1)"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-epochs", "5,5"],
+     "--learn-epochs lists progress epoch 5 more than once"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-epochs", "5,,10"],
+     "--learn-epochs must be progress epochs like 5,10,15; got '5,,10'"),
+    (["--mentornet", "mentornet_pd", "--relearn-mentor", "30,30", "--clean-subset-fraction", "0.3"],
+     "--relearn-mentor lists progress epoch 30 more than once"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "1"],
      "--learn-precision must lie in (0, 1)"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "0.9", "--learn-threshold", "0.5"],
@@ -418,10 +436,39 @@ def test_a_probe_with_verified_labels_trains_in_the_trusted_stream_and_still_rec
 
 
 def test_a_probe_of_the_whole_clean_subset_trains_without_a_trusted_part(tmp_path):
-    run = prepare_run(config(learn_probe_fraction=1.0, max_steps=20, epochs=100), tmp_path / "all_probe")
+    # the noisy samples train before the first fit (--learn-burn-in-weight 1): there is nothing else to train on
+    run = prepare_run(config(learn_probe_fraction=1.0, learn_burn_in_weight=1.0, max_steps=20, epochs=100),
+                      tmp_path / "all_probe")
     assert len(run.clean_parts.trusted) == 0 and run.trusted is not None
     rows = train(run)  # the trusted stream is empty until the probe is released
     assert len(rows) >= 1 and pd.read_csv(tmp_path / "all_probe" / "relearn.csv")["status"].eq("fitted").all()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--learn-probe-fraction", "1"], "--learn-probe-fraction 1 leaves no trusted images before the last fit, and "
+                                      "--learn-burn-in-weight 0 gives the noisy samples weight 0"),
+    (["--learn-trusted-batch", "100000"], "--learn-trusted-batch 100000 exceeds both the "),
+])
+def test_trusted_batches_that_cannot_train_are_refused_before_training(tmp_path, extra, message):
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--clean-subset-fraction", "0.3",
+                    "--learn-epochs", "50", *extra, "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "run").exists()
+    if extra[0] == "--learn-trusted-batch":  # the largest batch it names is accepted
+        largest = result.output.split("give at most ")[-1].split()[0]
+        check = invoke("train-student", *QUICK, "--max-steps", "2", "--mentornet", "learn", "--clean-subset-fraction",
+                       "0.3", "--learn-epochs", "50", "--learn-trusted-batch", largest, "--out", str(tmp_path / "ok"))
+        assert check.exit_code == 0, check.output
+
+
+@pytest.mark.parametrize("option", ["--loss-p-percentile", "--loss-moving-average-decay"])
+def test_loss_diff_options_are_refused_for_a_mentornet_fitted_without_loss_diff(tmp_path, option):
+    """Report: --mentornet mentornet_learned --loss-p-percentile 0.5 ran, with the same weights as without it."""
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "mentornet_learned", option, "0.5",
+                    "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, f"{option} defines loss_diff, which the MentorNet mentornet_learned was fitted "
+                                  "without")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_short_run_clamps_the_epoch_input_to_epochs_that_hold_losses(tmp_path):

@@ -179,6 +179,10 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_epoch(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("Error: training diverged in epoch 1: the loss became nan")
     saved = pd.read_csv(out / "metrics.csv") if (out / "metrics.csv").exists() else pd.DataFrame()
     assert saved.empty or np.isfinite(saved["loss"]).all()
+    # Report: the files of a run that saved no epoch stayed, and blocked the same command ("pass --resume", which
+    # then found no last.pt): none is left, so a plain re-run starts over
+    assert snapshot(out) == {}
+    assert train(*QUICK, "--out", str(out)).exit_code == 0
 
 
 def test_a_noise_file_for_another_data_set_is_refused(tmp_path):
@@ -223,8 +227,32 @@ def test_resume_refuses_files_changed_by_hand(killed, name):
             np.savez(handle, **arrays)
     before = snapshot(killed)
     result = train("--out", str(killed), "--resume")
-    assert_one_line_error(result, f"{name} was changed after the run began")
+    assert_one_line_error(result, f"{name} is not the file last.pt recorded", "changed after the run began")
     assert snapshot(killed) == before
+
+
+def test_resume_refuses_a_missing_guarded_file_in_one_line(killed):
+    """Report: a run folder without its noisy_labels.npz gave the OS's '[Errno 2] No such file or directory'."""
+    (killed / "noisy_labels.npz").unlink()
+    result = train("--out", str(killed), "--resume")
+    assert_one_line_error(result, f"cannot resume: {killed / 'noisy_labels.npz'} is missing (last.pt recorded it)")
+
+
+def test_force_leaves_nothing_of_the_earlier_run(tmp_path):
+    """Report: --force kept the earlier run's learned MentorNets and label_issues.csv, and listed mentornets/ as
+    written by the new run."""
+    out = tmp_path / "r"
+    (out / "mentornets").mkdir(parents=True)
+    (out / "mentornets" / "epoch_05.pt").write_bytes(b"an earlier run's")
+    (out / "label_issues.csv").write_text("sample_id\n1\n")
+    (out / "notes.txt").write_text("mine")
+    result = train(*QUICK, "--epochs", "1", "--out", str(out))
+    assert_one_line_error(result, "already holds a run (label_issues.csv, mentornets)")
+    result = train(*QUICK, "--epochs", "1", "--out", str(out), "--force")
+    assert result.exit_code == 0, result.output
+    assert not (out / "mentornets").exists() and not (out / "label_issues.csv").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # not a file of a run: kept
+    assert "mentornets" not in result.output.splitlines()[-1]
 
 
 def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, monkeypatch):
@@ -264,9 +292,11 @@ def test_an_interrupted_run_says_how_to_continue_and_resumes(tmp_path, step):
     result = cli_process("train-student", *QUICK, "--mentornet", "mentornet_pd", "--out", str(out),
                          env={"MENTORNET_INTERRUPT_AT_STEP": str(step)})  # epochs are 20 steps
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Aborted!" not in result.stderr  # the one line above says it all
     if step < 20:
         assert "Interrupted before the first epoch was saved: nothing to resume" in result.stderr
-        assert not (out / "last.pt").exists()
+        assert snapshot(out) == {}  # no config.json or noisy_labels.npz left to block the same command
+        assert train(*QUICK, "--mentornet", "mentornet_pd", "--epochs", "1", "--out", str(out)).exit_code == 0
     else:
         assert f"continue with: python cli.py train-student --out {out} --resume" in result.stderr
         assert train("--out", str(out), "--resume").exit_code == 0
@@ -426,6 +456,14 @@ def test_unloadable_or_code_carrying_noise_files_are_refused(tmp_path, payload, 
         path.write_bytes(payload)
     result = train(*QUICK[:4], "--noise-file", str(path), "--out", str(tmp_path / "r"))
     assert_one_line_error(result, fragment)
+
+
+def test_a_noise_file_without_a_label_vector_says_what_it_holds(tmp_path):
+    """Report: a 2-D .npy gave 'holds several label arrays (); choose one with PATH:KEY'."""
+    path = tmp_path / "labels.npy"
+    np.save(path, np.zeros((3, 4), dtype=np.int64))
+    result = train(*QUICK[:4], "--noise-file", str(path), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, "holds no one-dimensional label array", "it holds: labels 3x4")
 
 
 def test_a_damaged_last_checkpoint_is_one_line_on_resume(killed):

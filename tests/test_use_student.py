@@ -484,3 +484,13 @@ def test_best_pt_of_a_finished_run_is_reported_finished_even_from_an_earlier_epo
     assert best.finished is True
     assert CheckpointInfo(path=tmp_path / "best.pt", which="best", epoch=2, run_epochs=4, epochs_done=3).finished is False
     assert CheckpointInfo(path=tmp_path / "x.pt", which="file", epoch=2, run_epochs=None).finished is None
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, command):
+    """Report: evaluate --run README.md said the file 'holds objects other than plain data'."""
+    text = tmp_path / "notes.md"
+    text.write_text("# not a checkpoint\n")
+    extra = ["--out", str(tmp_path / "s.pt2")] if command == "export" else []
+    result = invoke(command, "--run", str(text), *extra)
+    assert_one_line_error(result, f"{text} is not a checkpoint (not a file torch.save writes)")
