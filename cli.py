@@ -374,10 +374,10 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     """
     from pathlib import Path
 
-    from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
-    from student_training.distributed import shutdown, world_from_env
     from student_training import run_folder
+    from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.data_driven import CleanSubsetDump
+    from student_training.distributed import shutdown, world_from_env
     from student_training.trainer import check_run, prepare_run, resume_config, summarize, train
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
@@ -481,8 +481,8 @@ def _describe_run(run) -> None:
     recipe = run.recipe
     click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
-               f"{run.epochs} epoch{'s' * (run.epochs != 1)} = {run.total_steps} step{'s' * (run.total_steps != 1)}, "
-               f"augment {config.augmented}")
+               f"{run.epochs} epoch{'s' * (run.epochs != 1)} = {run.total_steps} "
+               f"step{'s' * (run.total_steps != 1)}, augment {config.augmented}")
     if config.learns_mentornet:
         parts = run.clean_parts
         click.echo(f"learning the MentorNet from the clean subset: {len(parts.probe)} probe images (noisy labels, "

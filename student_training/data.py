@@ -626,9 +626,9 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
                                      f"got {','.join(row)!r}") from None
                 if sample not in position:
                     if len(position) < (data.source_size or 0):
-                        raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not among the "
-                                         f"{len(position)} images --subset drew from the {data.source_size} of the "
-                                         "training set (a seeded draw): drop --subset, or list only ids it keeps")
+                        raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not among "
+                                         f"the {len(position)} images --subset drew from the {data.source_size} of "
+                                         "the training set (a seeded draw): drop --subset, or list only ids it keeps")
                     raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not in the training "
                                      f"set (ids 0..{len(position) - 1})")
                 if not 0 <= label < data.num_classes:

@@ -545,4 +545,5 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
 
 
 __all__ = ["CleanSubsetParts", "LEARN_COLUMNS", "LearnMentorNet", "LearnedMentorWeighter", "TrustedStream",
-           "check_learn_schedule", "check_probe", "check_trusted_part", "precision_threshold", "smallest_fraction", "split_clean_subset"]
+           "check_learn_schedule", "check_probe", "check_trusted_part", "precision_threshold", "smallest_fraction",
+           "split_clean_subset"]

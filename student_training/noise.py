@@ -373,7 +373,8 @@ def _pick_key(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> str
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape)) or 'scalar'}" for name, array in sorted(arrays.items()))
+        shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape)) or 'scalar'}"
+                           for name, array in sorted(arrays.items()))
         raise ValueError(f"noise file {path} holds no one-dimensional label array (one label per training image); "
                          f"it holds: {shapes}")
     raise ValueError(f"noise file {path} holds several label arrays ({', '.join(sorted(candidates))}); "
