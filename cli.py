@@ -18,13 +18,17 @@ import warnings
 # Two OpenMP threads spinning on a busy 2-core machine stall the tiny MentorNet ops.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import click  # noqa: E402
+try:  # torch loads here, for seconds: Ctrl-C meanwhile is one line, not an import traceback
+    import click  # noqa: E402
 
-from curricula.files import TOOLKIT_VERSION  # noqa: E402
-from student_training.callbacks import Callback  # noqa: E402
-from student_training.config import StudentConfig  # noqa: E402
-from student_training.trainer import TrainingDiverged  # noqa: E402
-from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
+    from curricula.files import TOOLKIT_VERSION  # noqa: E402
+    from student_training.callbacks import Callback  # noqa: E402
+    from student_training.config import StudentConfig  # noqa: E402
+    from student_training.trainer import TrainingDiverged  # noqa: E402
+    from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
+except KeyboardInterrupt:
+    sys.stderr.write("Interrupted while starting: nothing was done\n")
+    sys.exit(1)
 
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError)
 WORK_ERRORS = (TrainingDiverged,)  # failures of the work itself, reported as they are
@@ -72,6 +76,10 @@ class ToolkitGroup(click.Group):
                 return super().invoke(ctx)
             except USER_ERRORS + WORK_ERRORS as error:
                 raise click.ClickException(_one_line(error)) from None
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM that the command itself did not report (click: "Aborted!")
+                click.echo("Interrupted: every file is written whole or not at all, so nothing is half-written",
+                           err=True)
+                raise click.exceptions.Exit(1) from None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -536,6 +544,10 @@ def show_command(mentornet):
     shown = {key: checkpoint[key] for key in ("source", "student_defaults", "feature_spec", "model_config",
                                               "provenance")}
     shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}
+    if not checkpoint["model_config"].get("uses_loss_diff", True):
+        shown["student_defaults_unused"] = {
+            "loss_p_percentile": "not used: fitted without loss_diff (train-student refuses --loss-p-percentile)",
+            "loss_moving_average_decay": "not used: fitted without loss_diff"}
     shown["format_version"] = checkpoint["format_version"]
     click.echo(json.dumps(shown, indent=2, sort_keys=True))
 

@@ -595,6 +595,14 @@ def _npz_labels(labels: np.ndarray, key: str, count: int, path: Path) -> np.ndar
     return labels.astype(np.int64)
 
 
+def check_clean_subset_file(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path``; ``ValueError`` unless it is a file (a folder or a missing path is named as such)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"clean subset file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    return path
+
+
 def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """A user's clean subset: a CSV with the header ``sample_id,label`` (positions in the official training set
     and their verified labels). Returns ``(pool indices, verified labels)``, sorted by pool index.
@@ -604,9 +612,7 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
     """
     import csv
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"clean subset file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    path = check_clean_subset_file(path)
     position = {int(source): pool for pool, source in enumerate(data.source_indices.tolist())}
     pool, labels = [], []
     try:

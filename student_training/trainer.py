@@ -41,7 +41,7 @@ from . import distributed, run_folder
 from .accelerator import Precision, compile_unavailable_reason, resolve_precision
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
 from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
-from .data import ImageDataset, load_dataset, read_clean_subset_file, with_clean_subset
+from .data import ImageDataset, check_clean_subset_file, load_dataset, read_clean_subset_file, with_clean_subset
 from .data_driven import data_driven_callbacks
 from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
@@ -341,8 +341,8 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
     if config.learns_mentornet and world.enabled:
         raise ValueError(f"--mentornet learn runs in one process (it records its probe's losses on one device); this "
                          f"launch has {world.size} torchrun processes")
-    if config.clean_subset_file is not None and not resume and not Path(config.clean_subset_file).is_file():
-        raise ValueError(f"clean subset file {config.clean_subset_file} does not exist")
+    if config.clean_subset_file is not None and not resume:
+        check_clean_subset_file(config.clean_subset_file)
     if config.mentornet != "none" and not config.learns_mentornet:
         load_mentornet(config.mentornet)  # resolves, sha256-checks a shipped file, and validates it (a few KB)
     return config

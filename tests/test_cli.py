@@ -1,5 +1,6 @@
 """The command line: help, learn-curriculum, list, show, and one-line errors that leave no file behind."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,6 +107,15 @@ def test_list_shows_curricula_parameters_and_pretrained():
 def test_show_describes_a_pretrained_mentornet():
     result = invoke("show", "mentornet_pd")
     assert result.exit_code == 0 and '"name": "mentornet_pd"' in result.output
+    assert "student_defaults_unused" not in result.output  # mentornet_pd uses loss_diff
+
+
+def test_show_says_which_defaults_a_mentornet_without_loss_diff_does_not_use():
+    """Report: show listed loss_p_percentile 0.7 among the defaults of a MentorNet fitted without loss_diff."""
+    result = invoke("show", "mentornet_learned")
+    shown = json.loads(result.output)
+    assert shown["model_config"]["uses_loss_diff"] is False
+    assert set(shown["student_defaults_unused"]) == {"loss_p_percentile", "loss_moving_average_decay"}
 
 
 @pytest.mark.parametrize("make, fragment", [

@@ -304,6 +304,28 @@ def test_an_interrupted_run_says_how_to_continue_and_resumes(tmp_path, step):
     assert not (out / ".lock").exists()
 
 
+def test_an_interrupt_while_preparing_is_one_line_without_aborted(tmp_path, monkeypatch):
+    """Report: Ctrl-C while the data loaded printed a blank line and 'Aborted!'."""
+    import student_training.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "prepare_run", interrupted)
+    result = CliRunner().invoke(cli.cli, ["train-student", *QUICK, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "Aborted!" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["Interrupted: every file is written whole or not at all, so nothing is half-written"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_given_as_the_clean_subset_file_is_named_as_a_folder(tmp_path):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    result = train(*QUICK, "--mentornet", "learn", "--clean-subset-file", str(folder), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, f"clean subset file {folder} is a folder")
+
+
 def test_resume_refuses_a_truncated_metrics_log(killed):
     """Report: a truncated metrics.csv gave a resumed log with holes and 'best nan'."""
     lines = (killed / "metrics.csv").read_text().splitlines()
