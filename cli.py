@@ -23,7 +23,7 @@ try:  # torch loads here, for seconds: Ctrl-C meanwhile is one line, not an impo
 
     from curricula.files import TOOLKIT_VERSION  # noqa: E402
     from student_training.callbacks import Callback  # noqa: E402
-    from student_training.config import StudentConfig  # noqa: E402
+    from student_training.config import LOSS_DIFF_OPTIONS, StudentConfig  # noqa: E402
     from student_training.trainer import TrainingDiverged  # noqa: E402
     from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
 except KeyboardInterrupt:
@@ -450,7 +450,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         when = "" if dumped is None else f" at progress epoch {dumped}" + (
             f" (no step of this run falls on --dump-at-epoch {asked}: the first after it)" if dumped != asked else "")
         click.echo(f"wrote the clean-subset dump {run.config.dump}{when}")
-    written = dict.fromkeys(path.relative_to(run.out).parts[0] for path in run_folder.run_files(run.out))
+    written = run_folder.run_file_names(run.out)
     click.echo(f"{'the folder holds' if finished_before else 'wrote'} {out_dir}/ ({', '.join(written)})")
     shutdown(run.world)
 
@@ -545,9 +545,8 @@ def show_command(mentornet):
                                               "provenance")}
     shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}
     if not checkpoint["model_config"].get("uses_loss_diff", True):
-        shown["student_defaults_unused"] = {
-            "loss_p_percentile": "not used: fitted without loss_diff (train-student refuses --loss-p-percentile)",
-            "loss_moving_average_decay": "not used: fitted without loss_diff"}
+        shown["student_defaults_unused"] = dict.fromkeys(
+            LOSS_DIFF_OPTIONS, "not used: fitted without loss_diff (train-student refuses the option)")
     shown["format_version"] = checkpoint["format_version"]
     click.echo(json.dumps(shown, indent=2, sort_keys=True))
 

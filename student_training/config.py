@@ -46,6 +46,9 @@ CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "pr
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
+# The weighting options that define loss_diff (its percentile and moving average): they do nothing for a MentorNet
+# fitted without loss_diff.
+LOSS_DIFF_OPTIONS = ("loss_p_percentile", "loss_moving_average_decay")
 
 
 def has_fixed_threshold(values: Mapping) -> bool:
@@ -398,7 +401,7 @@ class StudentConfig:
             if given:
                 raise ValueError(f"--mentornet learn fits its own MentorNets during the run; it does not combine with "
                                  f"{other} (use a fitted checkpoint from the run folder's mentornets/ instead)")
-        ignored = [name for name in self.weighter if name not in ("loss_p_percentile", "loss_moving_average_decay")]
+        ignored = [name for name in self.weighter if name not in LOSS_DIFF_OPTIONS]
         if ignored:
             raise ValueError(f"{flag_name(ignored[0])} does not apply to --mentornet learn (its burn-in is "
                              "--learn-burn-in-weight; it uses no example dropout)")

@@ -117,6 +117,11 @@ def run_files(out: Path) -> list[Path]:
     return [out / name for name in RUN_FILES if (out / name).exists()] + sorted(out.glob(LEARNED_MENTORNETS))
 
 
+def run_file_names(out: Path) -> list[str]:
+    """The names in ``out`` of :func:`run_files`, ``mentornets`` once for its learned MentorNets."""
+    return list(dict.fromkeys(path.relative_to(out).parts[0] for path in run_files(out)))
+
+
 def remove_run_files(out: Path) -> None:
     """Delete every file of a run in ``out`` (and ``mentornets/`` once empty); the folder and other files stay."""
     for path in run_files(out):
@@ -138,9 +143,8 @@ def check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
     check_writable_folder(out if out.is_dir() else out.parent, what="run folder" if out.is_dir() else "folder")
     present = run_files(out) if out.is_dir() else []
     if present and not force:
-        names = dict.fromkeys(path.relative_to(out).parts[0] for path in present)  # mentornets/ once
-        raise FileExistsError(f"{out} already holds a run ({', '.join(names)}); pass --resume to continue it "
-                              "or --force to start over")
+        raise FileExistsError(f"{out} already holds a run ({', '.join(run_file_names(out))}); pass --resume to "
+                              "continue it or --force to start over")
     if present and delete:
         remove_run_files(out)
 
@@ -269,5 +273,5 @@ def read_metrics(out: Path, epochs: int) -> list[dict]:
 
 
 __all__ = ["GUARDED_FILES", "NORMALIZATION", "READABLE_VERSIONS", "RUN_FILES", "RUN_FORMAT_VERSION", "RunInUseError",
-           "RunLock", "check_guarded_files", "check_run_folder", "read_config", "read_last", "read_metrics", "remove_run_files", "restore",
-           "run_files", "save_epoch", "student_args", "write_config"]
+           "RunLock", "check_guarded_files", "check_run_folder", "read_config", "read_last", "read_metrics",
+           "remove_run_files", "restore", "run_file_names", "run_files", "save_epoch", "student_args", "write_config"]

@@ -40,7 +40,7 @@ from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 from . import distributed, run_folder
 from .accelerator import Precision, compile_unavailable_reason, resolve_precision
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
-from .config import RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
+from .config import LOSS_DIFF_OPTIONS, RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
 from .data import ImageDataset, check_clean_subset_file, load_dataset, read_clean_subset_file, with_clean_subset
 from .data_driven import data_driven_callbacks
 from .epoch_stats import EpochStats, MentorMixStats
@@ -369,7 +369,7 @@ def _check_loss_diff_options(config: StudentConfig, mentor) -> None:
     config_of = getattr(mentor, "config", None)
     if getattr(config_of, "uses_loss_diff", True):
         return
-    given = [name for name in ("loss_p_percentile", "loss_moving_average_decay") if name in config.weighter]
+    given = [name for name in LOSS_DIFF_OPTIONS if name in config.weighter]
     if given:
         raise ValueError(f"{flag_name(given[0])} defines loss_diff, which the MentorNet {config.mentornet} was fitted "
                          "without (it sees the loss and the epoch): drop it")
