@@ -396,6 +396,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             raise click.UsageError("--resume and --force exclude each other")
         if resume and config_file:
             raise click.UsageError("--resume continues with the run's own config.json; drop --config")
+        if world_from_env().is_main:  # what a killed --force run left, settled before config.json is read
+            run_folder.recover_replaced_run(Path(out_dir))
         if resume:
             config = resume_config(Path(out_dir), None).with_options(given)
         elif config_file:
@@ -413,7 +415,10 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         _describe_run(run)
         train(run)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main): the epochs finished so far are in last.pt
-        if (Path(out_dir) / "last.pt").is_file():
+        if run.replaced_run_restored:
+            click.echo(f"Interrupted before the first epoch was saved: the run's files were removed, and the run that "
+                       f"--force was replacing is back in {out_dir}", err=True)
+        elif (Path(out_dir) / "last.pt").is_file():
             click.echo(f"Interrupted: the epochs finished so far are saved; continue with: python cli.py "
                        f"train-student --out {out_dir} --resume", err=True)
         else:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,9 @@ READABLE_VERSIONS = (1, 2)
 RUN_FILES = ("config.json", "noisy_labels.npz", "clean_subset.npz", "metrics.csv", "last.pt", "best.pt", "relearn.csv",
              "label_issues.csv")
 LEARNED_MENTORNETS = "mentornets/epoch_*.pt"
+# Where --force keeps the earlier run's files until the new run has saved its first epoch (then they are deleted;
+# if the new run stops before that, they are put back): --force never leaves a folder with neither run in it.
+REPLACED_RUN = ".replaced-run"
 # Written once; last.pt records their sha256.
 GUARDED_FILES = ("config.json", "noisy_labels.npz", "clean_subset.npz")
 NORMALIZATION = "per_image_standardization"  # what the loader does to every image (loader.per_image_standardize)
@@ -132,9 +137,67 @@ def remove_run_files(out: Path) -> None:
         pass
 
 
+def set_aside_run_files(out: Path) -> None:
+    """Move every file of the run in ``out`` into ``out/.replaced-run`` (renames within the folder), where it
+    stays until :func:`discard_replaced_run` (the new run saved an epoch) or :func:`restore_replaced_run` (it
+    stopped before). Other files in ``out`` stay where they are."""
+    replaced = out / REPLACED_RUN
+    for path in run_files(out):
+        target = replaced / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+    try:
+        (out / "mentornets").rmdir()
+    except OSError:  # absent, or it holds files that are not the run's
+        pass
+
+
+def discard_replaced_run(out: Path) -> None:
+    """Delete the earlier run that ``--force`` set aside, if any (the new run has saved an epoch)."""
+    if (out / REPLACED_RUN).is_dir():
+        shutil.rmtree(out / REPLACED_RUN)
+
+
+def restore_replaced_run(out: Path) -> bool:
+    """Remove the files of a run that stopped before saving an epoch and put back the run that ``--force`` set
+    aside for it. Returns whether there was one to put back."""
+    replaced = out / REPLACED_RUN
+    if not replaced.is_dir():
+        return False
+    remove_run_files(out)
+    for path in sorted(replaced.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(replaced)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+    shutil.rmtree(replaced)
+    return True
+
+
+def recover_replaced_run(out: Path) -> bool:
+    """Settle what a ``--force`` run killed without unwinding (SIGKILL, a power cut) left: if it saved an epoch,
+    the earlier run it replaced is deleted; if not, its files are removed and the earlier run is put back
+    (returns True, and warns). Takes the folder's lock for it, so a live run's set-aside files are never
+    touched (:class:`RunInUseError`)."""
+    if not (out / REPLACED_RUN).is_dir():
+        return False
+    lock = RunLock(out).acquire()
+    try:
+        if (out / "last.pt").is_file():
+            discard_replaced_run(out)
+            return False
+        restore_replaced_run(out)
+    finally:
+        lock.release()
+    warnings.warn(f"{out}: a --force run was stopped before its first epoch was saved; the run it was to replace "
+                  "is back in place", stacklevel=2)
+    return True
+
+
 def check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
-    """Refuse a file at ``out``, a missing parent, or an existing run without ``force`` (then delete its files:
-    a new run leaves nothing of an earlier one behind)."""
+    """Refuse a file at ``out``, a missing parent, or an existing run without ``force``; with ``delete``, set the
+    earlier run's files aside (:func:`set_aside_run_files`): a new run starts with nothing of an earlier one in
+    the folder, and the earlier one comes back if the new one stops before its first epoch is saved."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder")
     if not out.parent.is_dir():
@@ -146,7 +209,7 @@ def check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
         raise FileExistsError(f"{out} already holds a run ({', '.join(run_file_names(out))}); pass --resume to "
                               "continue it or --force to start over")
     if present and delete:
-        remove_run_files(out)
+        set_aside_run_files(out)
 
 
 def write_config(run: "Run") -> None:
@@ -272,6 +335,7 @@ def read_metrics(out: Path, epochs: int) -> list[dict]:
     return frame.to_dict("records")
 
 
-__all__ = ["GUARDED_FILES", "NORMALIZATION", "READABLE_VERSIONS", "RUN_FILES", "RUN_FORMAT_VERSION", "RunInUseError",
-           "RunLock", "check_guarded_files", "check_run_folder", "read_config", "read_last", "read_metrics",
-           "remove_run_files", "restore", "run_file_names", "run_files", "save_epoch", "student_args", "write_config"]
+__all__ = ["GUARDED_FILES", "NORMALIZATION", "READABLE_VERSIONS", "REPLACED_RUN", "RUN_FILES", "RUN_FORMAT_VERSION",
+           "RunInUseError", "RunLock", "check_guarded_files", "check_run_folder", "discard_replaced_run", "read_config",
+           "read_last", "read_metrics", "recover_replaced_run", "remove_run_files", "restore", "restore_replaced_run",
+           "run_file_names", "run_files", "save_epoch", "set_aside_run_files", "student_args", "write_config"]

@@ -150,6 +150,7 @@ class Run:
     trusted: TrustedStream | None = None  # --mentornet learn: the trusted batches added to every step
     trusted_mask: torch.Tensor | None = None  # samples of the noisy stream trained at weight 1 with verified labels
     lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
+    replaced_run_restored: bool = False  # stopped before its first epoch: the run --force replaced is back
 
     def release(self) -> None:
         """Release the run folder's lock (:func:`train` does when it ends)."""
@@ -221,6 +222,7 @@ class RunFolderWriter(Callback):
     def on_epoch_end(self, run: Run, epoch: int, row: dict) -> None:
         if run.is_main:
             run_folder.save_epoch(run)
+            run_folder.discard_replaced_run(run.out)  # the earlier run --force set aside: replaced now
 
 
 class PrecisionState(Callback):
@@ -307,6 +309,8 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
     """
     out = Path(out)
     world = distributed.world_from_env()
+    if world.is_main and out.is_dir():
+        run_folder.recover_replaced_run(out)  # what a killed --force run left: the earlier run back, or deleted
     if resume:
         config = resume_config(out, config)
         if not (out / "last.pt").is_file():
@@ -424,7 +428,9 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
     try:
         run = _build_run(config, out, world, resume=resume, force=force, callbacks=callbacks)
     except BaseException:
-        if lock is not None:
+        if lock is not None:  # failed after --force set the earlier run aside: the earlier run comes back
+            if not resume and not (out / "last.pt").is_file():
+                run_folder.restore_replaced_run(out)
             lock.release()
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -809,8 +815,10 @@ def train(run: Run) -> list[dict]:
             for callback in run.callbacks:
                 callback.on_epoch_end(run, epoch, row)
     except BaseException:  # stopped (Ctrl-C, divergence, an error) before an epoch was saved: nothing to resume,
-        if run.is_main and not (run.out / "last.pt").is_file():  # so no half-written run is left behind
-            run_folder.remove_run_files(run.out)
+        if run.is_main and not (run.out / "last.pt").is_file():  # so no half-written run is left behind, and
+            run.replaced_run_restored = run_folder.restore_replaced_run(run.out)  # an earlier run --force set
+            if not run.replaced_run_restored:                                     # aside comes back
+                run_folder.remove_run_files(run.out)
         raise
     for callback in run.callbacks:
         callback.on_train_end(run)

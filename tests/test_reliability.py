@@ -253,6 +253,81 @@ def test_force_leaves_nothing_of_the_earlier_run(tmp_path):
     assert not (out / "mentornets").exists() and not (out / "label_issues.csv").exists()
     assert (out / "notes.txt").read_text() == "mine"  # not a file of a run: kept
     assert "mentornets" not in result.output.splitlines()[-1]
+    assert not (out / ".replaced-run").exists()  # the earlier run, set aside until the first epoch was saved
+
+
+def tree(folder: Path) -> dict:
+    """Every file under ``folder`` (subfolders too, but the lock) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture
+def earlier_run(tmp_path):
+    """A finished 1-epoch run, with a MentorNet learned in it and a file of the user's beside it."""
+    out = tmp_path / "r"
+    result = train(*QUICK, "--epochs", "1", "--mentornet", "mentornet_pd", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (out / "mentornets").mkdir()
+    (out / "mentornets" / "epoch_05.pt").write_bytes(b"learned in the earlier run")
+    (out / "notes.txt").write_text("mine")
+    return out
+
+
+def test_force_stopped_before_its_first_epoch_puts_the_earlier_run_back(earlier_run):
+    """Report: --force deleted the earlier run at the start, so a new run stopped before its first epoch (Ctrl-C,
+    a diverging loss) left a folder with neither run in it."""
+    before = tree(earlier_run)
+    result = cli_process("train-student", *QUICK, "--out", str(earlier_run), "--force",
+                         env={"MENTORNET_INTERRUPT_AT_STEP": "10"})  # epochs are 20 steps
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the run that --force was replacing is back in" in result.stderr.strip().splitlines()[-1]
+    assert tree(earlier_run) == before and not (earlier_run / ".replaced-run").exists()
+
+
+def test_force_killed_before_its_first_epoch_gets_the_earlier_run_back_at_the_next_command(earlier_run):
+    """A SIGKILL cannot unwind: the earlier run waits in .replaced-run, and the next command on the folder puts it
+    back (the new run never saved an epoch) and says so."""
+    before = tree(earlier_run)
+    result = cli_process("train-student", *QUICK, "--out", str(earlier_run), "--force",
+                         env={"MENTORNET_KILL_AT_STEP": "10"})
+    assert result.returncode == 137
+    assert (earlier_run / ".replaced-run" / "last.pt").is_file() and (earlier_run / "config.json").is_file()
+    result = train("--out", str(earlier_run), "--resume")  # the earlier run has finished: nothing to train
+    assert result.exit_code == 0, result.output
+    assert "Warning: " in result.output and "the run it was to replace is back in place" in result.output
+    assert "has finished its 1 epochs" in result.output or "has finished its 1 epoch" in result.output
+    assert tree(earlier_run) == before
+
+
+def test_force_killed_after_its_first_epoch_has_replaced_the_earlier_run(earlier_run):
+    """Killed once its first epoch is saved, the new run is the folder's run: the earlier one is deleted (by the
+    next command, if the kill came before that) and the new one resumes."""
+    result = cli_process("train-student", *QUICK, "--out", str(earlier_run), "--force",
+                         env={"MENTORNET_KILL_AT_STEP": "25"})
+    assert result.returncode == 137 and (earlier_run / "last.pt").is_file()
+    assert not (earlier_run / ".replaced-run").exists()  # deleted once the first epoch was saved
+    (earlier_run / ".replaced-run").mkdir()  # as a kill between saving last.pt and that deletion leaves it
+    (earlier_run / ".replaced-run" / "last.pt").write_bytes(b"the earlier run's")
+    result = train("--out", str(earlier_run), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output and not (earlier_run / ".replaced-run").exists()
+    assert len(pd.read_csv(earlier_run / "metrics.csv")) == 3 and not (earlier_run / "mentornets").exists()
+    assert (earlier_run / "notes.txt").read_text() == "mine"
+
+
+def test_a_live_force_runs_set_aside_files_are_not_touched(earlier_run):
+    """While a --force run is in its first epoch, its .replaced-run belongs to it: another command is refused."""
+    (earlier_run / ".replaced-run").mkdir()
+    (earlier_run / ".replaced-run" / "last.pt").write_bytes(b"set aside")
+    lock = RunLock(earlier_run)  # held by a process on another machine: it may still run
+    lock.path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "c", "started": "s"}))
+    try:
+        result = train("--out", str(earlier_run), "--resume")
+    finally:
+        lock.path.unlink()
+    assert_one_line_error(result, "is in use by process 1 on elsewhere")
+    assert (earlier_run / ".replaced-run" / "last.pt").read_bytes() == b"set aside"
 
 
 def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, monkeypatch):
