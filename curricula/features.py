@@ -89,10 +89,20 @@ class MentorFeatures:
 
     @classmethod
     def build(cls, loss, loss_diff, *, epoch, label=0) -> "MentorFeatures":
-        """Features for a batch where ``epoch`` and ``label`` may be scalars shared by every sample."""
+        """Features for a batch of B samples (spec §4.1): ``loss`` and ``loss_diff`` in nats (anything
+        ``torch.as_tensor`` reads; flattened to ``[B]``), ``epoch`` the progress epoch 0..99 (percent of
+        training done, the 2018 "epoch"; larger values are clipped to 99 by :func:`encode_epoch` where a
+        MentorNet reads them) and ``label``, each a whole-number scalar shared by every sample or a ``[B]``
+        tensor. The 2018 code and every fit of this toolkit use label 0: row 1 of a MentorNet's label
+        embedding is never trained, so label 1 reads its random initial values.
+
+        Raises ``ValueError`` for a fractional scalar epoch or label, a negative epoch or unequal lengths, and
+        ``TypeError`` for non-numeric losses or a float tensor of epochs or labels (the checks of the class)."""
         loss = torch.as_tensor(loss).reshape(-1)
 
         def per_sample(value):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"MentorFeatures epoch and label must be whole numbers, got {value!r}")
             if isinstance(value, (int, float)):  # a fill, not a host-to-device copy
                 return torch.full((len(loss),), value, dtype=torch.long, device=loss.device)
             value = torch.as_tensor(value, device=loss.device)

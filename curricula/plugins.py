@@ -66,7 +66,9 @@ def load_entry_point_plugins(*, force: bool = False) -> list[str]:
 def load_plugin_file(path) -> str:
     """Import a ``.py`` file that registers curricula; returns the module name it was imported as.
 
-    A missing file, an import error or a name already taken raise ``ValueError`` with one line.
+    The same file again is not run again, unless it changed since: then it is (its curricula replace their
+    earlier versions, so a notebook can edit a plugin and load it again). A missing file, an import error or a
+    name already taken by another module raise ``ValueError`` with one line.
     """
     path = Path(path)
     if not path.exists():
@@ -75,17 +77,29 @@ def load_plugin_file(path) -> str:
         raise ValueError(f"plugin file {path} must be a .py file")
     resolved = path.resolve()
     module_name = f"mentornet_plugin_{path.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
-    if module_name in sys.modules:
+    contents = hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__plugin_sha256__", None) == contents:
         return module_name  # the same file again (say, a second command in one process): already registered
+    # New, or edited since it was loaded (a notebook): run it (again); its curricula replace their earlier versions.
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    module.__plugin_sha256__ = contents
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except DuplicateCurriculumError as error:
-        del sys.modules[module_name]
+        _forget(module_name, loaded)
         raise ValueError(f"plugin file {path}: {error}") from None
     except Exception as error:  # noqa: BLE001
-        del sys.modules[module_name]
+        _forget(module_name, loaded)
         raise ValueError(f"plugin file {path} failed to load: {_one_line(error)}") from None
     return module_name
+
+
+def _forget(module_name: str, loaded) -> None:
+    """Undo a failed load: the earlier version of the file stays loaded, if there was one."""
+    if loaded is None:
+        del sys.modules[module_name]
+    else:
+        sys.modules[module_name] = loaded

@@ -24,12 +24,19 @@ class DuplicateCurriculumError(ValueError):
 
 
 def register_curriculum(name: str) -> Callable[[type], type]:
-    """Class decorator that registers a frozen dataclass curriculum under ``name``."""
+    """Class decorator that registers a frozen dataclass curriculum under ``name``.
+
+    A class of the same module and qualified name as the one registered replaces it: the same definition run
+    again (a notebook cell re-run, a plugin file edited and loaded again). Any other class under a taken name
+    raises :class:`DuplicateCurriculumError`; a name that is not lower_snake_case raises ``ValueError``; a
+    class that is not a frozen dataclass with ``weight(features)`` raises ``TypeError``.
+    """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"curriculum name must be lower_snake_case, got {name!r}")
 
     def decorator(cls: type) -> type:
-        if name in _REGISTRY:
+        taken = _REGISTRY.get(name)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
             raise DuplicateCurriculumError(
                 f"curriculum {name!r} is already registered (by {_REGISTRY[name].__module__})")
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
@@ -69,13 +76,20 @@ def curriculum_class(name: str) -> type:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"unknown curriculum {name!r}; choose one of: {', '.join(list_curricula())}"
+            f"unknown curriculum {name!r}; choose one of: {', '.join(list_curricula())} (a curriculum of your own "
+            f"is known once its file is loaded: cli.py --plugin FILE, or an import in Python)"
         ) from None
 
 
 def curriculum_parameters(name: str) -> dict[str, object]:
     """The parameters of curriculum ``name`` and their defaults."""
     return {f.name: f.default for f in dataclasses.fields(curriculum_class(name))}
+
+
+def is_registered_curriculum(value) -> bool:
+    """Whether ``value`` is an instance of a curriculum class registered with :func:`register_curriculum`."""
+    kind = type(value)
+    return _REGISTRY.get(getattr(kind, "name", None)) is kind
 
 
 def get_curriculum(name: str, **params):

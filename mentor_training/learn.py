@@ -41,7 +41,12 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
                   seed: int = 0, force: bool = False) -> LearningPlan:
     """Check every input and build the target set, so a bad value never costs a fit or leaves a file.
 
-    ``out`` must end in .pt; a dump needs at least :data:`MIN_DUMP_ROWS` distinct samples."""
+    The options of ``cli.py learn-curriculum``, by their Python names: exactly one of ``curriculum`` (a
+    registered name; ``params`` its parameters, as ``["gamma=3"]`` or ``{"gamma": 3}``) and ``dump`` (a
+    data-driven dump file, spec §3; ``percentile`` the fraction of its losses that defines loss_diff), then the
+    fit's ``recipe``, ``balance``, ``steps``, ``learning_rate``, ``sample_size`` and ``seed``. ``out`` must end
+    in .pt and obeys ``force``; a dump needs at least :data:`MIN_DUMP_ROWS` distinct samples. Every bad value
+    raises ``ValueError`` (``FileExistsError`` for an existing ``out`` without ``force``)."""
     if (curriculum is None) == (dump is None):
         raise ValueError("give exactly one of curriculum or dump")
     if Path(out).suffix.lower() != CHECKPOINT_SUFFIX:
@@ -53,7 +58,12 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
     if balance not in BALANCE_CHOICES:
         raise ValueError(f"unknown balance {balance!r}; choose one of: {', '.join(BALANCE_CHOICES)}")
     if curriculum is not None:
-        kwargs = dict(params) if isinstance(params, dict) else parse_params(curriculum, params)
+        if isinstance(params, dict):  # values as Python objects; a string is read as on the command line
+            kwargs = {key: value for key, value in params.items() if not isinstance(value, str)}
+            kwargs.update(parse_params(curriculum, [f"{key}={value}" for key, value in params.items()
+                                                    if isinstance(value, str)]))
+        else:
+            kwargs = parse_params(curriculum, params)
         target_curriculum = get_curriculum(curriculum, **kwargs)
         check_curriculum(target_curriculum)
         split = curriculum_targets(target_curriculum, sample_size=sample_size, seed=seed)

@@ -125,7 +125,14 @@ class MentorNet(nn.Module):
 
     @torch.no_grad()
     def weight(self, features: MentorFeatures) -> torch.Tensor:
-        """The curriculum contract: weights in [0, 1] shaped like ``features.loss``, without gradient."""
+        """The curriculum contract: weights in [0, 1] shaped like ``features.loss`` (``[B]``), without gradient,
+        on the device of ``features``. Spec §1 (2018 ``mentornet_nn``), then a sigmoid.
+
+        Raises ``TypeError`` unless ``features`` is :class:`MentorFeatures` (build them with
+        ``MentorFeatures.build(loss, loss_diff, epoch=...)``), ``ValueError`` for a label outside 0..1."""
+        if not isinstance(features, MentorFeatures):
+            raise TypeError("MentorNet.weight takes MentorFeatures (MentorFeatures.build(loss, loss_diff, "
+                            f"epoch=...)), got {type(features).__name__}")
         return self(features.to(self.fc1_weight.device)).to(features.loss.device)
 
 

@@ -1,6 +1,6 @@
 """Rebuild every shipped MentorNet with our own ``learn-curriculum`` and rewrite ``manifest.json``.
 
-    python pretrained/build.py [NAME ...]
+    python pretrained/build.py [--fit-only] [NAME ...]
 
 Each entry of ``COMMANDS`` is the exact ``learn-curriculum`` options that make one file; each entry of
 ``PIPELINES`` is every command of a data-driven MentorNet, from the student run that dumps the clean
@@ -126,11 +126,18 @@ def build(name: str, *, fit_only: bool = False) -> dict:
     return entry
 
 
-def main(names: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    import argparse
+
     from mentor_training import load_mentornet
 
-    fit_only = "--fit-only" in names  # data-driven MentorNets: refit from the committed dumps only
-    names = [name for name in names if name != "--fit-only"]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"the MentorNets to rebuild (default: all): {', '.join([*COMMANDS, *PIPELINES])}")
+    parser.add_argument("--fit-only", action="store_true",
+                        help="data-driven MentorNets: refit from the committed dumps only, without their student runs")
+    args = parser.parse_args(argv)
+    names, fit_only = args.names, args.fit_only
     manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.exists() else {}
     known = [*COMMANDS, *PIPELINES]
     for name in names or known:

@@ -336,9 +336,16 @@ class Evaluation:
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
             device: str | torch.device | None = None) -> torch.Tensor:
     """Softmax probabilities ``N x num_classes`` (float32, on the CPU) of ``model`` (e.g. a
-    :class:`StudentClassifier`) for uint8 ``images`` ``N x C x H x W``, in batches of ``batch_size``."""
+    :class:`StudentClassifier`) for uint8 ``images`` ``N x C x H x W``, in batches of ``batch_size``.
+
+    Raises ``ValueError`` for a bad ``batch_size``, and for images whose ``C x H x W`` is not the
+    ``image_shape`` of a :class:`StudentClassifier` (the student was trained on that size)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    expected = getattr(model, "image_shape", None)
+    if expected is not None and (images.dim() != 4 or tuple(images.shape[1:]) != tuple(expected)):
+        raise ValueError(f"images must be N x {' x '.join(map(str, expected))} (N x C x H x W, as the student was "
+                         f"trained), got shape {tuple(images.shape)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     chunks = [torch.softmax(model(images[start:start + batch_size].to(device)).float(), dim=1).cpu()

@@ -107,8 +107,11 @@ def rank_label_issues(losses, weights=None, *, given_labels, predicted_labels=No
     and a ``rank`` index from 0; ties keep sample order.
 
     Use it from your own loop: keep each sample's loss and MentorNet weight per epoch (e.g. the
-    ``losses`` and ``mentor(losses, step)`` of each batch, put at the batch's sample indices) and call
-    ``rank_label_issues(np.stack(epoch_losses), np.stack(epoch_weights), given_labels=labels)``.
+    ``losses`` and ``mentor.opinion(losses, step)`` of each batch of a
+    :class:`~student_training.weighting.MentorWeighter` ``mentor``, put at the batch's sample indices) and call
+    ``rank_label_issues(np.stack(epoch_losses), np.stack(epoch_weights), given_labels=labels)``. ``opinion`` is
+    what a run records: the MentorNet's weight without the burn-in floor and example dropout, whose random zeros
+    (half of every early batch with the 2018 schedule) would say nothing about the label.
     """
     values = label_issue_scores(losses, weights, score=score, until=until)
     count = len(values)

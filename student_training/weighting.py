@@ -13,7 +13,8 @@ For the batch at global step t of T:
 5. example dropout: ``K = int(B · (1 − r_ê))`` samples drawn uniformly without replacement keep their
    weight, the others get 0 (independent of v).
 
-Example, in any loop::
+Example, in any loop (the weighting options are the MentorNet's ``student_defaults``, as ``train-student`` uses
+them, unless a ``WeighterConfig`` is given)::
 
     mentor = MentorWeighter(load_mentornet("mentornet_pd"), total_steps=epochs * len(loader))
     for step, (x, y) in enumerate(batches):
@@ -31,6 +32,7 @@ import torch
 
 from curricula.features import (NUM_EPOCHS, LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
                                 percentile_index, progress_percent)
+from curricula.registry import check_curriculum, is_registered_curriculum
 from mentor_training.model import MentorNetStep
 
 from .accelerator import fp32_region
@@ -48,13 +50,30 @@ class MentorWeighter:
     curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
     """
 
-    def __init__(self, mentor, config: WeighterConfig | None = None, *, total_steps: int, seed: int = 0):
+    def __init__(self, mentor, config: WeighterConfig | dict | None = None, *, total_steps: int, seed: int = 0):
+        """``mentor``: a :class:`~mentor_training.model.MentorNet` or a registered curriculum (anything with
+        ``weight(features)``; a registered curriculum is checked once with
+        :func:`~curricula.registry.check_curriculum`). ``config``: the weighting options; ``None`` takes the
+        mentor's ``student_defaults`` (a loaded MentorNet's are the values the 2018 commands used with it, as
+        ``train-student`` does), or the 2018 defaults (``WeighterConfig()``) for a mentor without them; a dict
+        is read as ``WeighterConfig.from_dict``. ``total_steps``: the run's number of steps T, which sets the
+        progress epoch ``floor(100 t / T)``. ``seed``: the example-dropout draws.
+
+        Raises ``TypeError`` for a mentor without ``weight`` or a non-integer ``total_steps``, ``ValueError`` for
+        ``total_steps < 1``, unknown config keys, or a curriculum whose weights are not a finite [0, 1] tensor
+        shaped like the loss."""
         if not callable(getattr(mentor, "weight", None)):
             raise TypeError("mentor must have a weight(features) method (a MentorNet or a curriculum)")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int):
+            raise TypeError(f"total_steps must be an integer (the run's number of steps), got {total_steps!r}")
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        if is_registered_curriculum(mentor):
+            check_curriculum(mentor)  # weights in [0, 1], shaped like the loss, before any step
+        if config is None:
+            config = getattr(mentor, "student_defaults", None) or WeighterConfig()
         self.mentor = mentor
-        self.config = config or WeighterConfig()
+        self.config = WeighterConfig.coerce(config)
         self.total_steps = int(total_steps)
         self.dropout_rates = parse_dropout_schedule(self.config.example_dropout_rates)
         self.moving_average = LossMovingAverage(self.config.loss_p_percentile,
@@ -91,24 +110,45 @@ class MentorWeighter:
         return self._table
 
     def mentor_weights(self, loss: torch.Tensor, step: int, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout. Computed in
-        fp32, outside autocast even when called inside a caller's autocast region. ``indices`` (the batch's
-        sample indices) are not needed here; a weighter that learns from samples by index takes them."""
+        """Steps 1-4: the MentorNet weight with the burn-in floor, before example dropout: ``[B]`` float32 in
+        [0, 1], detached, for ``loss``, the per-sample losses ``[B]`` in nats (cross-entropy with
+        ``reduction='none'``), at global ``step`` in 0..T-1. Computed in fp32, outside autocast even when
+        called inside a caller's autocast region. ``indices`` (the batch's sample indices) are not needed here;
+        a weighter that learns from samples by index takes them.
+
+        Raises ``TypeError`` for losses that are not a floating-point tensor or a step that is not an integer,
+        ``ValueError`` for losses that are not 1-D or a step outside 0..T-1 (usually epochs given as
+        ``total_steps``). A NaN or infinite loss gets a NaN weight; a batch whose p-percentile is not finite
+        leaves the moving average unchanged (the 2018 code would carry NaN into every later step)."""
         # The intra-op thread count is left alone: switching torch to one thread for the step and back (as
         # before) made this call alone faster but slowed the student's own matrix products; on two cores the mlp's
         # training loop ran 1.15-2.2x slower with the switch in four back-to-back pairs (README, Speed). The fused
         # step keeps its own products on this thread instead (MentorNetStep.weights, mentor_training.mkl_threads).
+        self._check_call(loss, step)
         device_type = loss.device.type
         if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
             with fp32_region(loss.device):
                 return self._mentor_weights(loss, step)
         return self._mentor_weights(loss, step)
 
+    def _check_call(self, loss, step) -> None:
+        """The per-sample losses ``[B]`` (floating point) and a step in 0..T-1, or a one-line error."""
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"losses must be a torch.Tensor of shape [B], got {type(loss).__name__}")
+        if loss.dim() != 1:
+            raise ValueError(f"losses must be 1-D [B] (one loss per sample: reduction='none'), got shape "
+                             f"{tuple(loss.shape)}")
+        if not loss.is_floating_point():
+            raise TypeError(f"losses must be floating point, got {loss.dtype}")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an integer (the global step, from 0), got {step!r}")
+        if not 0 <= step < self.total_steps:
+            raise ValueError(f"step {step} is outside 0..{self.total_steps - 1} (total_steps={self.total_steps}: the "
+                             "run's number of steps, not of epochs)")
+
     def _mentor_weights(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         if loss.requires_grad:
             loss = loss.detach()
-        if loss.dim() != 1:
-            loss = loss.reshape(-1)
         if loss.dtype != torch.float32:
             loss = loss.float()
         # Steps 1-2 as epoch_at and burn_in_floor, looked up by progress epoch.
@@ -124,8 +164,11 @@ class MentorWeighter:
             cache = self._step_constants(average, loss.device, loss.shape[0])
             value = average.value
         percentile = torch.kthvalue(loss, cache[4])[0]  # batch_loss_percentile, its index cached
-        # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
-        value = average.value = self._written = value * cache[5] + percentile * cache[6]
+        # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step. A
+        # batch whose percentile is NaN or infinite leaves the average as it was (read without a host sync):
+        # otherwise one such batch would make every later loss_diff NaN or the same for every sample.
+        updated = value * cache[5] + percentile * cache[6]
+        value = average.value = self._written = torch.where(updated.isfinite(), updated, value)
         fused = self._step
         if self.mentor is not self._step_for:
             fused = self._fused_step()
@@ -179,14 +222,17 @@ class MentorWeighter:
 
     @torch.no_grad()
     def opinion(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """The mentor's weight of ``loss`` at ``step`` with the current moving-average percentile, without the
-        burn-in floor or example dropout; no state changes (find-label-issues records it)."""
+        """The mentor's weight of ``loss`` (``[B]``, nats) at ``step`` with the current moving-average percentile,
+        without the burn-in floor or example dropout; no state changes (find-label-issues records it). Errors as
+        :meth:`mentor_weights`."""
+        self._check_call(loss, step)
         loss_diff = loss - self.moving_average.value.to(loss)
         features = MentorFeatures.build(loss, loss_diff, epoch=self.epoch_at(step))
         return self.mentor.weight(features).to(loss.device, torch.float32)
 
     def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Step 5: keep ``int(B (1 − r))`` uniformly drawn samples, zero the rest."""
+        """Step 5: keep ``int(B (1 − r))`` uniformly drawn samples of ``weights`` (``[B]``), zero the rest; ``r``
+        is the example-dropout rate at progress epoch ``epoch`` (0..99). Returns a new ``[B]`` tensor."""
         rate = self.dropout_rates[epoch]
         if rate == 0.0:
             return weights
@@ -210,16 +256,27 @@ class MentorWeighter:
         return weights * mask.to(weights.device, non_blocking=True)
 
     def __call__(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """Detached per-sample weights in [0, 1] for the losses of the batch at global ``step``."""
+        """Detached per-sample weights ``[B]`` in [0, 1] for the losses ``[B]`` (nats) of the batch at global
+        ``step`` (0..T-1): :meth:`mentor_weights`, then :meth:`example_dropout` (spec §4.1); errors as
+        :meth:`mentor_weights`."""
         weights = self.mentor_weights(loss, step)
         return self.example_dropout(weights, self.last["epoch"])
 
     def state_dict(self) -> dict:
+        """The config, T, the moving average and the example-dropout generator: what a resumed run needs to
+        weight its next step as the uninterrupted run would have."""
         return {"config": asdict(self.config), "total_steps": self.total_steps,
                 "moving_average": self.moving_average.state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`. Raises ``ValueError`` if it was saved for another T or another config
+        (naming the fields that differ): its moving average would be read with another percentile or decay."""
         if state["total_steps"] != self.total_steps:
             raise ValueError(f"weighter state is for {state['total_steps']} steps, this run has {self.total_steps}")
+        saved, mine = state.get("config"), asdict(self.config)
+        if saved is not None and saved != mine:
+            fields = [key for key in mine if saved.get(key) != mine[key]]
+            raise ValueError("weighter state was saved with another config: "
+                             + ", ".join(f"{key} {saved.get(key)!r} there, {mine[key]!r} here" for key in fields))
         self.moving_average.load_state_dict(state["moving_average"])
         self.generator.set_state(state["generator"])

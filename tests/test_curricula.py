@@ -167,8 +167,25 @@ def test_users_register_their_own_curriculum(scratch_registry):
 
     assert "half" in list_curricula()
     assert get_curriculum("half", scale=0.25).weight(MentorFeatures.build([1.0], [0.0], epoch=0)).tolist() == [0.25]
-    with pytest.raises(ValueError, match="already registered"):
-        register_curriculum("half")(Half)
+    register_curriculum("half")(Half)  # the same definition again (a notebook cell re-run): it replaces itself
+
+    @register_curriculum("half")
+    @dataclasses.dataclass(frozen=True)
+    class Half:  # noqa: F811 - edited and run again: the new version is the one used
+        scale: float = 0.5
+
+        def weight(self, features):
+            return torch.full_like(features.loss, 2 * self.scale)
+
+    assert get_curriculum("half", scale=0.25).weight(MentorFeatures.build([1.0], [0.0], epoch=0)).tolist() == [0.5]
+
+    @dataclasses.dataclass(frozen=True)
+    class Other:
+        def weight(self, features):
+            return torch.zeros_like(features.loss)
+
+    with pytest.raises(ValueError, match="already registered"):  # another class under a taken name
+        register_curriculum("half")(Other)
 
 
 def test_registry_refuses_non_dataclasses_and_bad_names(scratch_registry):

@@ -108,6 +108,27 @@ def test_plugin_file_option_registers_for_the_command(scratch, tmp_path):
     assert result.exit_code == 0 and "file_soft" in result.output
 
 
+def test_an_edited_plugin_file_loaded_again_replaces_its_curricula(scratch, tmp_path):
+    """Report: in a notebook, loading an edited plugin file again kept the old formula, and there was no way to
+    replace a curriculum but restarting the kernel."""
+    from curricula import MentorFeatures, get_curriculum
+
+    path = tmp_path / "edit_me.py"
+    path.write_text(GOOD_MODULE.format(name="edit_me"))
+    name = load_plugin_file(path)
+    features = MentorFeatures.build([1.0], [0.5], epoch=0)
+    before = get_curriculum("edit_me").weight(features).tolist()
+    assert load_plugin_file(path) == name  # unchanged: not run again
+    path.write_text(GOOD_MODULE.format(name="edit_me").replace("features.loss_diff", "-features.loss_diff"))
+    assert load_plugin_file(path) == name
+    after = get_curriculum("edit_me").weight(features).tolist()
+    assert after != before
+    path.write_text("raise RuntimeError('typo')\n")  # a broken edit: an error, and the last good version stays
+    with pytest.raises(ValueError, match="RuntimeError: typo"):
+        load_plugin_file(path)
+    assert get_curriculum("edit_me").weight(features).tolist() == after
+
+
 def test_plugin_file_errors_are_one_line(scratch, tmp_path):
     assert_one_line_error(invoke("--plugin", str(tmp_path / "missing.py"), "list"), "does not exist")
     broken = tmp_path / "broken.py"

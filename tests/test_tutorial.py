@@ -50,6 +50,7 @@ def test_every_block_runs_in_order(tmp_path):
             for line in filter(None, (line.strip() for line in body.splitlines())):
                 outputs.append(_run(_command(line), tmp_path).stdout)
     assert "soft_threshold" in outputs[0]  # `list` shows the plugin's curriculum
-    for made in ("soft.pt", "soft_compare.png", "soft.png", "soft_run/metrics.csv"):
+    for made in ("soft.pt", "soft_compare.png", "soft.png", "soft_run/metrics.csv", "soft_api.pt",
+                 "soft_api_compare.png"):
         assert (tmp_path / made).is_file(), made
-    assert "MentorNet" in outputs[-1]
+    assert "MentorNet" in outputs[-1] and "weighted torch.Size([128])" in outputs[-1]

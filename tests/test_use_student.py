@@ -494,3 +494,15 @@ def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, command):
     extra = ["--out", str(tmp_path / "s.pt2")] if command == "export" else []
     result = invoke(command, "--run", str(text), *extra)
     assert_one_line_error(result, f"{text} is not a checkpoint (not a file torch.save writes)")
+
+
+def test_predict_names_the_image_shape_the_student_was_trained_on():
+    """Report: 28 x 28 images given to a student of 8 x 8 digits gave 'mat1 and mat2 shapes cannot be multiplied'."""
+    from student_training.inference import StudentClassifier, predict
+    from student_training.models import create_student
+
+    network = create_student("mlp", num_classes=10, in_channels=1, image_size=8, seed=0)
+    model = StudentClassifier(network, class_names=range(10), image_shape=(1, 8, 8))
+    assert predict(model, torch.zeros(3, 1, 8, 8, dtype=torch.uint8)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"images must be N x 1 x 8 x 8 .*got shape \(2, 1, 28, 28\)"):
+        predict(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))

@@ -135,3 +135,90 @@ def test_config_falls_back_to_checkpoint_defaults():
         WeighterConfig(loss_p_percentile=1.2)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         WeighterConfig(loss_p_percentile=0.0)
+
+
+# The review of the library API (a user's own loop): defaults, bad input, state.
+
+def test_the_mentornets_own_student_defaults_unless_a_config_is_given():
+    """Report: MentorWeighter(mentornet_pd) used WeighterConfig() ('0.0,100'), not the '0.5,17,0.05,83' that
+    train-student uses with it."""
+    mentor = load_mentornet("mentornet_dd")
+    assert MentorWeighter(mentor, total_steps=10).config == mentor.student_defaults
+    assert MentorWeighter(mentor, total_steps=10).config.burn_in_epoch == 18
+    given = WeighterConfig(loss_p_percentile=0.5)
+    assert MentorWeighter(mentor, given, total_steps=10).config is given
+    assert MentorWeighter(mentor, {"loss_p_percentile": 0.5}, total_steps=10).config == given  # a dict is read
+    assert MentorWeighter(Recorder(), total_steps=10).config == WeighterConfig()  # no student_defaults: 2018's
+    curriculum = get_curriculum("mentornet_pd")
+    assert MentorWeighter(curriculum, total_steps=10).config == curriculum.student_defaults
+
+
+@pytest.mark.parametrize("loss, step, error, message", [
+    ([0.1, 2.0], 0, TypeError, "losses must be a torch.Tensor of shape \\[B\\], got list"),
+    (torch.rand(4, 1), 0, ValueError, "losses must be 1-D \\[B\\].*got shape \\(4, 1\\)"),
+    (torch.tensor([1, 2]), 0, TypeError, "losses must be floating point, got torch.int64"),
+    (torch.rand(4), 3.5, TypeError, "step must be an integer.*3.5"),
+    (torch.rand(4), 10, ValueError, "step 10 is outside 0..9 .*not of epochs"),
+    (torch.rand(4), -1, ValueError, "step -1 is outside"),
+])
+def test_bad_losses_or_steps_are_one_line_errors(loss, step, error, message):
+    """Report: a [B, 1] loss gave [B] weights, so weights * losses was [B, B]; a list gave an AttributeError."""
+    weighter = MentorWeighter(load_mentornet("mentornet_pd"), total_steps=10)
+    for call in (weighter, weighter.mentor_weights, weighter.opinion):
+        with pytest.raises(error, match=message):
+            call(loss, step)
+
+
+@pytest.mark.parametrize("total_steps, error", [(None, TypeError), (10.5, TypeError), (True, TypeError),
+                                                (0, ValueError)])
+def test_bad_total_steps(total_steps, error):
+    with pytest.raises(error, match="total_steps"):
+        MentorWeighter(load_mentornet("mentornet_pd"), total_steps=total_steps)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_batch_with_a_non_finite_percentile_leaves_the_moving_average_alone(bad):
+    """Report: one batch of NaN (or inf) losses made every later weight NaN (or the same for every sample)."""
+    config = WeighterConfig(loss_p_percentile=0.5, loss_moving_average_decay=0.5, burn_in_epoch=0)
+    reference = MentorWeighter(load_mentornet("mentornet_pd"), config, total_steps=100)
+    weighter = MentorWeighter(load_mentornet("mentornet_pd"), config, total_steps=100)
+    first, later = torch.tensor([0.1, 0.4, 1.0, 2.0]), torch.tensor([0.1, 0.2, 2.0, 0.5])
+    reference(first, 0)
+    weighter(first, 0)
+    weights = weighter(torch.tensor([0.1, bad, bad, bad]), 1)
+    assert float(weighter.moving_average.value) == float(reference.moving_average.value)
+    assert torch.isfinite(weights[0]) and (bad == bad or torch.isnan(weights[1:]).all())
+    expected = reference(later, 2)
+    got = weighter(later, 2)
+    assert torch.isfinite(got).all() and torch.equal(got, expected)
+
+
+def test_a_curriculum_is_checked_once_when_the_weighter_is_made(isolated_plugins):
+    """Report: a curriculum whose weights were [B, 1] and 2.0 went through the weighter unchecked."""
+    from curricula import register_curriculum
+
+    @register_curriculum("review_bad_shape")
+    @dataclasses.dataclass(frozen=True)
+    class BadShape:
+        def weight(self, features):
+            return (2 * torch.ones_like(features.loss)).unsqueeze(1)
+
+    with pytest.raises(ValueError, match="curriculum 'review_bad_shape': weight\\(\\) returned shape"):
+        MentorWeighter(get_curriculum("review_bad_shape"), total_steps=10)
+
+
+def test_a_state_saved_under_another_config_is_refused():
+    """Report: load_state_dict took a state saved with p 0.7 and decay 0.5 into a weighter configured with p 0.2
+    and decay 0.9, which then computed with the saved values while its config said otherwise."""
+    mentor = load_mentornet("mentornet_pd")
+    saved = MentorWeighter(mentor, WeighterConfig(loss_p_percentile=0.7, loss_moving_average_decay=0.5),
+                           total_steps=10)
+    saved(torch.rand(8), 0)
+    other = MentorWeighter(mentor, WeighterConfig(loss_p_percentile=0.2, loss_moving_average_decay=0.9),
+                           total_steps=10)
+    with pytest.raises(ValueError, match="another config: loss_p_percentile 0.7 there, 0.2 here, "
+                                         "loss_moving_average_decay 0.5 there, 0.9 here"):
+        other.load_state_dict(saved.state_dict())
+    same = MentorWeighter(mentor, saved.config, total_steps=10)
+    same.load_state_dict(saved.state_dict())
+    assert float(same.moving_average.value) == float(saved.moving_average.value)
