@@ -105,3 +105,22 @@ def test_bad_options_are_refused():
         script.parse_args(["--out", "x", "--budget-s", "0"])
     with pytest.raises(SystemExit):
         script.parse_args(["--out", "x", "--parts", "speed,warp"])
+
+
+def test_a_full_run_without_fashion_mnist_stops_at_once_naming_the_file(tmp_path, monkeypatch):
+    """Review: without data/ carried to the GPU machine both end-to-end runs would fail minutes in, and the
+    speed part would time synthetic images instead."""
+    script = _script()
+    assert script._missing_fashion_mnist(tmp_path) == "train-images-idx3-ubyte.gz"
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (folder / f"{stem}.gz").write_bytes(b"")
+    assert script._missing_fashion_mnist(tmp_path) == "t10k-labels-idx1-ubyte.gz"
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"")  # unpacked is found too, as the loader finds it
+    assert script._missing_fashion_mnist(tmp_path) is None
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the GPU check, to the data check
+    with pytest.raises(SystemExit, match="Fashion-MNIST's train-images-idx3-ubyte.gz is not in .*carry data/"):
+        script.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "empty")])
