@@ -44,6 +44,7 @@ epochs, noise 0.4, seeds 0 and 1, 2 α and 1 p).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -101,18 +102,34 @@ def second_reweight_for(noise: float, args) -> bool:
     return noise >= 0.6  # the official rule (2020 spec §3.1)
 
 
+@functools.lru_cache(maxsize=None)
+def _uses_loss_diff(mentornet: str) -> bool:
+    from mentor_training.pretrained import load_mentornet
+
+    return load_mentornet(mentornet).config.uses_loss_diff
+
+
+def has_p(method: str, args) -> bool:
+    """Whether MentorMix's loss percentile p changes the method's weights: it defines loss_diff (2020 spec §2,
+    steps a-c), which a MentorNet fitted on the loss alone (``--learned`` from ``--mentornet learn``) ignores;
+    train-student refuses p for such a MentorNet."""
+    if method == "mixup":
+        return False
+    return method != "mentormix_learned" or _uses_loss_diff(args.learned)
+
+
 def default_hyper(method: str, noise: float, args) -> Hyper:
     """The hyper-parameters a method uses without --tune: --alpha/--p, else the official CIFAR-10 values."""
     if method not in TUNED:
         return Hyper()
     alpha, p = args.alpha, args.p
-    if alpha is None or (p is None and method != "mixup"):
+    if alpha is None or (p is None and has_p(method, args)):
         official_alpha, official_p, _ = official(noise)
         alpha = official_alpha if alpha is None else alpha
         p = official_p if p is None else p
     if method == "mixup":
         return Hyper(alpha=alpha, second_reweight=False)
-    return Hyper(alpha=alpha, p=p, second_reweight=second_reweight_for(noise, args))
+    return Hyper(alpha=alpha, p=p if has_p(method, args) else None, second_reweight=second_reweight_for(noise, args))
 
 
 def run_config(method: str, noise: float, seed: int, hyper: Hyper, args, *, validation: float = 0.0) -> StudentConfig:
@@ -136,7 +153,8 @@ def candidates(method: str, noise: float, args) -> list[Hyper]:
     second = second_reweight_for(noise, args)
     if method == "mixup":
         return [Hyper(alpha=a, second_reweight=False) for a in args.alphas]
-    return [Hyper(alpha=a, p=p, second_reweight=second) for a in args.alphas for p in args.ps]
+    ps = args.ps if has_p(method, args) else [None]
+    return [Hyper(alpha=a, p=p, second_reweight=second) for a in args.alphas for p in ps]
 
 
 def tune(args, out: Path) -> tuple[dict, pd.DataFrame]:
@@ -255,7 +273,9 @@ def parse_args(argv=None):
                         help="hold this clean subset out of every run (it then chooses best.pt); 0.1 shares the "
                              "runs of benchmarks/learned_accuracy.py given the same --out")
     parser.add_argument("--alpha", type=float, default=None, help="fix mixup/MentorMix alpha for every noise rate")
-    parser.add_argument("--p", type=float, default=None, help="fix MentorMix's loss percentile for every noise rate")
+    parser.add_argument("--p", type=float, default=None,
+                        help="fix MentorMix's loss percentile for every noise rate (not used with a --learned MentorNet "
+                        "fitted on the loss alone, which has no loss_diff input)")
     parser.add_argument("--second-reweight", choices=("auto", "on", "off"), default="auto",
                         help="auto: on from noise 0.6, as in the official runs")
     parser.add_argument("--tune", action="store_true", help="choose alpha and p on a validation split")

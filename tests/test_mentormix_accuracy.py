@@ -98,3 +98,17 @@ def test_an_interrupted_grid_resumes_to_the_same_result_and_refuses_a_folder_of_
     (folder / "config.json").write_text(json.dumps(saved))
     with pytest.raises(SystemExit, match="holds a run with other options: lr 0.5 \\(asked 0.1\\)"):
         mentormix_accuracy.main([*argv, "--out", str(tmp_path / "cut")])
+
+
+def test_a_learned_mentornet_fitted_on_the_loss_alone_gets_no_loss_percentile():
+    """Found rerunning the README's grid: mentormix_learned passed the official p to mentornet_learned (fitted
+    without loss_diff), which train-student now refuses; p only defines loss_diff (2020 spec §2, steps a-c)."""
+    args = mentormix_accuracy.parse_args(["--out", "x", "--learned", str(pretrained_path("mentornet_learned"))])
+    assert mentormix_accuracy.default_hyper("mentormix_learned", 0.4, args) == \
+        mentormix_accuracy.Hyper(alpha=8.0, p=None, second_reweight=False)
+    assert mentormix_accuracy.default_hyper("mentormix_pd", 0.4, args).p == 0.6  # the official CIFAR-10 p
+    args.alphas, args.ps = [2.0, 8.0], [0.6, 0.7]
+    assert {hyper.p for hyper in mentormix_accuracy.candidates("mentormix_learned", 0.4, args)} == {None}
+    config = mentormix_accuracy.run_config("mentormix_learned", 0.4, 0, mentormix_accuracy.default_hyper(
+        "mentormix_learned", 0.4, args), args)
+    assert "loss_p_percentile" not in config.weighter
