@@ -173,8 +173,9 @@ def cli(plugin_files):
               help="Override the recipe's number of optimiser steps.")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Override the recipe's peak learning rate.")
-@click.option("--sample-size", type=click.IntRange(min=2), default=100_000, show_default=True,
-              help="Grid rows kept for fitting (the 2018 value), split 80/20 into train and held-out.")
+@click.option("--sample-size", type=click.IntRange(min=2), default=None,
+              help="--curriculum: grid rows kept for fitting, split 80/20 into train and held-out [100000, the 2018 "
+                   "value]. A dump's rows are all used.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the row sample, the split, the initial weights and the batches.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
@@ -197,8 +198,13 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
     if dump_path is None and percentile is not None:
         raise click.UsageError("--percentile applies to --dump (it defines loss_diff of a data-driven fit); a "
                                "curriculum's targets do not use it")
+    if dump_path is not None and sample_size is not None:
+        raise click.UsageError("--sample-size applies to --curriculum (rows of the curriculum's grid); a dump's rows "
+                               "are all used")
     percentile = 0.9 if percentile is None else percentile
+    sample_size = 100_000 if sample_size is None else sample_size
     with _usage_errors():
+        _refuse_run_file(out_path, "--out")
         plan = plan_learning(curriculum=curriculum_name, params=params, dump=dump_path, percentile=percentile,
                              out=out_path, recipe=recipe, balance=balance, steps=steps,
                              learning_rate=learning_rate, sample_size=sample_size, seed=seed, force=force)
@@ -394,6 +400,9 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     with _usage_errors():
         if resume and force:
             raise click.UsageError("--resume and --force exclude each other")
+        if "epochs" in given and given.get("max_steps") is not None:
+            raise click.UsageError("--epochs and --max-steps exclude each other: --max-steps N trains N steps "
+                                   "(the epochs follow from the batches per epoch); give one")
         if resume and config_file:
             raise click.UsageError("--resume continues with the run's own config.json; drop --config")
         if world_from_env().is_main:  # what a killed --force run left, settled before config.json is read
@@ -585,6 +594,15 @@ def list_command():
 
 # ----------------------------------------------------------------------- using a trained student
 
+def _refuse_run_file(path, option: str) -> None:
+    """Refuse an output path that is one of a run folder's own files, --force or not (it would break the run)."""
+    from pathlib import Path
+
+    from student_training.run_folder import check_not_run_file
+
+    check_not_run_file(Path(path), option=option)
+
+
 run_option = click.option("--run", "run_dir", required=True, type=click.Path(), metavar="DIR",
                           help="A train-student run folder (config.json, noisy_labels.npz, last.pt, best.pt).")
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
@@ -639,6 +657,7 @@ def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_c
                                    "--split test (drop --split, or give --split train)")
         split = split or "test"
         if predictions_path is not None:
+            _refuse_run_file(predictions_path, "--predictions")
             check_output_path(predictions_path, force=force)
         model, config = load_student(run_dir, which=which)
         model.to(resolve_device(device))
@@ -701,6 +720,7 @@ def find_label_issues_command(run_dir, out_path, score, top, force):
     with _usage_errors():
         if not Path(run_dir).is_dir():
             raise ValueError(f"--run {run_dir} is not a folder")
+        _refuse_run_file(out_path, "--out")
         check_output_path(out_path, force=force)
         issues = find_label_issues(run_dir, score=score)
         k = parse_top(top, len(issues.ranking))

@@ -614,7 +614,7 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
 
     path = check_clean_subset_file(path)
     position = {int(source): pool for pool, source in enumerate(data.source_indices.tolist())}
-    pool, labels = [], []
+    pool, labels, first_line = [], [], {}  # first_line: pool position -> the line that listed it
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -640,12 +640,14 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
                 if not 0 <= label < data.num_classes:
                     raise ValueError(f"clean subset file {path}, line {line}: label {label} is outside "
                                      f"0..{data.num_classes - 1}")
+                if position[sample] in first_line:
+                    raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is listed again "
+                                     f"(first on line {first_line[position[sample]]}); list each sample once")
+                first_line[position[sample]] = line
                 pool.append(position[sample])
                 labels.append(label)
     except UnicodeDecodeError as error:
         raise ValueError(f"clean subset file {path} is not UTF-8 text: {error.reason}") from None
-    if len(set(pool)) != len(pool):
-        raise ValueError(f"clean subset file {path} lists a sample_id more than once")
     if not pool:
         raise ValueError(f"clean subset file {path} lists no samples")
     order = np.argsort(pool)

@@ -37,7 +37,7 @@ from .data import ImageDataset, load_dataset
 from .loader import per_image_standardize
 from .models import create_student
 from .noise import load_noise_file
-from .run_folder import NORMALIZATION, READABLE_VERSIONS, read_config
+from .run_folder import NORMALIZATION, READABLE_VERSIONS, read_config, recover_replaced_run
 
 CHECKPOINTS = ("best", "last")
 SPLITS = ("test", "train")
@@ -102,6 +102,7 @@ def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str = "best
         raise ValueError(f"which must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
+        recover_replaced_run(path)  # an earlier run that a killed --force run set aside: back in place
         file = path / f"{which}.pt"
         if not file.is_file() and which == "best" and (path / "last.pt").is_file():
             raise ValueError(f"{path} holds no best.pt: a run without a validation split (--validation-fraction 0) "

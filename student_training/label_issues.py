@@ -32,7 +32,7 @@ from curricula.files import atomic_write
 from .callbacks import Callback
 from .evaluation import detector_auc
 from .noise import load_noisy_labels
-from .run_folder import read_config, read_last
+from .run_folder import read_config, read_last, recover_replaced_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
@@ -381,6 +381,8 @@ def find_label_issues(run_dir: str | os.PathLike, *, score: str = DEFAULT_SCORE)
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")
     run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        recover_replaced_run(run_dir)  # an earlier run that a killed --force run set aside: back in place
     record = read_sample_record(run_dir)
     if score.endswith("_weight") and record.weight_sum is None:
         raise ValueError(f"the run in {run_dir} trained without a MentorNet (--mentornet none), so it has no "

@@ -137,6 +137,20 @@ def remove_run_files(out: Path) -> None:
         pass
 
 
+def check_not_run_file(path: Path, *, option: str = "the output") -> None:
+    """``ValueError`` if ``path`` is a file a train-student run in its folder writes and reads back (its
+    config.json, metrics.csv, checkpoints, noisy labels, relearn.csv or a learned MentorNet): overwriting it, even
+    with ``--force``, would break the run. ``label_issues.csv``, find-label-issues' own default, is allowed."""
+    folder = path.parent
+    run_folder = folder.parent if folder.name == "mentornets" else folder
+    if not (run_folder / "config.json").is_file():
+        return
+    own = path.name in RUN_FILES and path.name != "label_issues.csv" if folder == run_folder else True
+    if own:
+        raise ValueError(f"{option} {path} is a file of the run in {run_folder}; writing it would break that run: "
+                         "choose another name")
+
+
 def set_aside_run_files(out: Path) -> None:
     """Move every file of the run in ``out`` into ``out/.replaced-run`` (renames within the folder), where it
     stays until :func:`discard_replaced_run` (the new run saved an epoch) or :func:`restore_replaced_run` (it

@@ -325,6 +325,7 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
         raise ValueError(f"--mentormix runs in one process (partners and percentiles come from the whole batch on "
                          f"one device); this launch has {world.size} torchrun processes")
     if config.dump:  # the run's own dump may exist on resume; any other file there needs --force
+        run_folder.check_not_run_file(Path(config.dump), option="--dump")
         check_output_path(config.dump, force=force or resume)
     distributed.check_batch_size(config.batch_size, world)
     device = resolve_device(config.device, world.local_rank)
@@ -466,6 +467,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     recipe = config.recipe
     model = create_student(config.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
                            image_size=data.image_size, seed=config.seed).to(device)
+    _check_batch_norm_batch(config, model, world)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_labels, train_indices, trusted_mask = _training_pool(config, data, noise, verified, parts)
@@ -525,6 +527,16 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     distributed.barrier(world)
     run.train_model = _training_module(run)
     return run
+
+
+def _check_batch_norm_batch(config: StudentConfig, model: torch.nn.Module, world: distributed.World) -> None:
+    """Refuse a batch of one sample per process for a student with BatchNorm, which cannot train on it."""
+    per_process = config.batch_size // max(world.size, 1)
+    if per_process < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        where = " per process" if world.enabled else ""
+        raise ValueError(f"--batch-size {config.batch_size} gives {per_process} sample{where} a step, and "
+                         f"{config.studentnet} has BatchNorm, which needs at least 2 to train: use --batch-size 2 "
+                         "or more")
 
 
 def _check_event_epochs(config: StudentConfig, total_steps: int) -> None:

@@ -300,6 +300,22 @@ def test_force_killed_before_its_first_epoch_gets_the_earlier_run_back_at_the_ne
     assert tree(earlier_run) == before
 
 
+@pytest.mark.parametrize("command", [["evaluate", "--run", "{run}"], ["find-label-issues", "--run", "{run}", "--out",
+                                     "{tmp}/issues.csv"], ["export", "--run", "{run}", "--out", "{tmp}/s.pt2"],
+                                     ["plot", "--run", "{run}", "--out", "{tmp}/curves.png"]])
+def test_every_command_reading_a_run_puts_back_what_a_killed_force_run_set_aside(earlier_run, tmp_path, command):
+    """Report: after a killed --force run only train-student put the earlier run back; evaluate, find-label-issues,
+    plot --run and export said the folder held no checkpoint or metrics."""
+    before = tree(earlier_run)
+    result = cli_process("train-student", *QUICK, "--out", str(earlier_run), "--force",
+                         env={"MENTORNET_KILL_AT_STEP": "10"})
+    assert result.returncode == 137 and (earlier_run / ".replaced-run").is_dir()
+    result = invoke(*[word.format(run=earlier_run, tmp=tmp_path) for word in command])
+    assert result.exit_code == 0, result.output
+    assert "the run it was to replace is back in place" in result.output
+    assert tree(earlier_run) == before
+
+
 def test_force_killed_after_its_first_epoch_has_replaced_the_earlier_run(earlier_run):
     """Killed once its first epoch is saved, the new run is the folder's run: the earlier one is deleted (by the
     next command, if the kill came before that) and the new one resumes."""
@@ -678,3 +694,41 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "x.csv", interrupted)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["find-label-issues", "--run", "{run}", "--out", "{run}/metrics.csv", "--force"],
+    ["evaluate", "--run", "{run}", "--predictions", "{run}/config.json", "--force"],
+    ["learn-curriculum", "--curriculum", "self_paced", "--steps", "10", "--out", "{run}/last.pt", "--force"],
+    ["learn-curriculum", "--curriculum", "self_paced", "--steps", "10", "--out", "{run}/mentornets/epoch_05.pt",
+     "--force"],
+])
+def test_an_output_never_overwrites_a_run_folders_own_file(earlier_run, command):
+    """Report: find-label-issues --out RUN/metrics.csv --force replaced the run's metrics, and plot --run and
+    --resume then failed on it."""
+    before = tree(earlier_run)
+    result = invoke(*[word.format(run=earlier_run) for word in command])
+    assert_one_line_error(result, "is a file of the run in", "would break that run")
+    assert tree(earlier_run) == before
+
+
+def test_learn_curriculum_refuses_sample_size_with_a_dump(tmp_path):
+    """Report: --sample-size with --dump was silently ignored."""
+    result = invoke("learn-curriculum", "--dump", str(tmp_path / "d.csv"), "--sample-size", "10", "--out",
+                    str(tmp_path / "x.pt"))
+    assert_one_line_error(result, "--sample-size applies to --curriculum")
+
+
+def test_epochs_beside_max_steps_is_refused():
+    """Report: --epochs 3 --max-steps 100 ran 100 steps (10 epochs); --epochs was dropped without a word."""
+    result = train(*QUICK, "--max-steps", "100", "--out", "unused")
+    assert_one_line_error(result, "--epochs and --max-steps exclude each other")
+
+
+def test_a_batch_of_one_for_a_batchnorm_student_is_refused_before_training(tmp_path):
+    """Report: --batch-size 1 with small_cnn started training, then failed with BatchNorm's 'Expected more than 1
+    value per channel', exit 1, leaving an empty folder."""
+    result = train("--dataset", "digits", "--studentnet", "small_cnn", "--batch-size", "1", "--epochs", "1",
+                   "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, "--batch-size 1 gives 1 sample a step, and small_cnn has BatchNorm")
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()

@@ -15,7 +15,7 @@ from typing import Iterable
 import pandas as pd
 
 from student_training.config import format_value
-from student_training.run_folder import read_config
+from student_training.run_folder import read_config, recover_replaced_run
 
 RUN_METRICS = ("test_accuracy", "weight_clean", "weight_noisy", "detector_auc", "fit_noisy")
 _LABEL_OPTIONS_SHOWN = 4  # more differing options than this: the folder names say it better
@@ -37,6 +37,7 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         if not folder.is_dir():
             raise ValueError(f"run folder {folder} {'is a file' if folder.exists() else 'does not exist'}: give a "
                              "train-student run folder")
+        recover_replaced_run(folder)  # an earlier run that a killed --force run set aside: back in place
         metrics_path = folder / "metrics.csv"
         if not metrics_path.is_file():
             raise ValueError(f"{folder} holds no metrics.csv: not a run folder, or no epoch has finished yet")
