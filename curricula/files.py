@@ -183,7 +183,21 @@ def load_plain(path: str | os.PathLike, *, what: str, allowed: Iterable = ()):
     except OSError as error:
         raise ValueError(f"cannot read {what} {path}: {error.strerror or error}") from None
     except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
+        if _looks_like_text(path):
+            raise ValueError(f"{path} is a text file, not a {what} (a torch.save file); a dump or label file is "
+                             "read by the option made for it") from None
         raise ValueError(f"{path} is not a readable {what} (corrupt or truncated: {type(error).__name__})") from None
+
+
+def _looks_like_text(path: Path) -> bool:
+    """Whether the file starts with printable UTF-8 text (a CSV, a dump), which no torch.save file does."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+        text = head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(text) and all(char.isprintable() or char in "\r\n\t" for char in text.lstrip("\ufeff"))
 
 
 def md5_of(path: str | os.PathLike) -> str:

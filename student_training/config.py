@@ -212,7 +212,8 @@ class StudentConfig:
         help="With --mentornet learn: progress epochs (1..99) at which a fresh MentorNet is fitted to the probe's "
              "recent losses.")
     learn_window: int = option(
-        5, metavar="W", help="With --mentornet learn: each fit uses the probe's losses of the last W progress epochs.")
+        5, metavar="W", help="With --mentornet learn: each fit uses the probe's losses of the last W progress epochs "
+                             "(1..99; a progress epoch is 1% of the run's steps).")
     learn_weights: str = option(
         "threshold", choices=("threshold", "soft"),
         help="With --mentornet learn: threshold gives weight 1 where the MentorNet's output is >= "
@@ -409,8 +410,8 @@ class StudentConfig:
             raise ValueError(f"{flag_name(next(iter(self.weighter)))} defines loss_diff, which --learn-features loss "
                              "does not use; add --learn-features loss_diff or drop it")
         parse_learn_epochs(self.learn_epochs)
-        if self.learn_window < 1:
-            raise ValueError(f"--learn-window must be >= 1, got {self.learn_window}")
+        if not 1 <= self.learn_window <= MAX_EPOCH:
+            raise ValueError(f"--learn-window must lie in 1..{MAX_EPOCH} progress epochs, got {self.learn_window}")
         if not 0.0 < self.learn_threshold < 1.0:
             raise ValueError(f"--learn-threshold must lie in (0, 1), got {self.learn_threshold}")
         if self.learn_precision is not None and not 0.0 < self.learn_precision < 1.0:

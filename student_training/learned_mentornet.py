@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,6 +157,27 @@ def check_trusted_part(config: StudentConfig, parts: CleanSubsetParts) -> None:
         raise ValueError(f"--learn-trusted-batch {config.learn_trusted_batch} exceeds both the {available} verified "
                          f"images the trusted stream draws from and the batch size {config.batch_size}; give at most "
                          f"{max(available, config.batch_size)}")
+
+
+def warn_untrusted_classes(config: StudentConfig, parts: CleanSubsetParts, verified: torch.Tensor,
+                           num_classes: int) -> list[int]:
+    """Warn (and return them) about the classes with no verified image in the trusted part: the student sees
+    no verified label of them before the last fit, and the fits select noisy samples it already predicts
+    right, so such a class may never be learned. Happens with a ``--clean-subset-file`` that has few samples of
+    a class: the validation fifth and the probe take equal counts per class first."""
+    if not config.learn_trusted_batch or config.learn_probe_labels == "verified" or not len(parts.trusted):
+        return []  # no trusted part at all is a choice (--learn-probe-fraction 1), not a starved class
+    counts = lambda part: torch.bincount(verified[part], minlength=num_classes).tolist()  # noqa: E731
+    trusted, held, probe = counts(parts.trusted), counts(parts.validation), counts(parts.probe)
+    missing = [c for c in range(num_classes) if trusted[c] == 0]
+    if missing:
+        detail = ", ".join(f"class {c} ({held[c] + probe[c]} verified: {held[c]} validation, {probe[c]} probe)"
+                           for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.warn(f"no verified image of {detail} is left for the trusted part, so the student may never learn "
+                      f"{'it' if len(missing) == 1 else 'them'}: give more verified samples of "
+                      f"{'that class' if len(missing) == 1 else 'those classes'}, or a smaller --learn-probe-fraction",
+                      stacklevel=2)
+    return missing
 
 
 def check_learn_schedule(config: StudentConfig, total_steps: int) -> None:
@@ -321,9 +343,14 @@ class LearnedMentorWeighter:
         targets = self.probe_clean.cpu()[:, None].expand_as(losses)[seen]
         row = {"progress_epoch": point, "rows": int(seen.sum()),
                "noisy_fraction": float(1 - targets.mean()) if len(targets) else float("nan")}
-        if len(targets) == 0 or float(targets.min()) == float(targets.max()):
+        clean_rows = int((targets > 0.5).sum())
+        if min(clean_rows, len(targets) - clean_rows) < MIN_PROBE_EXAMPLES:
+            # Too few rows of one kind to learn where clean ends (a short run sees each probe sample in few
+            # progress epochs): the previous MentorNet, or the burn-in weight, stays in use.
             reason = ("the probe has no recorded losses in its window" if len(targets) == 0 else
-                      f"the probe's rows hold only {'clean' if float(targets[0]) == 1 else 'corrupted'} samples")
+                      f"the window holds {clean_rows} clean and {len(targets) - clean_rows} corrupted probe rows, "
+                      f"fewer than the {MIN_PROBE_EXAMPLES} of each a fit needs (a longer run, a larger "
+                      "--learn-window or a larger clean subset gives more)")
             return {**row, "status": f"skipped: {reason}"}, None, None
         features = MentorFeatures(losses[seen], diffs[seen], torch.zeros(len(targets), dtype=torch.long), epochs)
         data = TargetSet(features, targets.float())
@@ -539,8 +566,9 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
                "test": None, "fit_seconds": row["fit_seconds"]}
     source = {**split.source, "run": str(run.out), "progress_epoch": row["progress_epoch"],
               "dataset": run.config.dataset, "noise": run.noise.noise_rate}
+    command = f"train-student --config {run.out / 'config.json'} --out {run.out}"  # every option of the run
     checkpoint = build_checkpoint(mentor, source=source, feature_spec=spec, student_defaults=weighting,
-                                  metrics=metrics, command=f"train-student --mentornet learn --out {run.out}")
+                                  metrics=metrics, command=command)
     save_checkpoint(checkpoint, path, force=True)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
 from .label_issues import SampleRecordCallback
 from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
-    check_learn_schedule, check_probe, check_trusted_part, split_clean_subset
+    check_learn_schedule, check_probe, check_trusted_part, split_clean_subset, warn_untrusted_classes
 from .loader import DeviceLoader
 from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
@@ -481,6 +482,8 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
         check_learn_schedule(config, total_steps)
         check_probe(config, parts, is_clean, data.train_labels)
         check_trusted_part(config, parts)
+        if not resume and world.is_main:
+            warn_untrusted_classes(config, parts, verified, data.num_classes)
     weighting = None  # the weighting options in force: the MentorNet's defaults (learned: the toolkit's) + the run's
     if mentor is not None:
         weighting = config.weighter_config(weighting_defaults(config, mentor))
@@ -808,11 +811,15 @@ def _mean(values: torch.Tensor) -> float:
     return float(values.float().mean()) if values.numel() else float("nan")
 
 
+LOW_MEAN_WEIGHT = 0.01  # an epoch's mean MentorNet weight below this: train() warns that the student barely trains
+
+
 def train(run: Run) -> list[dict]:
     """Train from the run's state to the end, calling its callbacks; returns every metrics row."""
     for callback in run.callbacks:
         callback.on_train_start(run)
     stepping = step_callbacks(run.callbacks)
+    warned = False
     try:
         for epoch in range(run.state.epoch, run.epochs):
             start = time.perf_counter()
@@ -826,6 +833,12 @@ def train(run: Run) -> list[dict]:
                 run.state.best_validation, run.state.best_epoch = row["val_accuracy"], epoch + 1
             for callback in run.callbacks:
                 callback.on_epoch_end(run, epoch, row)
+            if not warned and run.is_main and type(run.weighter) is MentorWeighter \
+                    and row["mean_weight"] < LOW_MEAN_WEIGHT:
+                warned = True
+                warnings.warn(f"epoch {epoch + 1}: the MentorNet's mean weight is {row['mean_weight']:.4f}, so the "
+                              "student barely trains; a MentorNet fitted on other losses (another data set, or late "
+                              "in another run) can give these losses weights near 0")
     except BaseException:  # stopped (Ctrl-C, divergence, an error) before an epoch was saved: nothing to resume,
         if run.is_main and not (run.out / "last.pt").is_file():  # so no half-written run is left behind, and
             run.replaced_run_restored = run_folder.restore_replaced_run(run.out)  # an earlier run --force set

@@ -438,8 +438,8 @@ def test_a_probe_with_verified_labels_trains_in_the_trusted_stream_and_still_rec
 
 def test_a_probe_of_the_whole_clean_subset_trains_without_a_trusted_part(tmp_path):
     # the noisy samples train before the first fit (--learn-burn-in-weight 1): there is nothing else to train on
-    run = prepare_run(config(learn_probe_fraction=1.0, learn_burn_in_weight=1.0, max_steps=20, epochs=100),
-                      tmp_path / "all_probe")
+    run = prepare_run(config(learn_probe_fraction=1.0, learn_burn_in_weight=1.0, max_steps=40, epochs=100,
+                             learn_window=20), tmp_path / "all_probe")  # windows of enough rows for every fit
     assert len(run.clean_parts.trusted) == 0 and run.trusted is not None
     rows = train(run)  # the trusted stream is empty until the probe is released
     assert len(rows) >= 1 and pd.read_csv(tmp_path / "all_probe" / "relearn.csv")["status"].eq("fitted").all()
@@ -473,7 +473,7 @@ def test_loss_diff_options_are_refused_for_a_mentornet_fitted_without_loss_diff(
 
 
 def test_a_short_run_clamps_the_epoch_input_to_epochs_that_hold_losses(tmp_path):
-    run = prepare_run(config(max_steps=12, epochs=100, learn_epochs="50", learn_window=20), tmp_path / "short")
+    run = prepare_run(config(max_steps=24, epochs=100, learn_epochs="50", learn_window=20), tmp_path / "short")
     train(run)
     recorded = torch.nonzero(~torch.isnan(run.weighter.losses[:-1, 30:50]).all(dim=0)).flatten() + 30
     assert run.weighter.last_fitted_epoch == int(recorded.max())
@@ -555,3 +555,30 @@ def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_we
     (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
     saved, _ = read_config(out)
     assert saved.learn_precision == 0.95 and saved.learn_threshold_fallback == THRESHOLD_FALLBACK_DEFAULT
+
+
+def test_a_fit_with_too_few_rows_of_one_kind_is_skipped_and_logged(tmp_path):
+    """Report: a 3-epoch run fitted a MentorNet on 4 probe rows, one of them corrupted, without a word."""
+    run = prepare_run(config(max_steps=12, epochs=100, learn_epochs="50", learn_window=10), tmp_path / "few")
+    train(run)
+    log = pd.read_csv(tmp_path / "few" / "relearn.csv")
+    assert len(log) == 1 and log["status"][0].startswith("skipped: the window holds ")
+    assert "fewer than the 10 of each a fit needs" in log["status"][0]
+    assert run.weighter.mentor is None  # nothing fitted: the burn-in weight stays in use
+    assert not (tmp_path / "few" / "mentornets").exists()
+
+
+def test_a_class_with_no_trusted_image_is_named_before_training(tmp_path):
+    """Report: a clean subset file with 8 images of class 4 left none in the trusted part (the validation fifth
+    and the probe take equal counts per class first); class 4 then scored 0/36, without a word."""
+    data = load_dataset("digits")
+    labels = data.train_labels.numpy()
+    ids = np.concatenate([np.flatnonzero(labels == c)[:(8 if c == 4 else 16)] for c in range(10)])
+    path = tmp_path / "clean.csv"
+    pd.DataFrame({"sample_id": ids, "label": labels[ids]}).to_csv(path, index=False)
+    result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--learn-epochs", "50",
+                    "--clean-subset-file", str(path), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warning) == 1 and "no verified image of class 4 (8 verified:" in warning[0]
+    assert "give more verified samples of that class" in warning[0]

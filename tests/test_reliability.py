@@ -732,3 +732,12 @@ def test_a_batch_of_one_for_a_batchnorm_student_is_refused_before_training(tmp_p
                    "--out", str(tmp_path / "r"))
     assert_one_line_error(result, "--batch-size 1 gives 1 sample a step, and small_cnn has BatchNorm")
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
+
+
+def test_a_text_file_given_as_a_mentornet_says_so(tmp_path):
+    """Report: a dump CSV given to show or --mentornet was 'corrupt or truncated: IndexError'."""
+    path = tmp_path / "dump.csv"
+    path.write_text("sample_id,loss,label\n1,0.5,0\n")
+    assert_one_line_error(invoke("show", str(path)), f"{path} is a text file, not a checkpoint")
+    assert_one_line_error(train(*QUICK, "--mentornet", str(path), "--out", str(tmp_path / "r")),
+                          f"{path} is a text file, not a checkpoint")

@@ -184,3 +184,27 @@ def test_detector_auc():
     assert detector_auc([1.0, 1.0, 1.0, 1.0], [True, False, True, False]) == 0.5
     assert detector_auc([0.5, 0.7, 0.6], [True, True, False]) == 0.5
     assert np.isnan(detector_auc([0.5, 0.7], [True, True]))
+
+
+def test_a_mentornet_that_weights_everything_near_zero_is_warned_about(tmp_path):
+    """Report: a MentorNet learned late in another run, given by --mentornet PATH, weighted a new run's losses
+    near 0 (mean 0.0007) and the student stayed at chance, without a word."""
+    from mentor_training import build_checkpoint, load_mentornet, save_checkpoint
+    from mentor_training.checkpoint import read_checkpoint
+
+    mentor = load_mentornet("mentornet_pd")
+    with torch.no_grad():  # h = tanh(large) = 1 for every sample and z = sum(w2 + beta) = -40: weight ~ 0
+        mentor.fc1_bias.fill_(50.0)
+        mentor.fc2_weight.fill_(-1.0)
+        mentor.fc2_beta.fill_(-1.0)
+    shipped = read_checkpoint(pretrained_path("mentornet_pd"))
+    path = tmp_path / "zero.pt"
+    save_checkpoint(build_checkpoint(mentor, source={"type": "test"}, feature_spec=shipped["feature_spec"],
+                                     student_defaults={"burn_in_epoch": 0}, metrics={}), path)
+    result = CliRunner().invoke(cli.cli, ["train-student", "--dataset", "digits", "--studentnet", "mlp", "--noise",
+                                          "0.4", "--epochs", "2", "--mentornet", str(path), "--out",
+                                          str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "epoch 1: the MentorNet's mean weight is 0.0000" in warnings[0]
+    assert "barely trains" in warnings[0]
