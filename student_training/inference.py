@@ -278,6 +278,8 @@ def evaluation_data(model: StudentClassifier, config: StudentConfig, *, dataset:
         origin = f"labels of {noise_file}"
     elif data.noisy_train_labels is not None:
         labels, origin = data.noisy_train_labels, "the labels it brings"
+    elif data.name.startswith("npz:"):  # an npz without clean_labels: its train_labels are the labels given
+        labels, true, origin = true, None, "the labels it brings"
     else:
         labels, true, origin = true, None, "true labels"
     return EvaluationData(data.train_images, labels, data.source_indices, true, data.class_names,

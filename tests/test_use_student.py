@@ -506,3 +506,10 @@ def test_predict_names_the_image_shape_the_student_was_trained_on():
     assert predict(model, torch.zeros(3, 1, 8, 8, dtype=torch.uint8)).shape == (3, 10)
     with pytest.raises(ValueError, match=r"images must be N x 1 x 8 x 8 .*got shape \(2, 1, 28, 28\)"):
         predict(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_an_npz_without_clean_labels_is_scored_against_the_labels_it_brings(run, tmp_path):
+    """Report: evaluate --split train on an npz without clean_labels said 'against true labels'."""
+    result = invoke("evaluate", "--run", run, "--dataset", _npz(tmp_path / "mine.npz"), "--split", "train")
+    assert result.exit_code == 0, result.output
+    assert "against the labels it brings" in result.output and "true labels" not in result.output
