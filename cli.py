@@ -481,7 +481,15 @@ class _ProgressBar(Callback):
         self.bar.update(run.state.epoch)
 
     def on_epoch_end(self, run, epoch, row):
-        self.bar.update(1, f"epoch {row['epoch']} loss {row['loss']:.3f} test acc {row['test_accuracy']:.4f}")
+        text = f"epoch {row['epoch']} loss {row['loss']:.3f} test acc {row['test_accuracy']:.4f}"
+        fits = [fit for callback in run.callbacks for fit in getattr(callback, "rows", [])]
+        if fits:  # the latest MentorNet fit or re-fit, as it happens (all of them are listed at the end)
+            last = fits[-1]
+            done = last.get("status", "fitted") == "fitted"
+            text += (f"; fit at progress epoch {last['progress_epoch']}: "
+                     + (f"selects {last['selected']:.0%}" if done and "selected" in last else
+                        "done" if done else "skipped"))
+        self.bar.update(1, text)
 
     def on_train_end(self, run):
         self.bar.__exit__(None, None, None)

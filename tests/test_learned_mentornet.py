@@ -582,3 +582,22 @@ def test_a_class_with_no_trusted_image_is_named_before_training(tmp_path):
     warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
     assert len(warning) == 1 and "no verified image of class 4 (8 verified:" in warning[0]
     assert "give more verified samples of that class" in warning[0]
+
+
+def test_the_progress_bar_shows_each_fit_as_it_happens():
+    """Report: the fit lines were printed only when the run ended, so an interrupted run never showed its fits."""
+    from types import SimpleNamespace
+
+    bar, shown = cli._ProgressBar(), []
+    bar.bar = SimpleNamespace(update=lambda steps, text: shown.append(text))
+    fits = SimpleNamespace(rows=[])
+    run = SimpleNamespace(callbacks=[fits])
+    row = {"epoch": 1, "loss": 2.0, "test_accuracy": 0.5}
+    bar.on_epoch_end(run, 0, row)
+    fits.rows.append({"progress_epoch": 20, "status": "fitted", "selected": 0.42})
+    bar.on_epoch_end(run, 1, {**row, "epoch": 2})
+    fits.rows.append({"progress_epoch": 50, "status": "skipped: too few rows"})
+    bar.on_epoch_end(run, 2, {**row, "epoch": 3})
+    assert "fit" not in shown[0]
+    assert shown[1].endswith("; fit at progress epoch 20: selects 42%")
+    assert shown[2].endswith("; fit at progress epoch 50: skipped")
