@@ -448,7 +448,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     for callback in run.callbacks:
         for row in getattr(callback, "rows", []):
             if row.get("status", "fitted") != "fitted":
-                click.echo(f"re-fit at progress epoch {row['progress_epoch']} {row['status']}")
+                kind = "fit" if run.config.learns_mentornet else "re-fit"
+                click.echo(f"{kind} at progress epoch {row['progress_epoch']} {row['status']}")
                 continue
             if "heldout_mae" in row:
                 click.echo(f"re-fitted the MentorNet at progress epoch {row['progress_epoch']} on {row['rows']} "
