@@ -935,11 +935,10 @@ def parse_args(argv=None):
 
 def _missing_fashion_mnist(data_dir: Path) -> str | None:
     """The first Fashion-MNIST idx file the toolkit's loader would not find under ``data_dir``, else None."""
-    from student_training.data import FASHION_MNIST_FILES
+    from student_training.data import FASHION_MNIST_FILES, _fashion_folders, _find_idx  # the loader's own lookup
 
-    folders = (data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw")
     for stem in FASHION_MNIST_FILES:
-        if not any((folder / name).is_file() for folder in folders for name in (f"{stem}.gz", stem)):
+        if _find_idx(stem, _fashion_folders(data_dir)) is None:
             return f"{stem}.gz"
     return None
 

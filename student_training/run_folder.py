@@ -131,6 +131,10 @@ def remove_run_files(out: Path) -> None:
     """Delete every file of a run in ``out`` (and ``mentornets/`` once empty); the folder and other files stay."""
     for path in run_files(out):
         path.unlink(missing_ok=True)
+    _remove_empty_mentornets(out)
+
+
+def _remove_empty_mentornets(out: Path) -> None:
     try:
         (out / "mentornets").rmdir()
     except OSError:  # absent, or it holds files that are not the run's
@@ -141,12 +145,11 @@ def check_not_run_file(path: Path, *, option: str = "the output") -> None:
     """``ValueError`` if ``path`` is a file a train-student run in its folder writes and reads back (its
     config.json, metrics.csv, checkpoints, noisy labels, relearn.csv or a learned MentorNet): overwriting it, even
     with ``--force``, would break the run. ``label_issues.csv``, find-label-issues' own default, is allowed."""
-    folder = path.parent
-    run_folder = folder.parent if folder.name == "mentornets" else folder
+    in_mentornets = path.parent.name == "mentornets"  # every file there is the run's (its learned MentorNets)
+    run_folder = path.parent.parent if in_mentornets else path.parent
     if not (run_folder / "config.json").is_file():
         return
-    own = path.name in RUN_FILES and path.name != "label_issues.csv" if folder == run_folder else True
-    if own:
+    if in_mentornets or (path.name in RUN_FILES and path.name != "label_issues.csv"):
         raise ValueError(f"{option} {path} is a file of the run in {run_folder}; writing it would break that run: "
                          "choose another name")
 
@@ -160,10 +163,7 @@ def set_aside_run_files(out: Path) -> None:
         target = replaced / path.relative_to(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         path.replace(target)
-    try:
-        (out / "mentornets").rmdir()
-    except OSError:  # absent, or it holds files that are not the run's
-        pass
+    _remove_empty_mentornets(out)
 
 
 def discard_replaced_run(out: Path) -> None:
