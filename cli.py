@@ -22,6 +22,7 @@ try:  # torch loads here, for seconds: Ctrl-C meanwhile is one line, not an impo
     import click  # noqa: E402
 
     from curricula.files import TOOLKIT_VERSION  # noqa: E402
+    from mentor_training.trainer import RECIPES as MENTOR_RECIPES  # noqa: E402
     from student_training.callbacks import Callback  # noqa: E402
     from student_training.config import LOSS_DIFF_OPTIONS, StudentConfig  # noqa: E402
     from student_training.trainer import TrainingDiverged  # noqa: E402
@@ -44,6 +45,8 @@ class ToolkitGroup(click.Group):
             code = result if isinstance(result, int) else 0  # click returns the exit code of --help
         except click.UsageError as error:
             hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            if isinstance(error, click.NoSuchOption) and error.option_name == "--plugin":
+                hint = " (--plugin goes before the command: cli.py --plugin FILE COMMAND ...)"
             click.echo(f"Error: {error.format_message()}{hint}", err=True)
             code = error.exit_code
         except click.ClickException as error:
@@ -170,13 +173,15 @@ def cli(plugin_files):
               help="strata: draw each batch equally from rows whose target is 0, 1, or in between, "
                    "so rare graded regions (mentornet_pd's late phase) are fitted.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Override the recipe's number of optimiser steps.")
+              help="Optimiser steps, instead of the recipe's ("
+                   + "; ".join(f"{name}: {recipe.steps}" for name, recipe in MENTOR_RECIPES.items()) + ").")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Override the recipe's peak learning rate.")
+              help="Peak learning rate, instead of the recipe's ("
+                   + "; ".join(f"{name}: {recipe.learning_rate:g}" for name, recipe in MENTOR_RECIPES.items()) + ").")
 @click.option("--sample-size", type=click.IntRange(min=2), default=None,
-              help="--curriculum: grid rows kept for fitting, split 80/20 into train and held-out [100000, the 2018 "
-                   "value]. A dump's rows are all used.")
-@click.option("--seed", type=int, default=0, show_default=True,
+              help="--curriculum: grid rows kept for fitting, split 80/20 into train and held-out (default: 100000, "
+                   "the 2018 value). A dump's rows are all used.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seed for the row sample, the split, the initial weights and the batches.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, recipe, balance, steps,
@@ -252,7 +257,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
               help="Loss axis: the StudentNet's per-sample cross-entropy, in nats (default: 0,10).")
 @click.option("--loss-diff-range", "loss_diff_range_text", metavar="LO,HI",
               help="loss_diff axis: loss minus the moving-average loss percentile, in nats (default: -5,5).")
-@click.option("--resolution", type=click.IntRange(min=2), default=None,
+@click.option("--resolution", type=click.IntRange(2, 1001), default=None,
               help="Grid points per axis (default: 101).")
 @click.option("--animate", "animate_path", type=click.Path(dir_okay=False), metavar="FILE.gif",
               help="Also (or instead of --out) write a GIF of the weight over epochs 0..99.")
@@ -559,11 +564,13 @@ def show_command(mentornet):
     """Describe a MentorNet checkpoint: its source, held-out metrics and StudentNet defaults."""
     import json
 
-    from mentor_training.checkpoint import read_checkpoint
+    from mentor_training.checkpoint import mentornet_from_checkpoint, read_checkpoint
     from mentor_training.pretrained import resolve_mentornet_path
 
     with _usage_errors():
-        checkpoint = read_checkpoint(resolve_mentornet_path(mentornet))
+        path = resolve_mentornet_path(mentornet)
+        checkpoint = read_checkpoint(path)
+        mentornet_from_checkpoint(checkpoint, origin=str(path))  # what loading it checks: its weights fit the net
     shown = {key: checkpoint[key] for key in ("source", "student_defaults", "feature_spec", "model_config",
                                               "provenance")}
     shown["metrics"] = {k: v for k, v in checkpoint["metrics"].items() if k in ("test", "fidelity", "fit_seconds")}

@@ -77,7 +77,7 @@ def check_writable_folder(folder: str | os.PathLike, *, what: str = "output fold
     folder or file system is found before any work, not after it."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{what} {folder} does not exist")
+        raise ValueError(f"{what} {folder} {'is a file, not a folder' if folder.exists() else 'does not exist'}")
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
         os.close(fd)
@@ -87,19 +87,21 @@ def check_writable_folder(folder: str | os.PathLike, *, what: str = "output fold
     return folder
 
 
-def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, *, force: bool = False, option: str | None = None) -> Path:
     """Raise ``FileExistsError``/``ValueError`` unless ``path`` may be written; call before long work.
 
     The folder must exist and be a folder; an existing ``path`` needs ``force``; a folder at ``path``
-    is refused whatever ``force`` says.
+    is refused whatever ``force`` says. ``option`` (e.g. ``"--out"``) is named in the messages.
     """
     path = Path(path)
+    given = f" (for {option} {path})" if option else ""
     if path.is_dir():  # before the --force hint, which could not help
-        raise ValueError(f"{path} is a folder, expected a file path")
+        raise ValueError(f"{option + ' ' if option else ''}{path} is a folder, expected a file path")
     if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
+        raise FileExistsError(f"{path} already exists; pass --force (force=True in Python) to overwrite it")
     if not path.parent.is_dir():
-        raise ValueError(f"output folder {path.parent} does not exist")
+        state = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise ValueError(f"output folder {path.parent} {state}{given}")
     check_writable_folder(path.parent)
     return path
 
@@ -178,15 +180,21 @@ def load_plain(path: str | os.PathLike, *, what: str, allowed: Iterable = ()):
             detail = unsafe[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
             raise ValueError(f"{path} holds objects other than plain data and tensors; refusing to load it as a "
                              f"{what} ({detail})") from None
+        _refuse_text(path, what)
         raise ValueError(f"{path} is not a readable {what} (corrupt, truncated, or not plain data); refusing to "
                          "load it") from None
     except OSError as error:
         raise ValueError(f"cannot read {what} {path}: {error.strerror or error}") from None
     except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
-        if _looks_like_text(path):
-            raise ValueError(f"{path} is a text file, not a {what} (a torch.save file); a dump or label file is "
-                             "read by the option made for it") from None
+        _refuse_text(path, what)
         raise ValueError(f"{path} is not a readable {what} (corrupt or truncated: {type(error).__name__})") from None
+
+
+def _refuse_text(path: Path, what: str) -> None:
+    """A text file (a CSV, a dump) given where a torch.save file belongs: say so, not "corrupt"."""
+    if _looks_like_text(path):
+        raise ValueError(f"{path} is a text file, not a {what} (a torch.save file); a dump or label file is "
+                         "read by the option made for it") from None
 
 
 def _looks_like_text(path: Path) -> bool:

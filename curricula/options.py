@@ -112,3 +112,17 @@ def options_from_mapping(cls, mapping: Mapping, *, origin: str) -> dict:
 
 __all__ = ["check_option_types", "choices_of", "coerce_option", "field_type", "flag_name", "option",
            "option_fields", "options_from_mapping"]
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: ``torch.Generator.manual_seed`` takes a 64-bit integer, and numpy's generators any
+non-negative one."""
+
+
+def check_seed(seed, *, name: str = "--seed") -> int:
+    """``seed`` as an int in 0..:data:`MAX_SEED`, else ``ValueError`` (``TypeError`` for a non-integer)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must lie in 0..{MAX_SEED} (2**63 - 1), got {seed}")
+    return seed

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from typing import Callable, Iterable
 
 import torch
 
 from .features import DEFAULT_WEIGHTER, NUM_EPOCHS, MentorFeatures, WeighterConfig
+from .options import field_type
 
 _REGISTRY: dict[str, type] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_FIELDS = ("name", "student_defaults")
+"""Class attributes that :func:`register_curriculum` sets, so no parameter (dataclass field) may have these names."""
+PARAMETER_TYPES = (bool, int, float, str)
+"""The parameter types that ``-p key=value`` (and a string value given in Python) converts, each also as
+``Optional[...]``, where ``none`` gives ``None``."""
 
 
 class DuplicateCurriculumError(ValueError):
@@ -29,7 +36,8 @@ def register_curriculum(name: str) -> Callable[[type], type]:
     A class of the same module and qualified name as the one registered replaces it: the same definition run
     again (a notebook cell re-run, a plugin file edited and loaded again). Any other class under a taken name
     raises :class:`DuplicateCurriculumError`; a name that is not lower_snake_case raises ``ValueError``; a
-    class that is not a frozen dataclass with ``weight(features)`` raises ``TypeError``.
+    class that is not a frozen dataclass with ``weight(features)``, or that has a parameter named ``name`` or
+    ``student_defaults`` (:data:`RESERVED_FIELDS`), raises ``TypeError``.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"curriculum name must be lower_snake_case, got {name!r}")
@@ -43,6 +51,10 @@ def register_curriculum(name: str) -> Callable[[type], type]:
             raise TypeError(f"curriculum {name!r} must be a frozen dataclass")
         if not callable(getattr(cls, "weight", None)):
             raise TypeError(f"curriculum {name!r} must define weight(features)")
+        reserved = [f.name for f in dataclasses.fields(cls) if f.name in RESERVED_FIELDS]
+        if reserved:
+            raise TypeError(f"curriculum {name!r}: a parameter may not be called {reserved[0]!r} (the registry sets "
+                            f"{', '.join(RESERVED_FIELDS)} on the class); rename it")
         cls.name = name
         # The StudentNet settings learned MentorNets of this curriculum carry: the curriculum's own
         # (a WeighterConfig, or a dict of its fields), else the plain 2018 flags (spec §4.3), so that a
@@ -82,8 +94,27 @@ def curriculum_class(name: str) -> type:
 
 
 def curriculum_parameters(name: str) -> dict[str, object]:
-    """The parameters of curriculum ``name`` and their defaults."""
-    return {f.name: f.default for f in dataclasses.fields(curriculum_class(name))}
+    """The parameters of curriculum ``name`` and their defaults (:data:`REQUIRED` for one without a default)."""
+    return {f.name: _default(f) for f in dataclasses.fields(curriculum_class(name))}
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "(required)"
+
+    __str__ = __repr__
+
+
+REQUIRED = _Required()
+"""The default :func:`curriculum_parameters` gives a parameter that has none (it must be given)."""
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return REQUIRED
 
 
 def is_registered_curriculum(value) -> bool:
@@ -93,13 +124,20 @@ def is_registered_curriculum(value) -> bool:
 
 
 def get_curriculum(name: str, **params):
-    """Build curriculum ``name`` with the given parameters; unknown parameters are an error."""
+    """Build curriculum ``name`` with the given parameters (the others keep their defaults).
+
+    Raises ``ValueError`` for an unknown curriculum or parameter, a parameter without a default that is not
+    given, or a value the curriculum's own checks (``__post_init__``) refuse."""
     cls = curriculum_class(name)
     allowed = curriculum_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         valid = ", ".join(allowed) or "none"
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for curriculum {name!r}; valid: {valid}")
+    missing = [key for key, default in allowed.items() if default is REQUIRED and key not in params]
+    if missing:
+        raise ValueError(f"curriculum {name!r} has no default for {', '.join(missing)}; give "
+                         + " ".join(f"-p {key}=VALUE" for key in missing))
     return cls(**params)
 
 
@@ -108,28 +146,37 @@ def curriculum_source(curriculum) -> dict:
     return {"type": "curriculum", "name": curriculum.name, "params": dataclasses.asdict(curriculum)}
 
 
-def _convert(text: str, kind, key: str):
-    """Convert ``text`` to the field's type; ``kind`` is a type or, under postponed annotations, its name."""
-    if kind in (bool, "bool"):
+def _convert(text: str, cls: type, key: str):
+    """Convert ``text`` to the type of field ``key`` of ``cls`` (one of :data:`PARAMETER_TYPES`, or Optional)."""
+    try:
+        kind, nullable = field_type(cls, key)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve here: read by its plain name
+        annotation = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+        kind, nullable = {t.__name__: t for t in PARAMETER_TYPES}.get(annotation, str), False
+    if nullable and text.strip().lower() == "none":
+        return None
+    if kind is bool:
         lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"parameter {key} expects true or false, got {text!r}")
-    for py_type in (int, float):
-        if kind in (py_type, py_type.__name__):
-            try:
-                return py_type(text)
-            except ValueError:
-                raise ValueError(f"parameter {key} expects {py_type.__name__}, got {text!r}") from None
-    return text
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"parameter {key} expects {kind.__name__}, got {text!r}") from None
+    if kind is str or kind is typing.Any:
+        return text
+    raise ValueError(f"parameter {key} of curriculum {cls.name!r} has type {getattr(kind, '__name__', kind)}; "
+                     "-p converts bool, int, float and str parameters (and Optional ones); give it in Python")
 
 
 def parse_params(name: str, assignments: Iterable[str]) -> dict[str, object]:
     """Turn ``["gamma=2", ...]`` into typed keyword arguments for curriculum ``name``."""
     cls = curriculum_class(name)
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    types = {f.name: f.type for f in dataclasses.fields(cls)}  # the names, in order
     params: dict[str, object] = {}
     for item in assignments:
         key, sep, value = item.partition("=")
@@ -141,7 +188,7 @@ def parse_params(name: str, assignments: Iterable[str]) -> dict[str, object]:
             raise ValueError(f"unknown parameter {key!r} for curriculum {name!r}; valid: {valid}")
         if key in params:
             raise ValueError(f"parameter {key!r} is given twice ({key}={params[key]!r} and {item!r}); give it once")
-        params[key] = _convert(value, types[key], key)
+        params[key] = _convert(value, cls, key)
     return params
 
 

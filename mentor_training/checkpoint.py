@@ -72,12 +72,17 @@ def _plain(value):
 
 
 def save_checkpoint(checkpoint: dict, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Validate ``checkpoint`` (a dict from :func:`build_checkpoint`) and write it to ``path`` in one rename; returns
+    the path. Raises :class:`CheckpointError` (a ``ValueError``) for an invalid checkpoint, ``FileExistsError`` for
+    an existing ``path`` without ``force``, ``ValueError`` for a missing or unwritable folder."""
     validate_checkpoint(checkpoint, origin=str(path))
     return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), force=force)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and validate a checkpoint without ever unpickling arbitrary objects."""
+    """Load and validate a MentorNet checkpoint (``torch.load(weights_only=True)``: never arbitrary objects).
+
+    Raises :class:`CheckpointError` (a ``ValueError``) for a missing, unreadable or invalid file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no MentorNet checkpoint at {path}")
@@ -103,6 +108,10 @@ def validate_checkpoint(checkpoint, *, origin: str = "checkpoint") -> None:
                                "provenance", "state_dict") if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{origin} lacks {', '.join(missing)}")
+    not_dicts = [key for key in ("model_config", "feature_spec", "source", "student_defaults", "metrics", "provenance")
+                 if not isinstance(checkpoint[key], dict)]
+    if not_dicts:
+        raise CheckpointError(f"{origin}: {', '.join(not_dicts)} must be a dict (a mapping of names to values)")
     try:
         check_feature_spec(checkpoint["feature_spec"])
     except ValueError as error:
@@ -122,8 +131,10 @@ def mentornet_from_checkpoint(checkpoint: dict, *, origin: str = "checkpoint") -
         model = MentorNet(MentorNetConfig(**checkpoint["model_config"]))
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{origin}: weights do not fit the MentorNet architecture ({message[:160]})") from None
+        # torch's load_state_dict message is a header line, then one line per mismatch: keep them on one line
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        message = message.replace("Error(s) in loading state_dict for MentorNet: ", "")
+        raise CheckpointError(f"{origin}: weights do not fit the MentorNet architecture ({message[:240]})") from None
     try:
         model.student_defaults = WeighterConfig.coerce(checkpoint["student_defaults"],
                                                        origin=f"{origin} student_defaults")

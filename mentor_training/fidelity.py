@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from curricula.features import NUM_EPOCHS, MentorFeatures
+from curricula.registry import checked_weights
 
 BINARY_MARGIN = 0.05
 
@@ -28,9 +29,12 @@ def fidelity_points(num_points: int, *, seed: int) -> MentorFeatures:
 
 @torch.no_grad()
 def fidelity(weighter, curriculum, *, num_points: int = 200_000, seed: int = 12345) -> dict:
-    """Agreement of ``weighter.weight`` with ``curriculum.weight`` on fresh random points."""
+    """Agreement of ``weighter.weight`` with ``curriculum.weight`` on ``num_points`` fresh random points.
+
+    Raises ``ValueError`` naming the curriculum if its ``weight()`` fails or leaves [0, 1] on them
+    (:func:`~curricula.registry.checked_weights`)."""
     features = fidelity_points(num_points, seed=seed)
-    target = curriculum.weight(features).float()
+    target = checked_weights(curriculum, features).float()
     weight = weighter.weight(features).float()
     binary = ((target == 0) | (target == 1)) & (features.loss_diff.abs() > BINARY_MARGIN)
     graded = (target > 0) & (target < 1)

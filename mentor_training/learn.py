@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -12,6 +13,7 @@ from curricula.targets import (DATA_DRIVEN_WEIGHTER, DEFAULT_TRAIN_FRACTION, Tar
                                data_driven_targets, read_dump)
 
 from curricula.files import check_output_path
+from curricula.options import check_seed
 
 from .checkpoint import build_checkpoint, save_checkpoint
 from .fidelity import fidelity
@@ -54,7 +56,10 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
     check_output_path(out, force=force)
     fit_recipe = get_recipe(recipe, steps=steps)
     if learning_rate is not None:
+        if not 0 < float(learning_rate) < math.inf:
+            raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
         fit_recipe = replace(fit_recipe, learning_rate=float(learning_rate))
+    check_seed(seed)
     if balance not in BALANCE_CHOICES:
         raise ValueError(f"unknown balance {balance!r}; choose one of: {', '.join(BALANCE_CHOICES)}")
     if curriculum is not None:
@@ -86,7 +91,13 @@ def plan_learning(*, out, curriculum: str | None = None, params: Iterable[str] |
 
 def run_learning(plan: LearningPlan, *, command: str | None = None,
                  progress: Callable[[int, float], None] | None = None) -> dict:
-    """Fit, measure and atomically write the checkpoint; returns the checkpoint dict."""
+    """Fit the MentorNet of ``plan`` (:func:`plan_learning`), measure it on the held-out rows (and, for a curriculum,
+    on fresh points: ``metrics["fidelity"]``) and write the checkpoint to ``plan.out`` in one rename; returns the
+    checkpoint dict (format: ``shared/design.md``). ``command`` is recorded in its provenance; ``progress(step,
+    loss)`` is called as the fit goes.
+
+    Raises ``ValueError`` if the curriculum's ``weight()`` fails on the fidelity points, ``FileExistsError`` if
+    ``plan.out`` appeared meanwhile (without ``force``), ``OSError`` if it cannot be written."""
     result = fit_mentornet(plan.split, recipe=plan.recipe, balance=plan.balance, seed=plan.seed,
                            progress=progress)
     metrics = dict(result.metrics)
@@ -99,5 +110,10 @@ def run_learning(plan: LearningPlan, *, command: str | None = None,
 
 
 def learn_curriculum(*, command: str | None = None, progress=None, **options) -> dict:
-    """``plan_learning(**options)`` then ``run_learning``; see those for the options."""
+    """Fit a MentorNet to a curriculum or a data-driven dump and write it (paper §3; spec §3): the Python form of
+    ``cli.py learn-curriculum``. ``options`` are :func:`plan_learning`'s (``curriculum`` or ``dump``, ``out``,
+    ``params``, ``recipe``, ``steps``, ``learning_rate``, ``seed``, ``force``, ...), checked before the fit;
+    returns the checkpoint dict, as :func:`run_learning`. Raises what those two raise: ``ValueError`` for bad
+    input (an unknown curriculum or parameter, a dump too small, ...), ``FileExistsError`` for an existing
+    ``out`` without ``force=True``."""
     return run_learning(plan_learning(**options), command=command, progress=progress)

@@ -294,4 +294,5 @@ class MentorNetStep:
 
 
 def count_trainable_parameters(module: nn.Module) -> int:
+    """The number of scalars in ``module``'s parameters that require a gradient (the 2018 MentorNet: 257)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -23,6 +23,7 @@ def read_manifest(path: str | os.PathLike | None = None) -> dict:
 
 
 def list_pretrained() -> list[str]:
+    """The names of the MentorNets shipped in ``pretrained/`` (its manifest), sorted."""
     return sorted(read_manifest())
 
 
@@ -67,6 +68,9 @@ def resolve_mentornet_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_mentornet(name_or_path: str | os.PathLike, *, device="cpu") -> MentorNet:
-    """A frozen MentorNet in eval mode, from a pretrained name (see ``list_pretrained()``) or a file path."""
+    """A frozen MentorNet in eval mode on ``device``, from a pretrained name (see ``list_pretrained()``) or a file
+    path. Raises :class:`~mentor_training.checkpoint.CheckpointError` (a ``ValueError``) for an unknown name, a
+    missing or invalid file, a pretrained file whose sha256 differs from the manifest's, or weights that do not
+    fit the MentorNet."""
     path = resolve_mentornet_path(name_or_path)
     return mentornet_from_checkpoint(read_checkpoint(path), origin=str(path)).to(device)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from curricula.features import MAX_EPOCH, WeighterConfig, check_percentile
-from curricula.options import check_option_types, flag_name, option, option_fields, options_from_mapping
+from curricula.options import check_option_types, check_seed, flag_name, option, option_fields, options_from_mapping
 
 from .accelerator import PRECISIONS
 from .data import check_dataset_name, list_datasets
@@ -336,8 +336,9 @@ class StudentConfig:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
+        check_seed(self.seed)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if self.weight_decay is not None and not self.weight_decay >= 0:

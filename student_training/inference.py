@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from curricula.files import TOOLKIT_VERSION, atomic_write, check_output_path
+from curricula.files import TOOLKIT_VERSION, atomic_write, check_output_path, load_plain
 
 from .config import StudentConfig
 from .data import ImageDataset, load_dataset
@@ -125,15 +124,7 @@ def read_student_checkpoint(path: str | os.PathLike) -> dict:
     if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save writes a zip archive (a pickle before 1.6)
         raise ValueError(f"{path} is not a checkpoint (not a file torch.save writes): give a train-student run folder "
                          "or its best.pt/last.pt")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} holds objects other than plain data and tensors (or is corrupt); "
-                         "refusing to load it") from None
-    except Exception as error:  # noqa: BLE001 - the safe unpickler fails in many ways on junk input
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated: {type(error).__name__})") from None
+    state = load_plain(path, what="checkpoint")
     if not isinstance(state, dict) or state.get("kind") not in ("student", "student_run"):
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a StudentNet checkpoint of a train-student run (kind: {found!r})")

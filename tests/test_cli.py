@@ -128,3 +128,19 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, make, fragment):
     path = tmp_path / "bad.pt"
     make(path)
     assert_one_line_error(invoke("show", str(path)), fragment)
+
+
+def test_show_checks_what_loading_checks(tmp_path):
+    """Review: show printed a checkpoint whose weights do not fit the MentorNet (loading it fails), and a metrics
+    entry that is not a dict gave "AttributeError: 'str' object has no attribute 'items'"."""
+    from mentor_training.pretrained import pretrained_path
+
+    checkpoint = torch.load(pretrained_path("mentornet_pd"), weights_only=True)
+    bad_shape = dict(checkpoint, state_dict=dict(checkpoint["state_dict"]))
+    name = next(iter(bad_shape["state_dict"]))
+    bad_shape["state_dict"][name] = torch.zeros(3, 3)
+    torch.save(bad_shape, tmp_path / "shape.pt")
+    result = invoke("show", str(tmp_path / "shape.pt"))
+    assert_one_line_error(result, "weights do not fit the MentorNet architecture", f"size mismatch for {name}")
+    torch.save(dict(checkpoint, metrics="none"), tmp_path / "metrics.pt")
+    assert_one_line_error(invoke("show", str(tmp_path / "metrics.pt")), "metrics must be a dict")

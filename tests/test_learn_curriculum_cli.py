@@ -75,3 +75,32 @@ def test_out_must_be_a_pt_checkpoint(tmp_path, name, source):
     assert_one_line_error(result, f"--out {tmp_path / name} must end in .pt")
     assert result.exit_code == 2
     assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0"),  # review: failed after the fit began
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--seed", "99999999999999999999"], "--seed"),  # review: "Overflow when unpacking long long"
+])
+def test_bad_numbers_are_refused_before_the_fit(tmp_path, args, fragment):
+    out = tmp_path / "m.pt"
+    result = invoke("--curriculum", "baseline", "--steps", "5", *args, "--out", out)
+    assert_one_line_error(result, fragment)
+    assert result.exit_code == 2 and "fitting MentorNet" not in result.output and not out.exists()
+
+
+def test_a_checkpoint_given_as_a_dump_and_a_dump_given_as_a_checkpoint_say_what_they_are(tmp_path):
+    """Review: a dump given to `show` was called corrupt (the text hint was only for text not starting with a digit)."""
+    dump = write_dump(tmp_path / "dump.txt", 30)
+    for command in (["show", dump], ["plot", "--mentornet", dump, "--out", tmp_path / "x.png"]):
+        result = CliRunner().invoke(cli.cli, list(map(str, command)))
+        assert_one_line_error(result, "is a text file, not a checkpoint")
+
+
+def test_seed_and_learning_rate_are_checked_in_python_too(tmp_path):
+    from mentor_training.learn import plan_learning
+
+    with pytest.raises(ValueError, match="--seed must lie in 0"):
+        plan_learning(curriculum="baseline", out=tmp_path / "m.pt", seed=-1)
+    with pytest.raises(ValueError, match="finite number > 0"):
+        plan_learning(curriculum="baseline", out=tmp_path / "m.pt", learning_rate=float("inf"))

@@ -135,10 +135,21 @@ def test_the_cli_draws_with_agg(tmp_path):
     (["--curriculum", "focal_loss", "-p", "gamma=-1"], ["gamma must be a finite number > 0"]),
     (["--curriculum", "all", "-p", "gamma=2"], ["not to 'all'"]),
     (["--curriculum", "self_paced", "--compare"], ["--compare needs a MentorNet"]),
+    # user review: inf passed the range checks (an OverflowError, a GIF without frame durations), and a resolution
+    # of 100000 ran out of memory
+    (["--curriculum", "self_paced", "--dpi", "inf"], ["dpi must be a finite number > 0"]),
+    (["--curriculum", "self_paced", "--animate", "{tmp}/a.gif", "--fps", "inf"], ["fps must be a finite number > 0"]),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, fragments):
-    result = run(*args, "--out", tmp_path / "x.png", *FAST)
+    result = run(*[str(arg).format(tmp=tmp_path) for arg in args], "--out", tmp_path / "x.png", *FAST)
     assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resolution_beyond_1001_is_refused(tmp_path):
+    """User review: --resolution 100000 ran out of memory after the work had started."""
+    assert_one_line_error(run("--curriculum", "self_paced", "--resolution", "100000", "--out", tmp_path / "x.png"),
+                          "--resolution", "1001")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,11 +159,16 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, fragme
     ("--animate", "x.png", "unsupported extension '.png' for --animate"),
     ("--out", "missing/x.png", "output folder"),
     ("--animate", "missing/x.gif", "does not exist"),
+    ("--out", "a_file/x.png", "output folder"),  # user review: a file there was said "does not exist"
 ])
 def test_bad_output_paths(tmp_path, option, name, fragment):
+    if name.startswith("a_file/"):
+        (tmp_path / "a_file").write_text("not a folder")
+        fragment += f" {tmp_path / 'a_file'} is a file, not a folder"
+    before = sorted(tmp_path.iterdir())
     result = run("--curriculum", "self_paced", option, tmp_path / name, *FAST)
     assert_one_line_error(result, fragment)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_no_output_or_no_weighter_is_an_error(tmp_path):

@@ -153,3 +153,105 @@ def test_bad_weights_fail_once_in_one_line_before_learning_or_plotting(scratch, 
     result = invoke("--plugin", str(path), "plot", "--curriculum", name, "--out", str(figure))
     assert_one_line_error(result, f"curriculum {name!r}", fragment)
     assert not figure.exists()
+
+
+TYPED_MODULE = '''
+from dataclasses import dataclass
+from typing import Optional
+import torch
+from curricula import register_curriculum
+
+@register_curriculum("typed")
+@dataclass(frozen=True)
+class Typed:
+    temperature: Optional[float] = 0.5
+    label: str = "a"
+    items: tuple = (1, 2)
+
+    def weight(self, features):
+        return torch.sigmoid(-features.loss_diff / (self.temperature or 1.0))
+
+@register_curriculum("needs_t")
+@dataclass(frozen=True)
+class NeedsT:
+    t: float
+
+    def weight(self, features):
+        return torch.sigmoid(-features.loss_diff / self.t)
+'''
+
+
+def test_p_converts_optional_and_str_parameters_and_refuses_other_types(scratch, tmp_path):
+    """Report: -p temperature=0.3 on an Optional[float] field arrived as the string '0.3' (a TypeError in weight());
+    a tuple field was stored as the string '1,2'."""
+    from curricula import parse_params
+
+    path = tmp_path / "typed.py"
+    path.write_text(TYPED_MODULE)
+    load_plugin_file(path)
+    assert parse_params("typed", ["temperature=0.3", "label=b"]) == {"temperature": 0.3, "label": "b"}
+    assert parse_params("typed", ["temperature=none"]) == {"temperature": None}
+    with pytest.raises(ValueError, match="has type tuple; -p converts bool, int, float and str"):
+        parse_params("typed", ["items=1,2"])
+    out = tmp_path / "typed.pt"
+    result = invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "typed", "-p", "temperature=0.3",
+                    "--steps", "5", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert_one_line_error(invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "typed", "-p", "items=3",
+                                 "--steps", "5", "--out", str(tmp_path / "t2.pt")), "has type tuple")
+
+
+def test_a_parameter_without_default_is_listed_as_required_and_asked_for(scratch, tmp_path):
+    """Report: list printed t=<dataclasses._MISSING_TYPE object at 0x...>, and learning it without -p said
+    'NeedsT.__init__() missing 1 required positional argument'."""
+    path = tmp_path / "typed.py"
+    path.write_text(TYPED_MODULE)
+    result = invoke("--plugin", str(path), "list")
+    assert "needs_t" in result.output and "t=(required)" in result.output and "MISSING" not in result.output
+    assert_one_line_error(invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "needs_t", "--steps", "5",
+                                 "--out", str(tmp_path / "n.pt")), "'needs_t' has no default for t", "-p t=VALUE")
+    assert not (tmp_path / "n.pt").exists()
+    assert get_curriculum("needs_t", t=2.0).t == 2.0
+
+
+def test_a_parameter_may_not_be_called_name(scratch):
+    """Report: a field `name` hid the registry's class attribute, so its checkpoint's source named the field's value
+    and plot --mentornet failed with "got multiple values for argument 'name'"."""
+    from dataclasses import dataclass
+
+    from curricula import register_curriculum
+
+    with pytest.raises(TypeError, match="may not be called 'name'"):
+        @register_curriculum("named")
+        @dataclass(frozen=True)
+        class Named:
+            name: str = "x"
+
+            def weight(self, features):
+                return features.loss * 0
+    assert "named" not in list_curricula()
+
+
+def test_plotting_a_mentornet_alone_does_not_need_its_curriculum(scratch, tmp_path):
+    """Report: plot --mentornet FILE of a MentorNet fitted to a plugin curriculum failed with 'unknown curriculum'
+    without --plugin: the curriculum was rebuilt only for the title."""
+    path = tmp_path / "plugged.py"
+    path.write_text(GOOD_MODULE.format(name="plugged"))
+    out = tmp_path / "plugged.pt"
+    assert invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "plugged", "--steps", "5",
+                  "--out", str(out)).exit_code == 0
+    scratch_registry = __import__("curricula.registry", fromlist=["_REGISTRY"])._REGISTRY
+    del scratch_registry["plugged"]  # as in a new process without --plugin
+    figure = tmp_path / "alone.png"
+    result = invoke("plot", "--mentornet", str(out), "--kind", "heatmap", "--epochs", "10", "--out", str(figure))
+    assert result.exit_code == 0, result.output
+    assert figure.stat().st_size > 0
+    from visualize.plot import _mentornet_origin
+
+    assert _mentornet_origin({"type": "curriculum", "name": "plugged", "params": {"temperature": 0.5}}) \
+        == "fitted to plugged (temperature=0.5)"
+
+
+def test_plugin_given_after_the_command_says_where_it_goes():
+    result = invoke("list", "--plugin", "x.py")
+    assert_one_line_error(result, "No such option", "--plugin goes before the command")

@@ -558,7 +558,8 @@ def test_no_network_for_download_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("payload, fragment", [
-    (b"not a pickle at all", "not a readable noise file"),
+    (b"\x00\x93 not a pickle at all", "not a readable noise file"),
+    (b"not a pickle at all", "is a text file, not a noise file"),
     (None, "holds objects other than plain data"),
 ])
 def test_unloadable_or_code_carrying_noise_files_are_refused(tmp_path, payload, fragment):

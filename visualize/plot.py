@@ -8,6 +8,7 @@ then moved into place, so a failure never leaves a half-written figure behind.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable, Iterable
 
 from curricula import check_curriculum, curriculum_parameters, get_curriculum, list_curricula, parse_params
 from curricula.features import MAX_EPOCH, NUM_EPOCHS
-from curricula.files import atomic_write
+from curricula.files import atomic_write, check_output_path
 
 from . import draw
 from .runs import read_runs
@@ -87,8 +88,12 @@ def _mentornet_origin(source: dict) -> str:
     """How a MentorNet was made, from its checkpoint's ``source``: ``"fitted to self_paced"``."""
     kind = source.get("type")
     if kind == "curriculum":
-        fitted = get_curriculum(source["name"], **dict(source.get("params") or {}))
-        return f"fitted to {describe_curriculum(fitted)}"
+        params = dict(source.get("params") or {})
+        try:  # the title only: a curriculum that is not loaded (or has changed since) is named as stored
+            return f"fitted to {describe_curriculum(get_curriculum(source['name'], **params))}"
+        except (ValueError, TypeError):
+            shown = ", ".join(f"{key}={_format_value(value)}" for key, value in params.items())
+            return f"fitted to {source.get('name', '?')}" + (f" ({shown})" if shown else "")
     if kind == "data_driven":
         return f"data-driven (loss percentile {_format_value(source.get('percentile', '?'))})"
     if kind == "learned_in_run":
@@ -107,13 +112,7 @@ def check_output(path, *, extensions: tuple[str, ...], option: str, force: bool)
     if path.suffix.lower() not in extensions:
         raise ValueError(f"unsupported extension {path.suffix or '(none)'!r} for {option} {path}; "
                          f"use {', '.join(extensions)}")
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a folder, expected a file path")
-    if not path.parent.is_dir():
-        raise ValueError(f"output folder {path.parent} does not exist (for {option} {path})")
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
-    return path
+    return check_output_path(path, force=force, option=option)
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> Path:
@@ -137,8 +136,8 @@ def figure_size(default: tuple[float, float], *, width: int | None, height: int 
     for name, value in (("width", width), ("height", height)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 50):
             raise ValueError(f"{name} must be an integer number of pixels >= 50, got {value!r}")
-    if not dpi > 0:
-        raise ValueError(f"dpi must be positive, got {dpi!r}")
+    if not 0 < dpi < math.inf:
+        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}")
     if width is None and height is None:
         width_in, height_in = default
     else:
@@ -256,8 +255,8 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
                  check_resolution(resolution))
     size = dict(width=width, height=height, dpi=dpi)
     figure_size((1.0, 1.0), **size)  # checks the sizes
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
+    if not 0 < fps < math.inf:
+        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
     if runs:
         plan = PlotPlan(out=out, animate=None, subject=None, reference=None, kind="heatmap", epochs=epochs,
                         frame_epochs=(), grid=grid, fps=float(fps), size=size, runs=read_runs(runs))
@@ -265,6 +264,8 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
         return plan
     if curriculum == ALL_CURRICULA:
         subject = None
+        for name in list_curricula():  # each one as the gallery builds it, so a broken one stops us here
+            curriculum_subject(name)
     else:
         subject = curriculum_subject(curriculum, params) if curriculum is not None else mentornet_subject(mentornet)
     plan = PlotPlan(out=out, animate=animate, subject=subject,

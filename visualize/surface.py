@@ -69,9 +69,16 @@ def check_epochs(epochs: Iterable) -> tuple[int, ...]:
     return tuple(checked)
 
 
+MAX_RESOLUTION = 1001
+"""The most grid points per axis: a million points a panel, more than a figure can show."""
+
+
 def check_resolution(resolution) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2 (grid points per axis), got {resolution!r}")
+    """``resolution`` as an int in 2..:data:`MAX_RESOLUTION`, else ``ValueError``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) \
+            or not 2 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be an integer in 2..{MAX_RESOLUTION} (grid points per axis), "
+                         f"got {resolution!r}")
     return int(resolution)
 
 
