@@ -240,7 +240,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @curriculum_params
 @click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
 @click.option("--run", "run_dirs", multiple=True, type=click.Path(), metavar="DIR",
-              help="A finished train-student run folder: draw its test accuracy, mean weight on clean and "
+              help="A train-student run folder (an unfinished one is drawn up to its last epoch, and said so): draw its test accuracy, mean weight on clean and "
                    "corrupted samples, detector AUC and fitted corrupted labels per epoch. Repeat to overlay "
                    "several runs; the legend names the options in which they differ.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -413,10 +413,11 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         if world_from_env().is_main:  # what a killed --force run left, settled before config.json is read
             run_folder.recover_replaced_run(Path(out_dir))
         if resume:
-            config = resume_config(Path(out_dir), None).with_options(given)
+            base = resume_config(Path(out_dir), None)
+            config = base.with_options(_without_mentormix_options(base, given))
         elif config_file:
             base = read_config_file(config_file)
-            config = base.with_options(given)
+            config = base.with_options(_without_mentormix_options(base, given))
             for name, old, new in describe_changes(base, config):
                 click.echo(f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
                            f"from {config_file}")
@@ -475,6 +476,17 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     shutdown(run.world)
 
 
+def _without_mentormix_options(base, given: dict) -> dict:
+    """``given`` (options typed on the command line over a config file's or a run's ``base``), where ``--no-mentormix``
+    also clears the base's own MentorMix options (--mixup-alpha, --second-reweight), which apply only with it: else
+    they would be refused as given without --mentormix, though the user did not type them."""
+    if given.get("mentormix") is not False or not base.mentormix:
+        return given
+    cleared = {name: None for name in ("mixup_alpha", "second_reweight")
+               if getattr(base, name) is not None and name not in given}
+    return {**given, **cleared}
+
+
 class _ProgressBar(Callback):
     """One progress bar over the run's epochs, on stderr (rank 0 only)."""
 
@@ -529,7 +541,13 @@ def _describe_run(run) -> None:
     elif run.weighting is not None:
         origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
                   "no example dropout; weighting options given override them)" if run.mentormix is not None else "")
-        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in run.weighting.to_dict().items()) + origin)
+        shown, weighter = run.weighting.to_dict(), run.weighter if run.mentormix is None else run.mentormix.first_weighter
+        if not getattr(getattr(weighter, "mentor", None), "config", None) or weighter.mentor.config.uses_loss_diff:
+            unused = ""
+        else:  # fitted on the loss alone: the percentile and its moving average feed nothing
+            shown = {key: value for key, value in shown.items() if key not in LOSS_DIFF_OPTIONS}
+            unused = f" ({', '.join(LOSS_DIFF_OPTIONS)} unused: {config.mentornet} was fitted without loss_diff)"
+        click.echo("weighting: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + unused + origin)
     if run.mentormix is not None:
         second = run.mentormix.second_reweight
         decay = ("no weight decay unless --weight-decay is given, as in the official code" if second and
@@ -621,10 +639,10 @@ def _refuse_run_file(path, option: str) -> None:
 
 run_option = click.option("--run", "run_dir", required=True, type=click.Path(), metavar="DIR",
                           help="A train-student run folder (config.json, noisy_labels.npz, last.pt, best.pt).")
-checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
-                                 show_default=True,
-                                 help="best: best.pt, the student at the epoch the run chose as its best; last: "
-                                      "last.pt, the student after the last epoch trained.")
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default=None,
+                                 help="With a run folder: best: best.pt, the student at the epoch the run chose as "
+                                      "its best (the default); last: last.pt, the student after the last epoch "
+                                      "trained. (--run FILE.pt names the file itself.)")
 
 
 @cli.command("evaluate")
@@ -679,7 +697,9 @@ def evaluate_command(run_dir, which, dataset, data_dir, split, noise_file, per_c
         model.to(resolve_device(device))
         data = evaluation_data(model, config, dataset=dataset, data_dir=data_dir, split=split, noise_file=noise_file)
     _describe_checkpoint(model)
-    result = evaluate_student(model, data, batch_size=batch_size)
+    with _progress_bar(len(data.images), "scoring") as bar:
+        result = evaluate_student(model, data, batch_size=batch_size,
+                                  progress=lambda done, total: bar.update(done - bar.pos))
     click.echo(f"{data.description}: top-1 accuracy {result.accuracy:.4f} "
                f"({int((result.prediction == result.label).sum())}/{len(result.label)})")
     if data.true_labels is not None:
@@ -740,7 +760,7 @@ def find_label_issues_command(run_dir, out_path, score, top, force):
         check_output_path(out_path, force=force)
         issues = find_label_issues(run_dir, score=score)
         k = parse_top(top, len(issues.ranking))
-    source = "MentorNet weights and losses" if issues.weighted else "losses alone (the run has no MentorNet)"
+    source = "MentorNet weights and losses" if issues.weighted else "losses alone (the run recorded no MentorNet weights)"
     click.echo(f"{len(issues.ranking)} training samples ranked by {score} ({SCORES[score]}), from {source} over "
                f"{issues.epochs} epochs")
     if issues.is_wrong is None:

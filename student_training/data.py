@@ -581,7 +581,9 @@ def _npz_images(images: np.ndarray, key: str, path: Path) -> np.ndarray:
         raise DataError(f"{path}: {key} must be uint8 N x H x W or N x H x W x C, got {images.dtype} "
                         f"{images.shape}")
     images = images[:, None] if images.ndim == 3 else np.moveaxis(images, 3, 1)
-    if images.shape[2] != images.shape[3] or images.shape[2] < 4 or len(images) == 0:
+    if len(images) == 0:
+        raise DataError(f"{path}: {key} holds no images")
+    if images.shape[2] != images.shape[3] or images.shape[2] < 4:
         raise DataError(f"{path}: {key} must hold square images of at least 4 x 4, got H x W = "
                         f"{images.shape[2]} x {images.shape[3]} for {len(images)} images")
     return np.ascontiguousarray(images)

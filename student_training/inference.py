@@ -23,6 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,9 @@ class StudentClassifier(nn.Module):
 
     ``forward(images)`` takes pixel values as the data sets hold them, a uint8 (or any numeric) tensor
     ``N x C x H x W`` with values in 0..255, standardises each image (``(x - mean) / max(std, 1/sqrt(C·H·W))``,
-    TF's ``per_image_standardization``, as in training) and returns float32 logits ``N x num_classes``.
-    ``network`` is the bare StudentNet, which expects standardised float images.
+    TF's ``per_image_standardization``, as in training) and returns float32 logits ``N x num_classes``
+    (N may be 0). Raises ``ValueError`` for images that are not ``N x`` :attr:`image_shape` (the ``C x H x W``
+    the student was trained on). ``network`` is the bare StudentNet, which expects standardised float images.
     """
 
     def __init__(self, network: nn.Module, *, class_names, image_shape, normalization: str = NORMALIZATION):
@@ -71,6 +73,9 @@ class StudentClassifier(nn.Module):
         return per_image_standardize(images.float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:  # static sizes: no op in an export
+            raise ValueError(f"images must be N x {' x '.join(map(str, self.image_shape))} (N x C x H x W, as the "
+                             f"student was trained), got shape {tuple(images.shape)}")
         return self.network(self.preprocess(images)).float()
 
 
@@ -94,25 +99,41 @@ class CheckpointInfo:
         return done >= self.run_epochs
 
 
-def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str = "best") -> tuple[Path, str]:
-    """The checkpoint file a run folder (``which``: ``best`` or ``last``) or a file path names, and which one
-    it is. ``ValueError`` if it does not exist."""
-    if which not in CHECKPOINTS:
+def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str | None = None) -> tuple[Path, str]:
+    """The checkpoint file a run folder (``which``: ``best``, the default, or ``last``) or a file path names, and
+    which one it is. ``ValueError`` if it does not exist, or if ``which`` is given with a file it does not name
+    (``which="best"`` with ``last.pt``, or with a file of another name): it picks a file of a folder."""
+    if which is not None and which not in CHECKPOINTS:
         raise ValueError(f"which must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
     path = Path(run_dir_or_checkpoint)
     if path.is_dir():
         recover_replaced_run(path)  # an earlier run that a killed --force run set aside: back in place
+        which = which or "best"
         file = path / f"{which}.pt"
         if not file.is_file() and which == "best" and (path / "last.pt").is_file():
-            raise ValueError(f"{path} holds no best.pt: a run without a validation split (--validation-fraction 0) "
-                             "keeps none; use its last.pt (--checkpoint last)")
+            raise ValueError(f"{path} holds no best.pt: {_why_no_best(path)}; use its last.pt (--checkpoint last)")
         if not file.is_file():
             raise ValueError(f"{path} holds no finished checkpoint: {file.name} does not exist (was the run "
                              "stopped before its first epoch ended?)")
         return file, which
     if not path.exists():
         raise ValueError(f"{path} does not exist: give a train-student run folder or its best.pt/last.pt")
-    return path, "last" if path.name == "last.pt" else "best" if path.name == "best.pt" else which
+    named = {"last.pt": "last", "best.pt": "best"}.get(path.name)
+    if which is not None and which != named:
+        raise ValueError(f"--checkpoint {which} picks a file of a run folder, and {path} is a file: give the run "
+                         "folder, or drop --checkpoint")
+    return path, named or "best"
+
+
+def _why_no_best(run_dir: Path) -> str:
+    """Why a run folder with a last.pt has no best.pt, from its config.json's record of its validation split."""
+    try:
+        validation = (read_config(run_dir)[1].get("resolved") or {}).get("validation")
+    except ValueError:
+        validation = None
+    if validation in (None, "none"):
+        return "a run without a validation split (--validation-fraction 0) keeps none"
+    return f"the run chose it on {validation}, and it is not there (deleted or moved?)"
 
 
 def read_student_checkpoint(path: str | os.PathLike) -> dict:
@@ -160,15 +181,15 @@ def student_from_checkpoint(state: dict, *, origin: str = "checkpoint") -> Stude
     return model.eval().requires_grad_(False)
 
 
-def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str = "best",
+def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str | None = None,
                  device: str | torch.device = "cpu") -> tuple[StudentClassifier, StudentConfig]:
     """The trained StudentNet of a run and the run's config.
 
     ``run_dir_or_checkpoint`` is a ``train-student`` run folder, of which ``which`` picks ``best.pt``
-    (default: the student at the epoch the run chose as its best) or ``last.pt`` (the student at the last
-    epoch trained), or the path of one such file. The file is read with ``torch.load(weights_only=True)``,
-    so it cannot run code, and the network is rebuilt from it alone (architecture, number of classes,
-    input channels and size, class names, normalisation).
+    (``"best"``, the default: the student at the epoch the run chose as its best) or ``last.pt`` (``"last"``: the
+    student at the last epoch trained), or the path of one such file (then ``which``, if given, must name it).
+    The file is read with ``torch.load(weights_only=True)``, so it cannot run code, and the network is rebuilt
+    from it alone (architecture, number of classes, input channels and size, class names, normalisation).
 
     Returns ``(model, config)``: ``model`` is a :class:`StudentClassifier` in eval mode on ``device`` that
     maps uint8 images ``N x C x H x W`` to logits ``N x num_classes``, with ``model.network`` the bare
@@ -176,8 +197,12 @@ def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str = "best
     :class:`~student_training.config.StudentConfig`.
 
     Raises ``ValueError`` for a missing file, a run stopped before its first checkpoint, a file that is not
-    a student checkpoint of run format 2 or that holds pickled code, or weights that do not fit the network.
+    a student checkpoint of run format 2 or that holds pickled code, weights that do not fit the network, or a
+    CUDA ``device`` where no CUDA GPU is available.
     """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but no CUDA GPU is available")
     path, which = checkpoint_path(run_dir_or_checkpoint, which)
     state = read_student_checkpoint(path)
     model = student_from_checkpoint(state, origin=str(path))
@@ -257,8 +282,17 @@ def evaluation_data(model: StudentClassifier, config: StudentConfig, *, dataset:
         split = "train"
     own = dataset is None or dataset == config.dataset
     name = config.dataset if dataset is None else dataset
-    data = load_dataset(name, data_dir=data_dir if data_dir is not None else config.data_dir if own else None,
-                        subset=config.subset if own else None, seed=config.seed)
+    recorded = data_dir is None and own and config.data_dir is not None  # the run's own --data-dir, as it gave it
+    try:
+        data = load_dataset(name, data_dir=data_dir if data_dir is not None else config.data_dir if own else None,
+                            subset=config.subset if own else None, seed=config.seed)
+    except ValueError as error:  # evaluate has no --download; and say where a folder it did not give came from
+        message = str(error).replace("or pass download=True (--download)",
+                                     "or fetch it with train-student --download (evaluate does not download)")
+        if recorded:
+            message += (f" (the run's own --data-dir {config.data_dir}, as recorded in its config.json; give "
+                        "--data-dir to read the data set from elsewhere)")
+        raise ValueError(message) from None
     check_compatible(model, data)
     if split == "test":
         return EvaluationData(data.test_images, data.test_labels, torch.arange(len(data.test_labels)), None,
@@ -328,9 +362,11 @@ class Evaluation:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
-            device: str | torch.device | None = None) -> torch.Tensor:
+            device: str | torch.device | None = None,
+            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Softmax probabilities ``N x num_classes`` (float32, on the CPU) of ``model`` (e.g. a
-    :class:`StudentClassifier`) for uint8 ``images`` ``N x C x H x W``, in batches of ``batch_size``.
+    :class:`StudentClassifier`) for uint8 ``images`` ``N x C x H x W``, in batches of ``batch_size``;
+    ``progress(done, N)`` is called after each batch.
 
     Raises ``ValueError`` for a bad ``batch_size``, and for images whose ``C x H x W`` is not the
     ``image_shape`` of a :class:`StudentClassifier` (the student was trained on that size)."""
@@ -342,14 +378,19 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
                          f"trained), got shape {tuple(images.shape)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    chunks = [torch.softmax(model(images[start:start + batch_size].to(device)).float(), dim=1).cpu()
-              for start in range(0, len(images), batch_size)]
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        chunks.append(torch.softmax(model(images[start:start + batch_size].to(device)).float(), dim=1).cpu())
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
     return torch.cat(chunks) if chunks else torch.zeros(0, getattr(model, "num_classes", 0))
 
 
-def evaluate_student(model: StudentClassifier, data: EvaluationData, *, batch_size: int = 1000) -> Evaluation:
-    """Score ``model`` on ``data``: top-1 prediction and its softmax confidence for every image."""
-    probabilities = predict(model, data.images, batch_size=batch_size)
+def evaluate_student(model: StudentClassifier, data: EvaluationData, *, batch_size: int = 1000,
+                     progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Score ``model`` on ``data``: top-1 prediction and its softmax confidence for every image (``progress`` as
+    :func:`predict`'s)."""
+    probabilities = predict(model, data.images, batch_size=batch_size, progress=progress)
     confidence, prediction = probabilities.max(dim=1)
     return Evaluation(sample_id=data.sample_ids.numpy(), label=data.labels.numpy(), prediction=prediction.numpy(),
                       confidence=confidence.numpy(), class_names=data.class_names)

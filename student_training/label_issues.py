@@ -32,7 +32,7 @@ from curricula.files import atomic_write
 from .callbacks import Callback
 from .evaluation import detector_auc
 from .noise import load_noisy_labels
-from .run_folder import read_config, read_last, recover_replaced_run
+from .run_folder import check_guarded_files, read_config, read_last, recover_replaced_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
@@ -267,13 +267,20 @@ def training_set_losses(run: "Run", *, batch_size: int = 1000) -> tuple[torch.Te
 def mentor_opinion(run: "Run", losses: torch.Tensor, step: int) -> torch.Tensor:
     """The MentorNet weight of ``losses`` at ``step`` with the run's current moving-average percentile,
     without the burn-in floor or example dropout (the weighter's state is not changed)."""
-    return run.weighter.opinion(losses, step)
+    return _opinion_source(run).opinion(losses, step)
+
+
+def _opinion_source(run: "Run"):
+    """The weighter whose opinion the record keeps: the run's, or with MentorMix its first weighting (v on the
+    clean pass's losses, 2020 spec S2-S3); None for a weighting without ``opinion(loss, step)``."""
+    weighter = run.weighter if run.mentormix is None else run.mentormix.first_weighter
+    return weighter if callable(getattr(weighter, "opinion", None)) else None
 
 
 def _weighs(run: "Run") -> bool:
-    """Whether the run's weighter gives a MentorNet opinion :func:`mentor_opinion` can ask for (a weighting scheme
+    """Whether the run's weighting gives a MentorNet opinion :func:`mentor_opinion` can ask for (a weighting scheme
     without ``opinion(loss, step)`` is recorded by its losses alone)."""
-    return callable(getattr(run.weighter, "opinion", None))
+    return _opinion_source(run) is not None
 
 
 class SampleRecordCallback(Callback):
@@ -347,9 +354,13 @@ def read_sample_record(run_dir: str | os.PathLike) -> SampleRecord:
     """The per-sample record of the finished run in ``run_dir``, from its ``last.pt``.
 
     Raises ``ValueError`` when the folder has no ``config.json`` or ``last.pt``, the run has not finished
-    its epochs, or it was trained without the record (``--no-record-samples``, or toolkit 0.2.0 and earlier).
+    its epochs, or it was trained without the record (``--no-record-samples``, or by a toolkit from before the record).
     """
-    run_dir = Path(run_dir)
+    return _record_of(Path(run_dir), _finished_state(Path(run_dir)))
+
+
+def _finished_state(run_dir: Path) -> dict:
+    """``last.pt`` of the finished run in ``run_dir`` (errors as :func:`read_sample_record`)."""
     _, payload = read_config(run_dir)
     if not (run_dir / "last.pt").is_file():
         raise ValueError(f"{run_dir} holds no finished checkpoint: last.pt does not exist")
@@ -363,6 +374,10 @@ def read_sample_record(run_dir: str | os.PathLike) -> SampleRecord:
     if isinstance(epochs, int) and state["epoch"] < epochs:
         raise ValueError(f"the run in {run_dir} has not finished: it stopped after epoch {state['epoch']} of "
                          f"{epochs}; continue it with train-student --out {run_dir} --resume")
+    return state
+
+
+def _record_of(run_dir: Path, state: dict) -> SampleRecord:
     saved = (state.get("callbacks") or {}).get(RECORD_NAME)
     if not saved:
         raise ValueError(f"the run in {run_dir} has no per-sample record (it was trained with --no-record-samples, "
@@ -376,17 +391,22 @@ def find_label_issues(run_dir: str | os.PathLike, *, score: str = DEFAULT_SCORE)
     Reads ``last.pt`` (the :class:`SampleRecord`, ``weights_only=True``) and ``noisy_labels.npz`` of
     ``run_dir``; no data set is loaded. ``score`` is one of :data:`SCORES` (default :data:`DEFAULT_SCORE`);
     a run without a MentorNet has only the loss scores. Raises ``ValueError`` as :func:`read_sample_record`
-    does, and for a weight score on a run without a MentorNet.
+    does, for a ``noisy_labels.npz`` that is not the one the run trained on (``last.pt`` records its sha256), and
+    for a weight score on a run without a MentorNet.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")
     run_dir = Path(run_dir)
     if run_dir.is_dir():
         recover_replaced_run(run_dir)  # an earlier run that a killed --force run set aside: back in place
-    record = read_sample_record(run_dir)
+    state = _finished_state(run_dir)
+    record = _record_of(run_dir, state)
+    # the labels the run trained on: a noisy_labels.npz copied from another run would rank against wrong labels
+    check_guarded_files(run_dir, state, names=("noisy_labels.npz",), action="rank its labels")
     if score.endswith("_weight") and record.weight_sum is None:
-        raise ValueError(f"the run in {run_dir} trained without a MentorNet (--mentornet none), so it has no "
-                         f"weights for score {score!r}; use mean_loss or final_loss")
+        raise ValueError(f"the run in {run_dir} recorded no MentorNet weights (it trained without a MentorNet, or is "
+                         f"a MentorMix run from before they recorded them), so it has no weights for score {score!r}; use "
+                         "mean_loss or final_loss")
     noise = load_noisy_labels(run_dir / "noisy_labels.npz")
     positions = record.positions
     given = noise.noisy_labels[positions].numpy()

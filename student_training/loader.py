@@ -30,7 +30,7 @@ def per_image_standardize(images: torch.Tensor) -> torch.Tensor:
 
     Two passes with a dot product: ``torch.std`` over rows is several times slower on the CPU.
     """
-    flat = images.reshape(images.shape[0], -1)
+    flat = images.flatten(1)  # N x (C·H·W), also for N = 0
     centered = flat - flat.mean(dim=1, keepdim=True)
     variance = torch.linalg.vecdot(centered, centered) / flat.shape[1]
     scale = variance.sqrt().clamp(min=1.0 / math.sqrt(flat.shape[1]))

@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -427,7 +428,24 @@ def save_noisy_labels(path: str | os.PathLike, result: NoiseResult) -> Path:
 
 
 def load_noisy_labels(path: str | os.PathLike) -> NoiseResult:
-    """Read a ``noisy_labels.npz`` written by :func:`save_noisy_labels` (e.g. to resume a run)."""
+    """Read a ``noisy_labels.npz`` written by :func:`save_noisy_labels` (e.g. to resume a run).
+
+    Raises ``ValueError`` naming the file if it is missing, not an .npz archive, or lacks the arrays
+    ``noisy_labels``, ``clean_labels``, ``transition_matrix`` and ``noise_rate``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"noisy-label file {path} does not exist (a train-student run writes it as it starts)")
+    problem = numpy_file_problem(path, "npz")
+    if problem:
+        raise ValueError(f"noisy-label file {path} {problem}")
+    try:
+        return _read_noisy_labels(path)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"noisy-label file {path} is not one that train-student wrote "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _read_noisy_labels(path: Path) -> NoiseResult:
     with np.load(path, allow_pickle=False) as bundle:
         seed = int(bundle["seed"]) if "seed" in bundle.files else -1
         return NoiseResult(

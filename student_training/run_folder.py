@@ -291,18 +291,22 @@ def read_last(out: Path) -> dict:
     return state
 
 
-def check_guarded_files(out: Path, state: dict) -> None:
-    """Refuse to resume when a file written once at the start (:data:`GUARDED_FILES`) is missing or is not the one
-    ``last.pt`` (``state``, from :func:`read_last`) recorded the sha256 of."""
+def check_guarded_files(out: Path, state: dict, *, names: tuple[str, ...] = GUARDED_FILES,
+                        action: str = "resume") -> None:
+    """Refuse to ``action`` (resume the run, or read it) when a file written once at the start (``names``, of
+    :data:`GUARDED_FILES`) is missing or is not the one ``last.pt`` (``state``, from :func:`read_last`) recorded the
+    sha256 of. A run saved before the sha256 were recorded is not checked."""
+    advice = "put it back, or start over with --force" if action == "resume" else "put it back"
     for name, recorded in state.get("files", {}).items():
+        if name not in names:
+            continue
         path = out / name
         if not path.is_file():
-            raise ValueError(f"cannot resume: {path} is missing (last.pt recorded it); put it back, or start over "
-                             "with --force")
+            raise ValueError(f"cannot {action}: {path} is missing (last.pt recorded it); {advice}")
         if sha256_of(path) != recorded:
-            raise ValueError(f"cannot resume: {path} is not the file last.pt recorded (its sha256 differs: it was "
-                             "changed after the run began, or last.pt is another run's); put the original back, or "
-                             "start over with --force")
+            raise ValueError(f"cannot {action}: {path} is not the file last.pt recorded (its sha256 differs: it was "
+                             f"changed after the run began, or last.pt is another run's); "
+                             f"{advice.replace('it back', 'the original back')}")
 
 
 def restore(run: "Run", state: dict | None = None) -> None:

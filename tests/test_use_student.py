@@ -261,7 +261,7 @@ def test_a_baseline_run_is_ranked_from_losses_alone(runs, tmp_path):
     run, record = runs["none"]
     result = invoke("find-label-issues", "--run", run)
     assert result.exit_code == 0, result.output
-    assert "losses alone (the run has no MentorNet)" in result.output
+    assert "losses alone (the run recorded no MentorNet weights)" in result.output
     frame = pd.read_csv(run / "label_issues.csv")
     np.testing.assert_allclose(frame["score"], _by_sample(run, np.mean(record.losses, axis=0), frame), atol=2e-6)
     refused = invoke("find-label-issues", "--run", run, "--score", "mean_weight", "--out", tmp_path / "w.csv")
@@ -366,16 +366,22 @@ def _without_record(run: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _without_best(run: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "no_validation"
+def _without_best(run: Path, tmp_path: Path, *, validation: bool = False) -> Path:
+    """A copy of ``run`` without best.pt: as a run with --validation-fraction 0 leaves it, or (``validation``) one
+    that had a validation split and lost its best.pt."""
+    copy = tmp_path / ("best_deleted" if validation else "no_validation")
     shutil.copytree(run, copy)
-    (copy / "best.pt").unlink()  # as a run with --validation-fraction 0 leaves it
+    (copy / "best.pt").unlink()
+    if not validation:
+        payload = json.loads((copy / "config.json").read_text())
+        payload["resolved"]["validation"] = "none"
+        (copy / "config.json").write_text(json.dumps(payload))
     return copy
 
 
 @pytest.mark.parametrize("case", ["no checkpoint", "missing folder", "classes", "image shape", "predictions exist",
                                   "issues exist", "unfinished", "no record", "export exists", "export suffix",
-                                  "no best.pt", "noise file on the test split"])
+                                  "no best.pt", "best.pt deleted", "noise file on the test split"])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_file(run, tmp_path, case):
     out = tmp_path / "out.csv"
     empty = tmp_path / "empty"
@@ -383,7 +389,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(run, tmp_path, case):
     if case in ("predictions exist", "issues exist", "export exists"):
         out = tmp_path / ("out.pt2" if case == "export exists" else "out.csv")
         out.write_text("keep me")
-    args, fragment = {
+    args, *fragments = {
         "no checkpoint": (["evaluate", "--run", empty, "--predictions", out], "holds no finished checkpoint"),
         "missing folder": (["evaluate", "--run", tmp_path / "nope", "--predictions", out], "does not exist"),
         "classes": (["evaluate", "--run", run, "--dataset", _npz(tmp_path / "c.npz", classes=3), "--predictions", out],
@@ -399,12 +405,15 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(run, tmp_path, case):
         "export suffix": (["export", "--run", run, "--out", tmp_path / "student.pt"], "must end in .pt2"),
         "no best.pt": (["evaluate", "--run", _without_best(run, tmp_path), "--predictions", out],
                        "keeps none; use its last.pt (--checkpoint last)"),
+        # user review: a run that had a validation split was said to have had none
+        "best.pt deleted": (["evaluate", "--run", _without_best(run, tmp_path, validation=True), "--predictions", out],
+                            "the run chose it on a noisy hold-out", "(deleted or moved?); use its last.pt"),
         "noise file on the test split": (["evaluate", "--run", run, "--split", "test", "--noise-file",
                                           tmp_path / "labels.npy", "--predictions", out],
                                          "it cannot go with --split test"),
     }[case]
     result = invoke(*args)
-    assert_one_line_error(result, fragment)
+    assert_one_line_error(result, *fragments)
     assert result.exit_code == 2
     if out.exists():
         assert out.read_text() == "keep me"
@@ -513,3 +522,95 @@ def test_an_npz_without_clean_labels_is_scored_against_the_labels_it_brings(run,
     result = invoke("evaluate", "--run", run, "--dataset", _npz(tmp_path / "mine.npz"), "--split", "train")
     assert result.exit_code == 0, result.output
     assert "against the labels it brings" in result.output and "true labels" not in result.output
+
+
+# --- a new user's review of evaluate, export, find-label-issues and plot --run ------------------------------
+
+def test_find_label_issues_refuses_noisy_labels_from_another_run(runs, tmp_path):
+    """Review: a noisy_labels.npz copied from another run was ranked against (exit 0, wrong precision and AUC)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["pd"][0], copy)
+    noise = np.load(copy / "noisy_labels.npz")
+    arrays = {key: noise[key] for key in noise.files}
+    arrays["noisy_labels"] = np.roll(arrays["noisy_labels"], 1)
+    np.savez(copy / "noisy_labels.npz", **arrays)
+    result = invoke("find-label-issues", "--run", copy, "--out", tmp_path / "issues.csv")
+    assert_one_line_error(result, "cannot rank its labels", "noisy_labels.npz is not the file last.pt recorded")
+    assert not (tmp_path / "issues.csv").exists()
+    (copy / "noisy_labels.npz").write_text("junk")  # review: a raw numpy message advising allow_pickle
+    with pytest.raises(ValueError, match="noisy-label file .* is not an .npz archive"):
+        load_noisy_labels(copy / "noisy_labels.npz")
+    np.savez(copy / "noisy_labels.npz", noisy_labels=arrays["noisy_labels"])
+    with pytest.raises(ValueError, match="is not one that train-student wrote"):
+        load_noisy_labels(copy / "noisy_labels.npz")
+
+
+def test_a_mentormix_run_records_the_mentornet_weights(tmp_path):
+    """Review: a MentorMix run recorded no weights, and find-label-issues said the run had no MentorNet."""
+    out = tmp_path / "mix"
+    result = invoke("train-student", "--dataset", "digits", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "2",
+                    "--mentornet", "mentornet_pd", "--mentormix", "--mixup-alpha", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    result = invoke("find-label-issues", "--run", out, "--score", "mean_weight", "--out", tmp_path / "issues.csv")
+    assert result.exit_code == 0, result.output
+    assert "MentorNet weights and losses" in result.output
+    scores = pd.read_csv(tmp_path / "issues.csv")["score"]
+    assert scores.between(0, 1).all() and scores.nunique() > 1  # one minus the mean weight, not a constant
+    # review: --no-mentormix over its config.json failed on --mixup-alpha, an option the user did not type
+    result = invoke("train-student", "--config", out / "config.json", "--no-mentormix", "--epochs", "1",
+                    "--out", tmp_path / "plain")
+    assert result.exit_code == 0, result.output
+    assert "--mixup-alpha none overrides 2" in result.output
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["config"]["mentormix"] is False
+
+
+def test_checkpoint_is_refused_with_a_checkpoint_file_it_does_not_name(run, tmp_path):
+    """Review: export --run RUN/last.pt --checkpoint best exported last.pt (the option was ignored)."""
+    for command in ("evaluate", "export"):
+        extra = ["--out", tmp_path / "s.pt2"] if command == "export" else []
+        result = invoke(command, "--run", run / "last.pt", "--checkpoint", "best", *extra)
+        assert_one_line_error(result, "--checkpoint best picks a file of a run folder")
+    model, _ = load_student(run / "last.pt", which="last")  # naming the file it is: fine
+    assert model.checkpoint.which == "last"
+
+
+def test_the_classifier_takes_an_empty_batch_and_names_a_wrong_shape(run):
+    """Review: N = 0 failed in a reshape; 9 x 9 images failed with 'mat1 and mat2 shapes cannot be multiplied'."""
+    model, _ = load_student(run)
+    assert model(torch.zeros(0, *model.image_shape, dtype=torch.uint8)).shape == (0, model.num_classes)
+    with pytest.raises(ValueError, match=r"images must be N x 1 x 8 x 8"):
+        model(torch.zeros(2, 1, 9, 9, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"images must be N x 1 x 8 x 8"):
+        model(torch.zeros(2, 8, 8, dtype=torch.uint8))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            load_student(run, device="cuda")
+
+
+def test_evaluate_reports_progress_and_a_recorded_data_dir_that_is_not_there(run, tmp_path):
+    from student_training.inference import evaluate_student, evaluation_data
+
+    model, config = load_student(run)
+    calls = []
+    evaluate_student(model, evaluation_data(model, config), batch_size=100, progress=lambda *c: calls.append(c))
+    assert calls[-1][0] == calls[-1][1] and len(calls) > 1
+    moved = config.with_options({"dataset": "fashion-mnist", "data_dir": "no/such/folder"})
+    with pytest.raises(ValueError, match="the run's own --data-dir no/such/folder, as recorded in its config.json"):
+        evaluation_data(model, moved)
+
+
+def test_plot_run_refuses_a_cell_that_is_not_a_number_and_notes_an_unfinished_run(run, tmp_path):
+    """Review: a text cell in metrics.csv wrote the figure, then failed with "Unknown format code 'f'"."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    metrics = pd.read_csv(copy / "metrics.csv")
+    metrics["test_accuracy"] = metrics["test_accuracy"].astype(object)
+    metrics.loc[len(metrics) - 1, "test_accuracy"] = "oops"
+    metrics.to_csv(copy / "metrics.csv", index=False)
+    result = invoke("plot", "--run", copy, "--out", tmp_path / "curves.png")
+    assert_one_line_error(result, f"line {len(metrics) + 1}: test_accuracy is 'oops', not a number")
+    assert not (tmp_path / "curves.png").exists()
+    metrics.drop(index=len(metrics) - 1).to_csv(copy / "metrics.csv", index=False)  # as a run stopped early
+    result = invoke("plot", "--run", copy, "--out", tmp_path / "curves.png")
+    assert result.exit_code == 0, result.output
+    assert f"{EPOCHS - 1} epochs (unfinished: {EPOCHS} planned), last test accuracy" in result.output

@@ -272,18 +272,24 @@ def runs_figure(frame: pd.DataFrame, *, title: str, figsize: tuple[float, float]
     axes = fig.subplots(2, 2, sharex=True).reshape(-1)
     colours = [f"C{i % 10}" for i in range(frame["run"].nunique())]
     for colour, (label, run) in zip(colours, frame.groupby("run", sort=False)):
+        style = dict(color=colour, linewidth=1.3, marker="o" if len(run) == 1 else None)  # one epoch: a point
         for ax, (column, _, _) in zip(axes, _RUN_PANELS):
             if column == "weights":
-                ax.plot(run["epoch"], run["weight_clean"], color=colour, linewidth=1.3, label=label)
-                ax.plot(run["epoch"], run["weight_noisy"], color=colour, linewidth=1.3, linestyle="--")
+                ax.plot(run["epoch"], run["weight_clean"], label=label, **style)
+                ax.plot(run["epoch"], run["weight_noisy"], linestyle="--", **style)
             else:
-                ax.plot(run["epoch"], run[column], color=colour, linewidth=1.3, label=label)
+                ax.plot(run["epoch"], run[column], label=label, **style)
     for ax, (_, ylabel, panel_title) in zip(axes, _RUN_PANELS):
         ax.set_title(panel_title, fontsize=9)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes[2:]:
         ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=7, loc="best")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 1.5 ticks
+    # Below the panels, where it covers no curve (inside a panel it hid a run's first points).
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=7)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -355,9 +355,10 @@ def _plot_runs(result: PlotResult, plan: PlotPlan) -> None:
     result.paths.append(save_figure(fig, plan.out))
     for label, run in runs.groupby("run", sort=False):
         last = run.iloc[-1]
-        epochs = int(last["epoch"])
-        result.notes.append(f"{label}: {epochs} epoch{'s' * (epochs != 1)}, final test accuracy "
-                            f"{last['test_accuracy']:.4f}")
+        epochs, planned = int(last["epoch"]), int(last["planned_epochs"])
+        unfinished = f" (unfinished: {planned} planned)" if epochs < planned else ""
+        result.notes.append(f"{label}: {epochs} epoch{'s' * (epochs != 1)}{unfinished}, "
+                            f"{'last' if unfinished else 'final'} test accuracy {last['test_accuracy']:.4f}")
 
 
 def _plot_gallery(result: PlotResult, plan: PlotPlan) -> None:

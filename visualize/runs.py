@@ -22,10 +22,12 @@ _LABEL_OPTIONS_SHOWN = 4  # more differing options than this: the folder names s
 
 
 def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """One row per run and epoch: ``run`` (the legend label), ``folder``, ``epoch`` and :data:`RUN_METRICS`.
+    """One row per run and epoch: ``run`` (the legend label), ``folder``, ``epoch``, :data:`RUN_METRICS` and
+    ``planned_epochs`` (the run's length, from its ``config.json``: more than the last ``epoch`` for a run that
+    has not finished).
 
     Raises ``ValueError`` naming a folder that holds no finished epoch (``metrics.csv``) or no
-    ``config.json``, or whose ``metrics.csv`` lacks a column.
+    ``config.json``, or whose ``metrics.csv`` lacks a column or holds a cell that is not a number.
     """
     folders = [Path(folder) for folder in folders]
     if not folders:
@@ -48,11 +50,24 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         missing = [column for column in ("epoch", *RUN_METRICS) if column not in frame.columns]
         if missing or frame.empty:
             raise ValueError(f"{metrics_path} lacks {', '.join(missing) or 'rows'}")
-        config, _ = read_config(folder)
-        frames.append(frame[["epoch", *RUN_METRICS]].assign(folder=str(folder)))
+        frame = _numeric(frame[["epoch", *RUN_METRICS]], metrics_path)
+        config, payload = read_config(folder)
+        planned = (payload.get("resolved") or {}).get("epochs", config.epochs)
+        frames.append(frame.assign(folder=str(folder), planned_epochs=planned))
         options.append(config.options())
     labels = run_labels(folders, options)
     return pd.concat([frame.assign(run=label) for frame, label in zip(frames, labels)], ignore_index=True)
+
+
+def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` with every column as floats (an empty cell is NaN); a cell that is not a number is a ``ValueError``
+    naming the file, its line and the column."""
+    converted = frame.apply(pd.to_numeric, errors="coerce")
+    bad = converted.isna() & frame.notna()
+    if bad.any().any():
+        row, column = next((r, c) for c in frame.columns for r in frame.index[bad[c]])
+        raise ValueError(f"{path}, line {row + 2}: {column} is {frame.at[row, column]!r}, not a number")
+    return converted
 
 
 def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
