@@ -946,6 +946,9 @@ def _missing_fashion_mnist(data_dir: Path) -> str | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_dependencies()
+    from student_training.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     args.out, args.data_dir = str(Path(args.out).resolve()), str(Path(args.data_dir).resolve())
     if args.part:
         return run_part(args)

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
 from student_training.data import load_dataset  # noqa: E402
+from student_training.host_memory import keep_freed_memory  # noqa: E402
 from student_training.inference import load_student, predict  # noqa: E402
 from student_training.label_issues import SCORES, find_label_issues, ranking_auc  # noqa: E402
 from student_training.noise import load_noisy_labels  # noqa: E402
@@ -136,6 +137,7 @@ def mean_sd(values: pd.Series) -> str:
 
 
 def main() -> None:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="symmetric:0.4,pairflip:0.45", help="NOISE_TYPE:RATE,...")
     parser.add_argument("--seeds", default="0,1,2")

@@ -61,6 +61,7 @@ import pandas as pd  # noqa: E402
 from _grid import add_regime_arguments, apply_smoke, mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
+from student_training.host_memory import keep_freed_memory  # noqa: E402
 from student_training.mentormix import OFFICIAL_SETTINGS  # noqa: E402
 
 METHODS = ("baseline", "mixup", "mentornet_pd", "small_loss_mentornet", "mentormix_pd", "mentormix_learned")
@@ -316,6 +317,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> pd.DataFrame:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = Path(args.out)

@@ -32,6 +32,7 @@ import pandas as pd  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
 from student_training.trainer import StudentConfig, prepare_run, summarize, train  # noqa: E402
+from student_training.host_memory import keep_freed_memory  # noqa: E402
 
 DEFAULT_METHODS = "none,self_paced_mentornet,focal_loss_mentornet,mentornet_pd"
 
@@ -78,6 +79,7 @@ def draw(curves: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def main() -> None:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--noise", default="0.2,0.4,0.8")

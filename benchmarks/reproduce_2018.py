@@ -258,6 +258,9 @@ def _choices(text: str, valid, flag: str) -> list[str]:
 
 def main(argv=None) -> pd.DataFrame | None:
     args = parse_args(argv)
+    from student_training.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     with tempfile.TemporaryDirectory() as scratch:
         if args.smoke:
             from _tiny_cifar import build_tiny_cifar

@@ -64,6 +64,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
 from student_training import distributed  # noqa: E402
+from student_training.host_memory import keep_freed_memory  # noqa: E402
 from student_training.callbacks import step_callbacks  # noqa: E402
 from student_training.trainer import StudentConfig, learning_rate, prepare_run, train_one_epoch  # noqa: E402
 from student_training.weighting import MentorWeighter  # noqa: E402
@@ -262,6 +263,7 @@ def measure(student: str, args, workdir: Path) -> dict:
 
 
 def main() -> None:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", default=None, help=f"CPU: {CPU_DEFAULTS['students']}; GPU: all")
     parser.add_argument("--dataset", default="fashion-mnist")

@@ -26,9 +26,11 @@ import pandas as pd  # noqa: E402
 
 from _table import markdown_table  # noqa: E402
 from student_training.trainer import StudentConfig, prepare_run, train  # noqa: E402
+from student_training.host_memory import keep_freed_memory  # noqa: E402
 
 
 def main() -> None:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", default="small_cnn,inception,resnet32,preact_resnet18,resnet101")
     parser.add_argument("--dataset", default="fashion-mnist")

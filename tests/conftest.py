@@ -16,6 +16,9 @@ import torch
 
 from student_training import data
 from student_training.data import CIFAR100_COARSE_OF_FINE
+from student_training.host_memory import keep_freed_memory
+
+keep_freed_memory()  # as cli.main does: the tests' students train as train-student trains them
 
 
 def assert_one_line_error(result, *fragments):
