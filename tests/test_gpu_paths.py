@@ -389,3 +389,12 @@ def test_mentormix_weights_stay_fp32_inside_a_callers_autocast():
     (weights, second, loss), (weights_fp32, second_fp32, loss_fp32) = results
     assert weights.dtype == torch.float32 and torch.equal(weights, weights_fp32)
     assert torch.equal(second, second_fp32) and torch.equal(loss, loss_fp32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA GPU is")
+def test_load_student_refuses_a_cuda_device_without_a_gpu(tmp_path):
+    """Review: load_student(..., device="cuda") on a CPU machine raised an AssertionError from torch."""
+    from student_training.inference import load_student
+
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        load_student(tmp_path, device="cuda")  # refused before the folder is read
