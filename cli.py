@@ -22,10 +22,12 @@ try:  # torch loads here, for seconds: Ctrl-C meanwhile is one line, not an impo
     import click  # noqa: E402
 
     from curricula.files import TOOLKIT_VERSION  # noqa: E402
+    from curricula.options import MAX_SEED  # noqa: E402
     from mentor_training.trainer import RECIPES as MENTOR_RECIPES  # noqa: E402
     from student_training.callbacks import Callback  # noqa: E402
     from student_training.config import LOSS_DIFF_OPTIONS, StudentConfig  # noqa: E402
     from student_training.trainer import TrainingDiverged  # noqa: E402
+    from visualize.surface import MAX_RESOLUTION  # noqa: E402
     from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
 except KeyboardInterrupt:
     sys.stderr.write("Interrupted while starting: nothing was done\n")
@@ -181,7 +183,7 @@ def cli(plugin_files):
 @click.option("--sample-size", type=click.IntRange(min=2), default=None,
               help="--curriculum: grid rows kept for fitting, split 80/20 into train and held-out (default: 100000, "
                    "the 2018 value). A dump's rows are all used.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed for the row sample, the split, the initial weights and the batches.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, recipe, balance, steps,
@@ -257,7 +259,7 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
               help="Loss axis: the StudentNet's per-sample cross-entropy, in nats (default: 0,10).")
 @click.option("--loss-diff-range", "loss_diff_range_text", metavar="LO,HI",
               help="loss_diff axis: loss minus the moving-average loss percentile, in nats (default: -5,5).")
-@click.option("--resolution", type=click.IntRange(2, 1001), default=None,
+@click.option("--resolution", type=click.IntRange(2, MAX_RESOLUTION), default=None,
               help="Grid points per axis (default: 101).")
 @click.option("--animate", "animate_path", type=click.Path(dir_okay=False), metavar="FILE.gif",
               help="Also (or instead of --out) write a GIF of the weight over epochs 0..99.")
@@ -397,7 +399,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.data_driven import CleanSubsetDump
     from student_training.distributed import shutdown, world_from_env
-    from student_training.trainer import check_run, prepare_run, resume_config, summarize, train
+    from student_training.trainer import check_resume_changes, check_run, prepare_run, resume_config, summarize, train
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
@@ -414,7 +416,10 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             run_folder.recover_replaced_run(Path(out_dir))
         if resume:
             base = resume_config(Path(out_dir), None)
-            config = base.with_options(_without_mentormix_options(base, given))
+            # the options typed that may not change, named before the merged config is checked as a whole
+            check_resume_changes(Path(out_dir), [(name, getattr(base, name), value) for name, value in given.items()
+                                                 if hasattr(base, name) and getattr(base, name) != value])
+            config = base.with_options(given)
         elif config_file:
             base = read_config_file(config_file)
             config = base.with_options(_without_mentormix_options(base, given))
@@ -477,9 +482,10 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
 
 
 def _without_mentormix_options(base, given: dict) -> dict:
-    """``given`` (options typed on the command line over a config file's or a run's ``base``), where ``--no-mentormix``
-    also clears the base's own MentorMix options (--mixup-alpha, --second-reweight), which apply only with it: else
-    they would be refused as given without --mentormix, though the user did not type them."""
+    """``given`` (options typed on the command line over a config file's ``base``), where ``--no-mentormix`` also
+    clears the file's own MentorMix options (--mixup-alpha, --second-reweight), which apply only with it: else they
+    would be refused as given without --mentormix, though the user did not type them (the change is then listed
+    as overriding the file's value)."""
     if given.get("mentormix") is not False or not base.mentormix:
         return given
     cleared = {name: None for name in ("mixup_alpha", "second_reweight")
@@ -541,7 +547,7 @@ def _describe_run(run) -> None:
     elif run.weighting is not None:
         origin = (f" (--mentormix defaults, not {config.mentornet}'s student_defaults: p 0.7, decay 0.5, burn-in 10, "
                   "no example dropout; weighting options given override them)" if run.mentormix is not None else "")
-        shown, weighter = run.weighting.to_dict(), run.weighter if run.mentormix is None else run.mentormix.first_weighter
+        shown, weighter = run.weighting.to_dict(), run.mentor_weighter
         if not getattr(getattr(weighter, "mentor", None), "config", None) or weighter.mentor.config.uses_loss_diff:
             unused = ""
         else:  # fitted on the loss alone: the percentile and its moving average feed nothing

@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from student_training import DeviceLoader, create_student
+from student_training.host_memory import keep_freed_memory
 
 
 def _seconds_per_call(function, *, repeats: int, warmup: int = 3) -> float:
@@ -63,6 +64,7 @@ def step_seconds(name: str, channels: int, size: int, batch: int, device: str, r
 
 
 def main() -> None:
+    keep_freed_memory()  # as cli.py does, so that the students train as train-student trains them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)

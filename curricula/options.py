@@ -45,7 +45,11 @@ def option_fields(cls) -> list[dataclasses.Field]:
 
 def field_type(cls, name: str) -> tuple[type, bool]:
     """``(base type, accepts None)`` of field ``name`` of ``cls``, from its (possibly string) annotation."""
-    hint = typing.get_type_hints(cls)[name]
+    return unwrap_optional(typing.get_type_hints(cls)[name])
+
+
+def unwrap_optional(hint) -> tuple[type, bool]:
+    """``(X, True)`` for ``X | None`` (``Optional[X]``), else ``(hint, False)``."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and _NONE_TYPE in args:
         rest = [a for a in args if a is not _NONE_TYPE]

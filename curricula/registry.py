@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from .features import DEFAULT_WEIGHTER, NUM_EPOCHS, MentorFeatures, WeighterConfig
-from .options import field_type
+from .options import unwrap_optional
 
 _REGISTRY: dict[str, type] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -23,7 +23,7 @@ RESERVED_FIELDS = ("name", "student_defaults")
 """Class attributes that :func:`register_curriculum` sets, so no parameter (dataclass field) may have these names."""
 PARAMETER_TYPES = (bool, int, float, str)
 """The parameter types that ``-p key=value`` (and a string value given in Python) converts, each also as
-``Optional[...]``, where ``none`` gives ``None``."""
+``Optional[...]`` (``none`` gives ``None``), besides ``Literal[...]``; a container type is refused."""
 
 
 class DuplicateCurriculumError(ValueError):
@@ -137,7 +137,8 @@ def get_curriculum(name: str, **params):
     missing = [key for key, default in allowed.items() if default is REQUIRED and key not in params]
     if missing:
         raise ValueError(f"curriculum {name!r} has no default for {', '.join(missing)}; give "
-                         + " ".join(f"-p {key}=VALUE" for key in missing))
+                         + " ".join(f"-p {key}=VALUE" for key in missing) + " (in Python: "
+                         + ", ".join(f"{key}=..." for key in missing) + ")")
     return cls(**params)
 
 
@@ -146,13 +147,23 @@ def curriculum_source(curriculum) -> dict:
     return {"type": "curriculum", "name": curriculum.name, "params": dataclasses.asdict(curriculum)}
 
 
+def _parameter_type(cls: type, key: str) -> tuple[object, bool]:
+    """``(type, accepts None)`` of parameter ``key`` of ``cls``, resolved on its own (another field's annotation that
+    does not resolve does not matter); an annotation that does not resolve is read by its plain name, else as text."""
+    annotation = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    if isinstance(annotation, str):  # postponed: resolved in the curriculum's module, as typing.get_type_hints does
+        holder = type("_Parameter", (), {"__annotations__": {key: annotation}, "__module__": cls.__module__})
+        try:
+            annotation = typing.get_type_hints(holder)[key]
+        except Exception:  # noqa: BLE001 - a name the module does not define
+            return {t.__name__: t for t in PARAMETER_TYPES}.get(annotation.strip(), str), False
+    return unwrap_optional(annotation)
+
+
 def _convert(text: str, cls: type, key: str):
-    """Convert ``text`` to the type of field ``key`` of ``cls`` (one of :data:`PARAMETER_TYPES`, or Optional)."""
-    try:
-        kind, nullable = field_type(cls, key)
-    except Exception:  # noqa: BLE001 - an annotation that does not resolve here: read by its plain name
-        annotation = {f.name: f.type for f in dataclasses.fields(cls)}[key]
-        kind, nullable = {t.__name__: t for t in PARAMETER_TYPES}.get(annotation, str), False
+    """Convert ``text`` to the type of parameter ``key`` of ``cls``: :data:`PARAMETER_TYPES`, ``Literal`` and
+    ``Optional`` of those; text for other scalar types; ``ValueError`` for a container (tuple, list, dict, set)."""
+    kind, nullable = _parameter_type(cls, key)
     if nullable and text.strip().lower() == "none":
         return None
     if kind is bool:
@@ -167,10 +178,17 @@ def _convert(text: str, cls: type, key: str):
             return kind(text)
         except ValueError:
             raise ValueError(f"parameter {key} expects {kind.__name__}, got {text!r}") from None
-    if kind is str or kind is typing.Any:
-        return text
-    raise ValueError(f"parameter {key} of curriculum {cls.name!r} has type {getattr(kind, '__name__', kind)}; "
-                     "-p converts bool, int, float and str parameters (and Optional ones); give it in Python")
+    if typing.get_origin(kind) is typing.Literal:
+        allowed = typing.get_args(kind)
+        match = [value for value in allowed if str(value) == text.strip()]
+        if not match:
+            raise ValueError(f"parameter {key} expects one of {', '.join(map(str, allowed))}, got {text!r}")
+        return match[0]
+    container = typing.get_origin(kind) or kind
+    if isinstance(container, type) and issubclass(container, (tuple, list, dict, set, frozenset)):
+        raise ValueError(f"parameter {key} of curriculum {cls.name!r} is a {container.__name__}, which a key=value "
+                         "text cannot give; pass it as a Python value (get_curriculum, or learn_curriculum's params)")
+    return text
 
 
 def parse_params(name: str, assignments: Iterable[str]) -> dict[str, object]:

@@ -7,14 +7,15 @@ the kernel once more than its *trim threshold* is free there. A StudentNet step 
 the same large activation buffers every step (``small_cnn``'s first convolution alone writes 12.8 MB a batch of
 128), so every step's buffers came back as new pages, each one a page fault that the kernel fills with zeros.
 Measured on 2 cores (README, "Speed"): a 2-epoch ``small_cnn`` run of ``train-student`` on 5,000 Fashion-MNIST
-images took about 1.75 million page faults, and 0.12 million with :func:`keep_freed_memory`, in about 0.7 of
-the time; its results are bit for bit the same (only where the memory comes from changes).
+images took 1.62 million minor page faults, and 0.14 million with :func:`keep_freed_memory`, in 0.82 of the
+time (median of five paired whole-process runs); its results are bit for bit the same (only where the memory
+comes from changes).
 
 :func:`keep_freed_memory` fixes both thresholds at 1 GiB with ``mallopt`` (``M_MMAP_THRESHOLD`` and
 ``M_TRIM_THRESHOLD``, glibc's documented tunables), so freed buffers stay in the process and are reused. The
 cost is resident memory: the process keeps its peak heap (about 60 MiB more for that run). ``cli.py`` and the
-benchmarks call it once at start-up; a library user can call it too. It does nothing (and says so) where
-``malloc`` is not glibc's, where the user has set glibc's own malloc variables (``MALLOC_MMAP_THRESHOLD_``,
+benchmarks call it once at start-up; a library user can call it too. It does nothing (and returns the reason)
+where ``malloc`` is not glibc's, where the user has set glibc's own malloc variables (``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_``, or ``GLIBC_TUNABLES`` with a
 ``glibc.malloc`` entry: theirs win), or with ``MENTORNET_KEEP_FREED_MEMORY=0``.
 """

@@ -73,10 +73,15 @@ class StudentClassifier(nn.Module):
         return per_image_standardize(images.float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:  # static sizes: no op in an export
-            raise ValueError(f"images must be N x {' x '.join(map(str, self.image_shape))} (N x C x H x W, as the "
-                             f"student was trained), got shape {tuple(images.shape)}")
+        check_image_shape(images, self.image_shape)  # static sizes: no op in an export
         return self.network(self.preprocess(images)).float()
+
+
+def check_image_shape(images: torch.Tensor, image_shape: tuple[int, ...]) -> None:
+    """``ValueError`` unless ``images`` is ``N x C x H x W`` with ``C x H x W`` the student's ``image_shape``."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"images must be N x {' x '.join(map(str, image_shape))} (N x C x H x W, as the student was "
+                         f"trained), got shape {tuple(images.shape)}")
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,8 @@ def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike, which: str | None 
         raise ValueError(f"{path} does not exist: give a train-student run folder or its best.pt/last.pt")
     named = {"last.pt": "last", "best.pt": "best"}.get(path.name)
     if which is not None and which != named:
-        raise ValueError(f"--checkpoint {which} picks a file of a run folder, and {path} is a file: give the run "
-                         "folder, or drop --checkpoint")
+        raise ValueError(f"--checkpoint {which} (which={which!r}) picks a file of a run folder, and {path} is a file: "
+                         "give the run folder, or drop it")
     return path, named or "best"
 
 
@@ -372,10 +377,8 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
     ``image_shape`` of a :class:`StudentClassifier` (the student was trained on that size)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    expected = getattr(model, "image_shape", None)
-    if expected is not None and (images.dim() != 4 or tuple(images.shape[1:]) != tuple(expected)):
-        raise ValueError(f"images must be N x {' x '.join(map(str, expected))} (N x C x H x W, as the student was "
-                         f"trained), got shape {tuple(images.shape)}")
+    if getattr(model, "image_shape", None) is not None:  # before the first batch (also for N = 0)
+        check_image_shape(images, model.image_shape)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     chunks = []

@@ -86,8 +86,8 @@ def label_issue_scores(losses, weights=None, *, score: str = DEFAULT_SCORE, unti
         return losses[:until].mean(axis=0)
     if score.endswith("_weight"):
         if weights is None:
-            raise ValueError(f"score {score!r} needs MentorNet weights; a run without a MentorNet has only "
-                             "losses: use mean_loss or final_loss")
+            raise ValueError(f"score {score!r} needs MentorNet weights; a run that recorded none (no MentorNet) has "
+                             "only losses: use mean_loss or final_loss")
         weights = _as_matrix(weights, "weights")
         if weights.shape != losses.shape:
             raise ValueError(f"weights have shape {weights.shape}, losses {losses.shape}")
@@ -271,9 +271,9 @@ def mentor_opinion(run: "Run", losses: torch.Tensor, step: int) -> torch.Tensor:
 
 
 def _opinion_source(run: "Run"):
-    """The weighter whose opinion the record keeps: the run's, or with MentorMix its first weighting (v on the
-    clean pass's losses, 2020 spec S2-S3); None for a weighting without ``opinion(loss, step)``."""
-    weighter = run.weighter if run.mentormix is None else run.mentormix.first_weighter
+    """The weighter whose opinion the record keeps (:attr:`~student_training.trainer.Run.mentor_weighter`); None for
+    a weighting without ``opinion(loss, step)``."""
+    weighter = run.mentor_weighter
     return weighter if callable(getattr(weighter, "opinion", None)) else None
 
 
@@ -390,9 +390,9 @@ def find_label_issues(run_dir: str | os.PathLike, *, score: str = DEFAULT_SCORE)
 
     Reads ``last.pt`` (the :class:`SampleRecord`, ``weights_only=True``) and ``noisy_labels.npz`` of
     ``run_dir``; no data set is loaded. ``score`` is one of :data:`SCORES` (default :data:`DEFAULT_SCORE`);
-    a run without a MentorNet has only the loss scores. Raises ``ValueError`` as :func:`read_sample_record`
-    does, for a ``noisy_labels.npz`` that is not the one the run trained on (``last.pt`` records its sha256), and
-    for a weight score on a run without a MentorNet.
+    a run that recorded no MentorNet weights (no MentorNet, or a MentorMix run from before they were recorded) has
+    only the loss scores. Raises ``ValueError`` as :func:`read_sample_record` does, for a ``noisy_labels.npz`` that
+    is not the one the run trained on (``last.pt`` records its sha256), and for a weight score on such a run.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")

@@ -168,6 +168,12 @@ class Run:
         return self.model if self.train_model is None else self.train_model
 
     @property
+    def mentor_weighter(self):
+        """The weighting of the batch's own losses by the MentorNet: the run's weighter, or with MentorMix its first
+        weighting (v on the unmixed loss, 2020 spec S2-S3); None without a MentorNet."""
+        return self.weighter if self.mentormix is None else self.mentormix.first_weighter
+
+    @property
     def autocast_dtype(self) -> torch.dtype | None:
         """The dtype of the student's forward passes under autocast (None: fp32)."""
         return self.precision.dtype
@@ -271,14 +277,19 @@ def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
         raise ValueError(f"cannot resume: {error}") from None
     if config is None:
         return saved
-    changed = [(name, old, new) for name, old, new in describe_changes(saved, config)]
+    check_resume_changes(out, describe_changes(saved, config))
+    return config
+
+
+def check_resume_changes(out: Path, changed: list[tuple[str, object, object]]) -> None:
+    """``ValueError`` naming every ``(option, the run's value, new value)`` of ``changed`` that may not change on
+    resume (all but :data:`~student_training.config.RESUME_SAFE`)."""
     unsafe = [change for change in changed if change[0] not in RESUME_SAFE]
     if unsafe:
         listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has {format_value(old)})"
                            for name, old, new in unsafe)
         safe = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_SAFE)
         raise ValueError(f"cannot resume {out} with changed options: {listed}; only {safe} may change on resume")
-    return config
 
 
 def mentornet_file_change(out: Path, config: StudentConfig) -> str | None:

@@ -191,14 +191,48 @@ def test_p_converts_optional_and_str_parameters_and_refuses_other_types(scratch,
     load_plugin_file(path)
     assert parse_params("typed", ["temperature=0.3", "label=b"]) == {"temperature": 0.3, "label": "b"}
     assert parse_params("typed", ["temperature=none"]) == {"temperature": None}
-    with pytest.raises(ValueError, match="has type tuple; -p converts bool, int, float and str"):
+    with pytest.raises(ValueError, match="is a tuple, which a key=value text cannot give"):
         parse_params("typed", ["items=1,2"])
     out = tmp_path / "typed.pt"
     result = invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "typed", "-p", "temperature=0.3",
                     "--steps", "5", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert_one_line_error(invoke("--plugin", str(path), "learn-curriculum", "--curriculum", "typed", "-p", "items=3",
-                                 "--steps", "5", "--out", str(tmp_path / "t2.pt")), "has type tuple")
+                                 "--steps", "5", "--out", str(tmp_path / "t2.pt")), "is a tuple")
+
+
+POSTPONED_MODULE = '''
+from __future__ import annotations
+from dataclasses import dataclass
+from typing import Literal, Optional
+import torch
+from curricula import register_curriculum
+
+@register_curriculum("postponed")
+@dataclass(frozen=True)
+class Postponed:
+    temperature: Optional[float] = 0.5
+    k: int = 1
+    mode: Literal["soft", "hard"] = "soft"
+    extra: NotDefinedAnywhere = None  # noqa: F821 - one annotation that does not resolve
+
+    def weight(self, features):
+        return torch.sigmoid(-features.loss_diff / (self.temperature or 1.0))
+'''
+
+
+def test_each_parameter_is_converted_on_its_own_annotation(scratch, tmp_path):
+    """Review: one annotation that did not resolve made every parameter text ('0.3', 'none' as strings)."""
+    from curricula import parse_params
+
+    path = tmp_path / "postponed.py"
+    path.write_text(POSTPONED_MODULE)
+    load_plugin_file(path)
+    assert parse_params("postponed", ["temperature=0.3", "k=2", "mode=hard"]) == \
+        {"temperature": 0.3, "k": 2, "mode": "hard"}
+    assert parse_params("postponed", ["temperature=none"]) == {"temperature": None}
+    with pytest.raises(ValueError, match="expects one of soft, hard"):
+        parse_params("postponed", ["mode=medium"])
 
 
 def test_a_parameter_without_default_is_listed_as_required_and_asked_for(scratch, tmp_path):

@@ -562,6 +562,9 @@ def test_a_mentormix_run_records_the_mentornet_weights(tmp_path):
     assert result.exit_code == 0, result.output
     assert "--mixup-alpha none overrides 2" in result.output
     assert json.loads((tmp_path / "plain" / "config.json").read_text())["config"]["mentormix"] is False
+    # and on --resume, the option typed that may not change is named, not --mixup-alpha
+    assert_one_line_error(invoke("train-student", "--out", out, "--resume", "--no-mentormix"),
+                          "cannot resume", "--mentormix off (the run has on)")
 
 
 def test_checkpoint_is_refused_with_a_checkpoint_file_it_does_not_name(run, tmp_path):
@@ -569,7 +572,7 @@ def test_checkpoint_is_refused_with_a_checkpoint_file_it_does_not_name(run, tmp_
     for command in ("evaluate", "export"):
         extra = ["--out", tmp_path / "s.pt2"] if command == "export" else []
         result = invoke(command, "--run", run / "last.pt", "--checkpoint", "best", *extra)
-        assert_one_line_error(result, "--checkpoint best picks a file of a run folder")
+        assert_one_line_error(result, "--checkpoint best (which='best') picks a file of a run folder")
     model, _ = load_student(run / "last.pt", which="last")  # naming the file it is: fine
     assert model.checkpoint.which == "last"
 

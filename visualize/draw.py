@@ -265,7 +265,7 @@ _RUN_PANELS = (
 
 
 def runs_figure(frame: pd.DataFrame, *, title: str, figsize: tuple[float, float] | None = None, dpi: float = 100):
-    """Training curves of finished runs (a frame from :func:`visualize.runs.read_runs`), one colour per run:
+    """Training curves of runs, finished or not (a frame from :func:`visualize.runs.read_runs`), one colour per run:
     test accuracy, the mean weight on clean and on corrupted samples, the detector AUC, and the fraction
     of corrupted labels fitted, per epoch."""
     fig = new_figure(figsize or RUNS_INCHES, dpi)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from curricula import check_curriculum, curriculum_parameters, get_curriculum, list_curricula, parse_params
+from curricula.registry import REQUIRED
 from curricula.features import MAX_EPOCH, NUM_EPOCHS
 from curricula.files import atomic_write, check_output_path
 
@@ -265,6 +266,11 @@ def plan_plot(*, out=None, curriculum: str | None = None, params: Iterable[str] 
     if curriculum == ALL_CURRICULA:
         subject = None
         for name in list_curricula():  # each one as the gallery builds it, so a broken one stops us here
+            missing = [key for key, default in curriculum_parameters(name).items() if default is REQUIRED]
+            if missing:
+                raise ValueError(f"'all' draws every curriculum with its default parameters, and {name!r} has none "
+                                 f"for {', '.join(missing)}: draw it on its own (--curriculum {name} "
+                                 + " ".join(f"-p {key}=VALUE" for key in missing) + ")")
             curriculum_subject(name)
     else:
         subject = curriculum_subject(curriculum, params) if curriculum is not None else mentornet_subject(mentornet)

@@ -1,4 +1,4 @@
-"""Finished StudentNet runs as numbers: their per-epoch ``metrics.csv`` with a legend label from each
+"""StudentNet runs (finished or not) as numbers: their per-epoch ``metrics.csv`` with a legend label from each
 run's ``config.json`` (no matplotlib here; :func:`visualize.draw.runs_figure` draws them).
 
 The label of a run names the options in which the runs drawn together differ (for instance
