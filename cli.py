@@ -27,8 +27,8 @@ try:  # torch loads here, for seconds: Ctrl-C meanwhile is one line, not an impo
     from student_training.callbacks import Callback  # noqa: E402
     from student_training.config import LOSS_DIFF_OPTIONS, StudentConfig  # noqa: E402
     from student_training.trainer import TrainingDiverged  # noqa: E402
-    from visualize.surface import MAX_RESOLUTION  # noqa: E402
     from student_training.label_issues import DEFAULT_SCORE as DEFAULT_ISSUE_SCORE, SCORES as ISSUE_SCORES  # noqa: E402
+    from visualize.surface import MAX_RESOLUTION  # noqa: E402
 except KeyboardInterrupt:
     sys.stderr.write("Interrupted while starting: nothing was done\n")
     sys.exit(1)
@@ -242,9 +242,10 @@ def learn_curriculum(curriculum_name, params, dump_path, percentile, out_path, r
 @curriculum_params
 @click.option("--mentornet", metavar="NAME|PATH", help="Pretrained MentorNet name or checkpoint file to draw.")
 @click.option("--run", "run_dirs", multiple=True, type=click.Path(), metavar="DIR",
-              help="A train-student run folder (an unfinished one is drawn up to its last epoch, and said so): draw its test accuracy, mean weight on clean and "
-                   "corrupted samples, detector AUC and fitted corrupted labels per epoch. Repeat to overlay "
-                   "several runs; the legend names the options in which they differ.")
+              help="A train-student run folder (an unfinished one is drawn up to its last epoch, and said so): "
+                   "draw its test accuracy, mean weight on clean and corrupted samples, detector AUC and fitted "
+                   "corrupted labels per epoch. Repeat to overlay several runs; the legend names the options in "
+                   "which they differ.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Figure to write; .png, .pdf or .svg (the extension picks the format).")
 @click.option("--kind", type=click.Choice(["surface", "heatmap"]), default=None,

@@ -405,8 +405,8 @@ def find_label_issues(run_dir: str | os.PathLike, *, score: str = DEFAULT_SCORE)
     check_guarded_files(run_dir, state, names=("noisy_labels.npz",), action="rank its labels")
     if score.endswith("_weight") and record.weight_sum is None:
         raise ValueError(f"the run in {run_dir} recorded no MentorNet weights (it trained without a MentorNet, or is "
-                         f"a MentorMix run from before they recorded them), so it has no weights for score {score!r}; use "
-                         "mean_loss or final_loss")
+                         f"a MentorMix run from before they recorded them), so it has no weights for score {score!r}; "
+                         "use mean_loss or final_loss")
     noise = load_noisy_labels(run_dir / "noisy_labels.npz")
     positions = record.positions
     given = noise.noisy_labels[positions].numpy()
