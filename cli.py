@@ -400,7 +400,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
     from student_training.data_driven import CleanSubsetDump
     from student_training.distributed import shutdown, world_from_env
-    from student_training.trainer import check_resume_changes, check_run, prepare_run, resume_config, summarize, train
+    from student_training.trainer import (check_resume_changes, check_run, discard_unsaved_start, prepare_run,
+                                          resume_config, summarize, train)
 
     if not world_from_env().is_main:  # rank 0 speaks for the run; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
@@ -423,9 +424,11 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             config = base.with_options(given)
         elif config_file:
             base = read_config_file(config_file)
-            config = base.with_options(_without_mentormix_options(base, given))
+            config = base.with_options(_overrides(base, given))
+            note = _run_length_note(base, config, config_file)
             for name, old, new in describe_changes(base, config):
-                click.echo(f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
+                click.echo(note if name == "max_steps" and note else
+                           f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
                            f"from {config_file}")
         else:
             config = StudentConfig().with_options(options)
@@ -433,7 +436,11 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         run = prepare_run(config, out_dir, resume=resume, force=force, callbacks=(_ProgressBar(),))
     finished_before = run.state.epoch >= run.epochs  # a --resume of a finished run trains and writes nothing
     try:
-        _describe_run(run)
+        try:
+            _describe_run(run)
+        except BaseException:  # a closed pipe or Ctrl-C while the run is described: nothing trained, nothing kept
+            discard_unsaved_start(run)
+            raise
         train(run)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main): the epochs finished so far are in last.pt
         if run.replaced_run_restored:
@@ -482,16 +489,28 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     shutdown(run.world)
 
 
-def _without_mentormix_options(base, given: dict) -> dict:
-    """``given`` (options typed on the command line over a config file's ``base``), where ``--no-mentormix`` also
-    clears the file's own MentorMix options (--mixup-alpha, --second-reweight), which apply only with it: else they
-    would be refused as given without --mentormix, though the user did not type them (the change is then listed
-    as overriding the file's value)."""
-    if given.get("mentormix") is not False or not base.mentormix:
-        return given
-    cleared = {name: None for name in ("mixup_alpha", "second_reweight")
-               if getattr(base, name) is not None and name not in given}
+def _overrides(base, given: dict) -> dict:
+    """``given`` (options typed on the command line over a config file's ``base``), with what they clear in the
+    file: ``--no-mentormix`` clears the file's own MentorMix options (--mixup-alpha, --second-reweight), which apply
+    only with it (else they would be refused as given without --mentormix, though the user did not type them), and
+    ``--epochs`` clears the file's ``max_steps``, which would otherwise set the run's length in its place. Each
+    change is then listed as overriding the file's value."""
+    cleared = {}
+    if given.get("mentormix") is False and base.mentormix:
+        cleared.update({name: None for name in ("mixup_alpha", "second_reweight")
+                        if getattr(base, name) is not None and name not in given})
+    if "epochs" in given and base.max_steps is not None and "max_steps" not in given:
+        cleared["max_steps"] = None
     return {**given, **cleared}
+
+
+def _run_length_note(base, config, config_file: str) -> str | None:
+    """What ``--max-steps`` typed over a config file does to the file's ``epochs`` (the steps set the run's length;
+    the epochs follow from the batches per epoch), in words; None when it does nothing."""
+    if config.max_steps is None or config.max_steps == base.max_steps or base.max_steps is not None:
+        return None
+    return (f"--max-steps {config.max_steps} sets the run's length in place of epochs = {base.epochs} from "
+            f"{config_file} (the epochs follow from the batches per epoch)")
 
 
 class _ProgressBar(Callback):
@@ -815,8 +834,9 @@ def export_command(run_dir, which, out_path, force):
     click.echo(f"wrote {path}: uint8 images {'x'.join(map(str, ('N', *model.image_shape)))} in, logits "
                f"N x {model.num_classes} out")
 def _terminate(signum, frame):
-    """SIGTERM (e.g. torchrun stopping its workers, a job scheduler's timeout) unwinds like Ctrl-C, so
-    temporary files are removed and the run folder's lock is released."""
+    """SIGTERM (e.g. torchrun stopping its workers, a job scheduler's timeout) and SIGHUP (the terminal closed)
+    unwind like Ctrl-C, so temporary files are removed, a run that saved no epoch leaves nothing, and the run
+    folder's lock is released."""
     raise KeyboardInterrupt
 
 
@@ -826,6 +846,8 @@ def main():
     from student_training.host_memory import keep_freed_memory
 
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
+        signal.signal(signal.SIGHUP, _terminate)
     keep_freed_memory()  # freed activation buffers stay for the next step: no page faults per step on the CPU
     cli(prog_name="mentornet" if os.path.basename(sys.argv[0]) == "mentornet" else "cli.py")
 

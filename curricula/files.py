@@ -87,18 +87,20 @@ def check_writable_folder(folder: str | os.PathLike, *, what: str = "output fold
     return folder
 
 
-def check_output_path(path: str | os.PathLike, *, force: bool = False, option: str | None = None) -> Path:
+def check_output_path(path: str | os.PathLike, *, force: bool = False, option: str | None = None,
+                      advice: str = "pass --force (force=True in Python) to overwrite it") -> Path:
     """Raise ``FileExistsError``/``ValueError`` unless ``path`` may be written; call before long work.
 
     The folder must exist and be a folder; an existing ``path`` needs ``force``; a folder at ``path``
-    is refused whatever ``force`` says. ``option`` (e.g. ``"--out"``) is named in the messages.
+    is refused whatever ``force`` says. ``option`` (e.g. ``"--out"``) is named in the messages, and ``advice``
+    follows "already exists" (where ``--force`` does more than allow the overwrite, say so there).
     """
     path = Path(path)
     given = f" (for {option} {path})" if option else ""
     if path.is_dir():  # before the --force hint, which could not help
         raise ValueError(f"{option + ' ' if option else ''}{path} is a folder, expected a file path")
     if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force (force=True in Python) to overwrite it")
+        raise FileExistsError(f"{path} already exists; {advice}")
     if not path.parent.is_dir():
         state = "is a file, not a folder" if path.parent.exists() else "does not exist"
         raise ValueError(f"output folder {path.parent} {state}{given}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,7 +64,7 @@ LR_DROP_EPOCHS = {"piecewise_2018": (50, 64), "exponential_2018": (65,)}
 
 def parse_relearn(text: str, lr_schedule: str) -> tuple[int, ...]:
     """``never``, ``lr-drops`` (the first two drops of the 2018 schedule, as in the paper), or progress
-    epochs ``E1,E2,...`` in 0..99."""
+    epochs ``E1,E2,...`` in 1..99 (any order)."""
     text = str(text).strip()
     if text == "never":
         return ()
@@ -134,8 +135,8 @@ class StudentConfig:
                              help="symmetric (exactly r·N labels moved to another class), uniform (each label "
                                   "redrawn over all classes with probability r), pairflip or asymmetric.")
     noise_file: str | None = option(None, metavar="FILE",
-                                    help="Use these noisy labels instead (.npy/.npz/.pt, e.g. CIFAR-10N: "
-                                         "FILE.pt:worse_label).")
+                                    help="Use these noisy labels instead: FILE (.npy/.npz/.pt), or FILE:KEY for "
+                                         "one array of several (e.g. CIFAR-10N: FILE.pt:worse_label).")
     # networks
     studentnet: str = option("small_cnn", metavar="NAME", choices=list_students,
                              help="Student network: resnet101 and inception (the 2018 ones), resnet32, "
@@ -179,8 +180,9 @@ class StudentConfig:
                                        "batch as in one process (default: each rank's BN sees its shard).")
     # data-driven MentorNets
     dump: str | None = option(None, metavar="FILE",
-                              help="Write a data-driven dump of the clean subset (sample_id,epoch,noisy_label,"
-                                   "clean_label,loss) for learn-curriculum --dump. Needs a clean subset "
+                              help="Write a data-driven dump of the clean subset, a CSV file whatever its name "
+                                   "(columns sample_id,epoch,noisy_label,clean_label,loss; the 2018 code named it "
+                                   "dump.txt), for learn-curriculum --dump. Needs a clean subset "
                                    "(--clean-subset-fraction or --clean-subset-file) and --dump-at-epoch.")
     dump_at_epoch: int | None = option(None, metavar="E",
                                        help="Training progress epoch (0..99) at which to take the dump (2018: "
@@ -188,8 +190,8 @@ class StudentConfig:
                                             "and says which.")
     relearn_mentor: str = option("never", metavar="never|lr-drops|E1,E2",
                                  help="Re-fit the MentorNet from its current weights on a dump of the current "
-                                      "student at these progress epochs (paper Algorithm 1, step 6; lr-drops: after "
-                                      "the first two 2018 LR drops).")
+                                      "student at these progress epochs, 1..99 in any order (paper Algorithm 1, step "
+                                      "6; lr-drops: after the first two 2018 LR drops).")
     relearn_percentile: float | None = option(None, metavar="P",
                                               help="Loss percentile P of each re-fit's dump, a fraction in (0, 1] "
                                                    "(0.9 is the 90th percentile). Default: the MentorNet's own, "
@@ -209,8 +211,8 @@ class StudentConfig:
     # --mentornet learn: the run learns its own MentorNet from its clean subset (paper Algorithm 1)
     learn_epochs: str = option(
         "5,10,15,20,25,30,35,40,45,50,55,60,65,70,75,80,85,90,95", metavar="E1,E2,...",
-        help="With --mentornet learn: progress epochs (1..99) at which a fresh MentorNet is fitted to the probe's "
-             "recent losses.")
+        help="With --mentornet learn: progress epochs (1..99, in any order) at which a fresh MentorNet is fitted to "
+             "the probe's recent losses.")
     learn_window: int = option(
         5, metavar="W", help="With --mentornet learn: each fit uses the probe's losses of the last W progress epochs "
                              "(1..99; a progress epoch is 1% of the run's steps).")
@@ -525,8 +527,18 @@ class StudentConfig:
         """From a plain mapping such as ``config.json``'s ``config``; unknown keys are an error."""
         values = dict(values)
         weighter = values.pop("weighter", {}) or {}
+        misplaced = [key for key in values if key in WEIGHTER_OPTIONS]
+        if misplaced:
+            raise ValueError(f"{origin}: {misplaced[0]!r} is a weighting option: put it in the [weighter] table "
+                             f"(JSON: \"weighter\": {{\"{misplaced[0]}\": ...}})")
         config = options_from_mapping(cls, values, origin=origin)
-        return cls(**config, weighter=options_from_mapping(WeighterConfig, weighter, origin=f"{origin} [weighter]"))
+        weighter = options_from_mapping(WeighterConfig, weighter, origin=f"{origin} [weighter]")
+        if origin == "config":  # built in code: the command-line names are the ones users know
+            return cls(**config, weighter=weighter)
+        try:
+            return cls(**config, weighter=weighter)
+        except ValueError as error:  # a file's options are keys, not flags: name them as the file does
+            raise ValueError(f"{origin}: {as_file_keys(str(error))}") from None
 
     def options(self) -> dict:
         """Every option by its command-line name (weighting options flat, None where not given)."""
@@ -549,6 +561,17 @@ class StudentConfig:
 OWN_OPTIONS = frozenset(f.name for f in option_fields(StudentConfig))
 WEIGHTER_OPTIONS = frozenset(f.name for f in option_fields(WeighterConfig))
 RESUME_SAFE = tuple(f.name for f in option_fields(StudentConfig) if f.metadata["resume_safe"])
+
+
+def as_file_keys(message: str) -> str:
+    """``message`` (a check's error, worded for the command line) with each ``--option`` named as a config file's
+    key: ``max_steps`` for ``--max-steps``, ``[weighter] loss_p_percentile`` for a weighting option."""
+    def key(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        if name in WEIGHTER_OPTIONS:
+            return f"[weighter] {name}"
+        return name if name in OWN_OPTIONS else match.group(0)
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", key, message)
 
 
 def read_config_file(path: str | Path) -> StudentConfig:
@@ -608,5 +631,5 @@ def format_value(value) -> str:
     return "none" if value is None else str(value)
 
 
-__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "parse_relearn", "OWN_OPTIONS", "RESUME_SAFE", "StudentConfig", "WEIGHTER_OPTIONS", "describe_changes",
-           "format_value", "read_config_file", "run_config_values"]
+__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "RESUME_SAFE", "StudentConfig", "WEIGHTER_OPTIONS",
+           "as_file_keys", "describe_changes", "format_value", "parse_relearn", "read_config_file", "run_config_values"]

@@ -233,6 +233,10 @@ def load_dataset(
     num_validation = int(round(validation_fraction * len(labels)))
     validation = np.sort(np.random.default_rng(_child_seed(seed, 3)).permutation(rest)[:num_validation])
     train = np.setdiff1d(rest, validation)
+    if len(train) == 0:  # the fractions sum below 1, but rounding on a tiny pool took every image
+        raise ValueError(f"the clean subset ({len(clean)} images, {fraction:g}) and the validation split "
+                         f"({len(validation)} images, {validation_fraction:g}) leave none of the {len(labels)} "
+                         "training images to train on; lower the fractions, or use more images")
     return ImageDataset(
         name=name,
         train_images=torch.from_numpy(np.ascontiguousarray(raw.train_images[source_indices])),

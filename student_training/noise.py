@@ -303,16 +303,21 @@ def _split_key(path: str | os.PathLike, key: str | None) -> tuple[Path, str | No
 def split_noise_path(path: str | os.PathLike) -> tuple[Path, str | None]:
     """``(file, key)`` of a ``--noise-file`` value ``FILE[:KEY]``; the file must exist and be a label file."""
     file, key = _split_key(path, None)
-    if not file.is_file():
-        raise ValueError(f"noise file {file} does not exist")
+    _check_is_file(file)
     if file.suffix.lower() not in (".npy", ".npz", ".pt", ".pth"):
         raise ValueError(f"noise file {file} must end in .npy, .npz or .pt, got {file.suffix!r}")
     return file, key
 
 
-def _read_label_arrays(path: Path) -> dict[str, np.ndarray]:
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise ValueError(f"noise file {path} is a folder; give the label file in it (.npy, .npz or .pt)")
     if not path.is_file():
         raise ValueError(f"noise file {path} does not exist")
+
+
+def _read_label_arrays(path: Path) -> dict[str, np.ndarray]:
+    _check_is_file(path)
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         problem = numpy_file_problem(path)
@@ -378,8 +383,8 @@ def _pick_key(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> str
                            for name, array in sorted(arrays.items()))
         raise ValueError(f"noise file {path} holds no one-dimensional label array (one label per training image); "
                          f"it holds: {shapes}")
-    raise ValueError(f"noise file {path} holds several label arrays ({', '.join(sorted(candidates))}); "
-                     f"choose one with PATH:KEY or key=")
+    raise ValueError(f"noise file {path} holds several label arrays ({', '.join(sorted(candidates))}); choose one "
+                     f"as FILE:KEY, e.g. --noise-file {path}:{sorted(candidates)[0]}")
 
 
 def _select(labels: np.ndarray, indices, path: Path) -> np.ndarray:

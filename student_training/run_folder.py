@@ -219,6 +219,11 @@ def check_run_folder(out: Path, *, force: bool, delete: bool = True) -> None:
                          f"{out.parent}), or check the path for a typo")
     check_writable_folder(out if out.is_dir() else out.parent, what="run folder" if out.is_dir() else "folder")
     present = run_files(out) if out.is_dir() else []
+    started_only = {path.name for path in present} <= set(GUARDED_FILES)  # what a run writes before its first epoch
+    if present and not force and started_only:  # killed (SIGKILL, a power cut) before its first epoch was saved
+        raise FileExistsError(f"{out} holds a run that saved no epoch ({', '.join(run_file_names(out))}: it was "
+                              "stopped before its first epoch ended), so there is nothing to resume; pass --force to "
+                              "start over")
     if present and not force:
         raise FileExistsError(f"{out} already holds a run ({', '.join(run_file_names(out))}); pass --resume to "
                               "continue it or --force to start over")

@@ -152,6 +152,7 @@ class Run:
     trusted_mask: torch.Tensor | None = None  # samples of the noisy stream trained at weight 1 with verified labels
     lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
     replaced_run_restored: bool = False  # stopped before its first epoch: the run --force replaced is back
+    created_folder: bool = False  # prepare_run created ``out``: a run that saves no epoch removes it again
 
     def release(self) -> None:
         """Release the run folder's lock (:func:`train` does when it ends)."""
@@ -326,7 +327,8 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
     if resume:
         config = resume_config(out, config)
         if not (out / "last.pt").is_file():
-            raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist")
+            raise ValueError(f"cannot resume: {out} holds no saved epoch ({out / 'last.pt'} does not exist: the run "
+                             "was stopped before its first epoch ended); start over with --force")
         change = mentornet_file_change(out, config)
         if change:
             raise ValueError(f"cannot resume: {change}; restore that file, or start a new run in another folder")
@@ -338,7 +340,8 @@ def check_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: b
                          f"one device); this launch has {world.size} torchrun processes")
     if config.dump:  # the run's own dump may exist on resume; any other file there needs --force
         run_folder.check_not_run_file(Path(config.dump), option="--dump")
-        check_output_path(config.dump, force=force or resume)
+        check_output_path(config.dump, force=force or resume, option="--dump",  # a run in out was refused above
+                          advice="pass --force to overwrite it, or choose another --dump path")
     distributed.check_batch_size(config.batch_size, world)
     device = resolve_device(config.device, world.local_rank)
     resolve_precision(config.precision, device)
@@ -448,8 +451,26 @@ def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
-    run.lock = lock
+    run.lock, run.created_folder = lock, created
     return run
+
+
+def discard_unsaved_start(run: Run) -> None:
+    """Settle a run stopped before its first epoch was saved (Ctrl-C, divergence, an error, a closed pipe): there is
+    nothing to resume, so its files are removed, the run ``--force`` set aside comes back
+    (``run.replaced_run_restored``), the lock is released and a folder :func:`prepare_run` created is removed once
+    empty. Does nothing once ``last.pt`` exists, or on ranks other than 0."""
+    if not run.is_main or (run.out / "last.pt").is_file():
+        return
+    run.replaced_run_restored = run_folder.restore_replaced_run(run.out)
+    if not run.replaced_run_restored:
+        run_folder.remove_run_files(run.out)
+    run.release()
+    if run.created_folder:
+        try:
+            run.out.rmdir()
+        except OSError:  # it holds other files (the user's, a --dump written inside it): it stays
+            pass
 
 
 def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, resume: bool, force: bool,
@@ -639,6 +660,11 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
     batch_size = config.batch_size
     if config.train_on == "clean_subset":  # a small clean subset: one batch of all of it per step at most
         batch_size = min(batch_size, len(indices))
+    if len(indices) < 2:
+        fix = ("raise --clean-subset-fraction" if config.train_on == "clean_subset" else
+               "lower --clean-subset-fraction or --validation-fraction")
+        raise ValueError(f"{len(indices)} training image{'' if len(indices) == 1 else 's'} left to train on, too few "
+                         f"for a step that learns anything; {fix}, or use more images")
     if batch_size > len(indices):
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(indices)} training images; "
                          f"use --batch-size {len(indices)} or less")
@@ -650,6 +676,9 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
                                batch_size=1000, augment=False, shuffle=False, drop_last=False, device=device,
                                channels_last=recipe.channels_last)
     return train_loader, test_loader
+
+
+SMALL_VALIDATION = 50  # a validation split smaller than this chooses best.pt mostly by chance: warned
 
 
 def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
@@ -668,6 +697,11 @@ def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: Imag
     if not len(indices):
         raise ValueError(f"the validation split ({config.validation.replace('_', ' ')}) is empty: the training pool "
                          f"of {len(data.train_labels)} images is too small for it")
+    if len(indices) < SMALL_VALIDATION:
+        raise_it = "--validation-fraction" if config.validation == "noisy_holdout" else "--clean-subset-fraction"
+        warnings.warn(f"best.pt is chosen on a validation split of {len(indices)} images, where one image is "
+                      f"{100 / len(indices):.3g} points of accuracy: the choice is mostly chance; raise {raise_it} "
+                      f"for {SMALL_VALIDATION} images or more", stacklevel=2)
     return DeviceLoader(data.train_images, labels, indices, batch_size=1000, augment=False, shuffle=False,
                         drop_last=False, device=device, channels_last=recipe.channels_last)
 
@@ -850,11 +884,8 @@ def train(run: Run) -> list[dict]:
                 warnings.warn(f"epoch {epoch + 1}: the MentorNet's mean weight is {row['mean_weight']:.4f}, so the "
                               "student barely trains; a MentorNet fitted on other losses (another data set, or late "
                               "in another run) can give these losses weights near 0")
-    except BaseException:  # stopped (Ctrl-C, divergence, an error) before an epoch was saved: nothing to resume,
-        if run.is_main and not (run.out / "last.pt").is_file():  # so no half-written run is left behind, and
-            run.replaced_run_restored = run_folder.restore_replaced_run(run.out)  # an earlier run --force set
-            if not run.replaced_run_restored:                                     # aside comes back
-                run_folder.remove_run_files(run.out)
+    except BaseException:  # stopped before an epoch was saved: no half-written run is left behind
+        discard_unsaved_start(run)
         raise
     for callback in run.callbacks:
         callback.on_train_end(run)
@@ -886,7 +917,6 @@ def summarize(rows: list[dict]) -> dict:
             "epochs": final["epoch"], "steps": final["step"]}
 
 __all__ = ["METRIC_COLUMNS", "MENTORMIX_COLUMNS", "MentorMixState", "PrecisionState", "Run", "RunFolderWriter",
-           "RunState",
-           "StudentConfig", "TrainingDiverged", "mentormix_step", "weighting_defaults",
-           "check_run", "evaluate", "epoch_row", "learning_rate", "mentornet_file_change", "prepare_run", "resume_config", "student_loss", "summarize",
-           "train", "train_one_epoch", "validate"]
+           "RunState", "SMALL_VALIDATION", "StudentConfig", "TrainingDiverged", "check_run", "discard_unsaved_start",
+           "epoch_row", "evaluate", "learning_rate", "mentormix_step", "mentornet_file_change", "prepare_run",
+           "resume_config", "student_loss", "summarize", "train", "train_one_epoch", "validate", "weighting_defaults"]

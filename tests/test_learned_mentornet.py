@@ -579,7 +579,8 @@ def test_a_class_with_no_trusted_image_is_named_before_training(tmp_path):
     result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--learn-epochs", "50",
                     "--clean-subset-file", str(path), "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")
+               and "best.pt is chosen on a validation split of 30 images" not in line]  # the fifth: 30 of 152
     assert len(warning) == 1 and "no verified image of class 4 (8 verified:" in warning[0]
     assert "give more verified samples of that class" in warning[0]
 

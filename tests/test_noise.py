@@ -170,7 +170,7 @@ def test_cifar10n_style_pt_file_with_a_chosen_key(tmp_path, clean_and_noisy):
                 "random_label1": noisy.numpy()}, path)
     torch.testing.assert_close(load_noise_file(f"{path}:worse_label", clean, 10).noisy_labels, noisy)
     assert load_noise_file(path, clean, 10, key="aggre_label").noise_rate == 0.0
-    with pytest.raises(ValueError, match="several label arrays .*worse_label.*PATH:KEY"):
+    with pytest.raises(ValueError, match="several label arrays .*worse_label.*FILE:KEY, e.g. --noise-file .*:aggre"):
         load_noise_file(path, clean, 10)
 
 

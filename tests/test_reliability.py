@@ -79,7 +79,8 @@ def test_dump_does_not_overwrite_an_existing_file_without_force(tmp_path):
     unrelated.write_text("my own notes\n")
     result = train(*QUICK, "--clean-subset-fraction", "0.2", "--dump", str(unrelated), "--dump-at-epoch", "18",
                    "--out", str(tmp_path / "r"))
-    assert_one_line_error(result, "notes.csv already exists", "--force")
+    assert_one_line_error(result, "notes.csv already exists; pass --force to overwrite it, or choose another --dump")
+    assert "in Python" not in result.output  # Report: the CLI's message named the Python keyword
     assert result.exit_code == 2 and unrelated.read_text() == "my own notes\n" and not (tmp_path / "r").exists()
 
 
@@ -182,7 +183,78 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_epoch(tmp_path):
     # Report: the files of a run that saved no epoch stayed, and blocked the same command ("pass --resume", which
     # then found no last.pt): none is left, so a plain re-run starts over
     assert snapshot(out) == {}
+    assert not out.exists()  # Report: the empty --out folder the diverged run made was left behind
     assert train(*QUICK, "--out", str(out)).exit_code == 0
+
+
+def test_a_run_killed_before_its_first_epoch_names_only_force(tmp_path):
+    """Report: a run SIGKILLed in its first epoch left config.json and noisy_labels.npz; the rerun said to pass
+    --resume or --force, and --resume then failed with 'last.pt does not exist'."""
+    out = tmp_path / "r"
+    result = cli_process("train-student", *QUICK, "--out", str(out), env={"MENTORNET_KILL_AT_STEP": "10"})
+    assert result.returncode == 137 and (out / "config.json").is_file() and not (out / "last.pt").exists()
+    again = train(*QUICK, "--out", str(out))
+    assert_one_line_error(again, f"{out} holds a run that saved no epoch", "nothing to resume; pass --force")
+    assert "--resume" not in again.output
+    resumed = train("--out", str(out), "--resume")
+    assert_one_line_error(resumed, f"cannot resume: {out} holds no saved epoch", "start over with --force")
+    assert train(*QUICK, "--epochs", "1", "--out", str(out), "--force").exit_code == 0
+
+
+def test_a_hangup_before_the_first_epoch_unwinds_like_ctrl_c(tmp_path):
+    """Report: closing the terminal (SIGHUP) in the first epoch left the run's files and its lock behind."""
+    out = tmp_path / "r"
+    result = cli_process("train-student", *QUICK, "--out", str(out), env={"MENTORNET_HANGUP_AT_STEP": "10"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Interrupted before the first epoch was saved" in result.stderr
+    assert not out.exists()
+
+
+def test_a_closed_pipe_while_the_run_is_described_leaves_nothing(tmp_path, monkeypatch):
+    """Report: `train-student ... | head -1` left config.json and noisy_labels.npz, which blocked the rerun."""
+    def closed(run):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_describe_run", closed)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli.cli, ["train-student", *QUICK, "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a folder the user made, with a file of their own, stays with that file
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli.cli, ["train-student", *QUICK, "--out", str(kept)])
+    assert result.exit_code == 1 and snapshot(kept) == {"notes.txt": b"mine"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--subset", "10", "--clean-subset-fraction", "0.95"],
+     "the clean subset (10 images, 0.95) and the validation split (0 images, 0) leave none of the 10 training images"),
+    (["--subset", "20", "--validation-fraction", "0.95"],
+     "1 training image left to train on, too few for a step that learns anything; lower --clean-subset-fraction"),
+])
+def test_fractions_that_leave_almost_no_training_images_say_so(tmp_path, args, fragment):
+    """Report: the advice was to 'use --batch-size 0 or less'."""
+    result = train(*QUICK, *args, "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, fragment)
+    assert "--batch-size" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_a_validation_split_too_small_to_choose_best_is_warned_about(tmp_path):
+    """Report: best.pt was chosen on 3 images without a word."""
+    result = train(*QUICK, "--epochs", "1", "--subset", "200", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert ("Warning: best.pt is chosen on a validation split of 20 images, where one image is 5 points of accuracy: "
+            "the choice is mostly chance; raise --validation-fraction") in result.output
+    result = train(*QUICK, "--epochs", "1", "--out", str(tmp_path / "whole"))  # 144 images: no warning
+    assert result.exit_code == 0 and "Warning" not in result.output
+
+
+def test_a_folder_given_as_the_noise_file_is_named_as_a_folder(tmp_path):
+    """Report: --noise-file FOLDER said the folder 'does not exist'."""
+    base = [a for a in QUICK if a not in ("--noise", "0.4")]
+    result = train(*base, "--noise-file", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, f"noise file {tmp_path} is a folder; give the label file in it")
 
 
 def test_a_noise_file_for_another_data_set_is_refused(tmp_path):

@@ -109,6 +109,22 @@ def test_command_line_options_override_the_config_file_and_are_reported(tmp_path
     assert saved["config"]["noise"] == 0.4 and saved["resolved"]["weighter"]["burn_in_epoch"] == 3
 
 
+def test_max_steps_or_epochs_over_a_config_file_sets_the_run_length_and_says_so(tmp_path):
+    """Report: --max-steps over a file's epochs was applied without a word (the file's epochs stayed in the
+    config), and --epochs over a file with max_steps was silently overruled by it."""
+    hand = tmp_path / "run.toml"
+    hand.write_text('dataset = "digits"\nstudentnet = "mlp"\nepochs = 30\nbatch_size = 64\n')
+    result = train("--config", str(hand), "--max-steps", "5", "--out", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert f"--max-steps 5 sets the run's length in place of epochs = 30 from {hand}" in result.output
+    assert "overrides none" not in result.output
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["resolved"]["total_steps"] == 5
+    result = train("--config", str(tmp_path / "s" / "config.json"), "--epochs", "2", "--out", str(tmp_path / "e"))
+    assert result.exit_code == 0, result.output
+    assert "--epochs 2 overrides 30" in result.output and "--max-steps none overrides 5" in result.output
+    assert len(metrics(tmp_path / "e")) == 2
+
+
 def test_hand_written_toml_and_json_files_work_the_same(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('dataset = "digits"\nstudentnet = "mlp"\nnoise = 0.4\nepochs = 2\nbatch_size = 64\n'
@@ -134,6 +150,13 @@ def test_hand_written_toml_and_json_files_work_the_same(tmp_path):
     ('{"studentnet": "vgg"}', ".json", "unknown student 'vgg'"),
     ('[1, 2]', ".json", "table of options"),
     ('{}', ".yaml", "must end in .json or .toml"),
+    # Report: a file's errors named command-line flags, and a weighting key at the top level was only "unknown"
+    ('dataset = "digits"\n[weighter]\nloss_p_percentile = 0.5\n', ".toml",
+     "[weighter] loss_p_percentile set the MentorNet weighting; mentornet is none"),
+    ('{"dataset": "digits", "noise": 0.4, "noise_file": "x.npy"}', ".json",
+     "noise_file gives the noisy labels; noise and noise_type would be ignored"),
+    ('{"mentornet": "mentornet_pd", "loss_p_percentile": 0.5}', ".json",
+     "'loss_p_percentile' is a weighting option: put it in the [weighter] table"),
 ])
 def test_bad_config_files_are_one_line_usage_errors(tmp_path, text, suffix, fragment):
     path = tmp_path / f"bad{suffix}"
