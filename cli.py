@@ -85,6 +85,11 @@ class ToolkitGroup(click.Group):
                 click.echo("Interrupted: every file is written whole or not at all, so nothing is half-written",
                            err=True)
                 raise click.exceptions.Exit(1) from None
+            except BrokenPipeError:  # `... | head`: click would exit 1 without a word
+                _silence_stdout()
+                _stderr_line("Error: the output was closed before the command finished (a pipe into head?); every "
+                             "file is written whole or not at all, so nothing is half-written")
+                raise click.exceptions.Exit(1) from None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -112,8 +117,35 @@ def _versions() -> str:
     return f"mentornet-toolkit {TOOLKIT_VERSION} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
+def _program() -> str:
+    """How this toolkit was run, for commands it suggests: ``mentornet`` once installed, else ``python`` and the
+    path to cli.py as typed (``python cli.py`` where the caller is not cli.py itself, as under a test runner)."""
+    name = os.path.basename(sys.argv[0])
+    if name == "mentornet":
+        return "mentornet"
+    return f"python {shlex.quote(sys.argv[0])}" if name == "cli.py" else "python cli.py"
+
+
 def _command_line() -> str:
-    return "python cli.py " + shlex.join(sys.argv[1:])
+    return f"{_program()} {shlex.join(sys.argv[1:])}"
+
+
+def _stderr_line(message: str) -> None:
+    """``message`` on stderr, unless stderr too is a closed pipe."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after its pipe closed, so nothing more (nor the flush at exit) fails on it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test runner's stream): nothing to flush there
+        pass
 
 
 def _progress_bar(length: int, label: str):
@@ -442,16 +474,20 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             discard_unsaved_start(run)
             raise
         train(run)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main): the epochs finished so far are in last.pt
+    except (KeyboardInterrupt, BrokenPipeError) as stop:  # Ctrl-C, SIGTERM or SIGHUP (main), `| head`
+        if isinstance(stop, BrokenPipeError):
+            _silence_stdout()
+        how = "Stopped (its output was closed: a pipe into head?)" if isinstance(stop, BrokenPipeError) \
+            else "Interrupted"
         if run.replaced_run_restored:
-            click.echo(f"Interrupted before the first epoch was saved: the run's files were removed, and the run that "
-                       f"--force was replacing is back in {out_dir}", err=True)
+            _stderr_line(f"{how} before the first epoch was saved: the run's files were removed, and the run that "
+                         f"--force was replacing is back in {out_dir}")
         elif (Path(out_dir) / "last.pt").is_file():
-            click.echo(f"Interrupted: the epochs finished so far are saved; continue with: python cli.py "
-                       f"train-student --out {out_dir} --resume", err=True)
+            _stderr_line(f"{how}: the epochs finished so far are saved; continue with: {_program()} train-student "
+                         f"--out {shlex.quote(str(out_dir))} --resume")
         else:
-            click.echo("Interrupted before the first epoch was saved: nothing to resume; the run's files were removed, "
-                       "so the same command starts over", err=True)
+            _stderr_line(f"{how} before the first epoch was saved: nothing to resume; the run's files were removed, "
+                         "so the same command starts over")
         raise click.exceptions.Exit(1) from None  # said above: no "Aborted!" after it
     finally:
         run.release()

@@ -563,6 +563,69 @@ WEIGHTER_OPTIONS = frozenset(f.name for f in option_fields(WeighterConfig))
 RESUME_SAFE = tuple(f.name for f in option_fields(StudentConfig) if f.metadata["resume_safe"])
 
 
+# Options whose value is (or holds) a path: a run's config.json keeps them as typed, relative to the directory the
+# run started in (its ``resolved.working_directory``).
+PATH_OPTIONS = ("dataset", "data_dir", "noise_file", "clean_subset_file", "mentornet", "dump")
+_LABEL_FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+
+
+def _split_path(name: str, value) -> tuple[str, str, str] | None:
+    """``(prefix, path, suffix)`` of option ``name``'s value (``npz:`` of a data set, ``:KEY`` of a noise file),
+    or None where the value names no file (a data set or shipped MentorNet by name, none)."""
+    if value is None:
+        return None
+    text = str(value)
+    if name == "dataset":
+        return ("npz:", text[4:], "") if text.startswith("npz:") else None
+    if name == "noise_file":
+        stem, sep, key = text.rpartition(":")
+        return ("", stem, f":{key}") if sep and key and stem.endswith(_LABEL_FILE_SUFFIXES) else ("", text, "")
+    if name == "mentornet" and (text in ("none", LEARN) or ("/" not in text and not text.endswith((".pt", ".pth")))):
+        return None  # a shipped MentorNet's name
+    return "", text, ""
+
+
+def rebase_paths(config: "StudentConfig", start: str | None, *, outputs: bool = True) -> "StudentConfig":
+    """``config`` (a run's, read back) with its relative paths made to work from the current directory: each of
+    :data:`PATH_OPTIONS` that names nothing from here but exists from ``start`` (the directory the run started in)
+    becomes that absolute path, and with ``outputs`` (the run itself goes on: a resume) so does ``dump``, a file the
+    run writes, whenever ``start`` is elsewhere; without, a new run writes its dump from here.
+    Without ``start`` (a run from before it was recorded), or from ``start`` itself, ``config`` is returned."""
+    if not start or not Path(start).is_dir() or Path(start).resolve() == Path.cwd().resolve():
+        return config
+    changes = {}
+    for name in PATH_OPTIONS:
+        parts = _split_path(name, getattr(config, name))
+        if parts is None or Path(parts[1]).is_absolute():
+            continue
+        prefix, path, suffix = parts
+        there = Path(start) / path
+        if name == "dump" and not outputs:
+            continue
+        if name == "dump" or (not Path(path).exists() and there.exists()):
+            changes[name] = f"{prefix}{there}{suffix}"
+    return replace(config, **changes) if changes else config
+
+
+def working_directory(payload: dict) -> str | None:
+    """The directory a run started in (its ``config.json`` ``payload``'s ``resolved.working_directory``), which its
+    config's relative paths are relative to; None for a run from before it was recorded."""
+    value = (payload.get("resolved") or {}).get("working_directory")
+    return value if isinstance(value, str) else None
+
+
+def same_option(name: str, a, b) -> bool:
+    """Whether two values of option ``name`` are the same: equal, or paths to the same file."""
+    if a == b:
+        return True
+    if name not in PATH_OPTIONS:
+        return False
+    first, second = _split_path(name, a), _split_path(name, b)
+    if not (first and second) or (first[0], first[2]) != (second[0], second[2]):
+        return False
+    return Path(first[1]).resolve() == Path(second[1]).resolve()
+
+
 def as_file_keys(message: str) -> str:
     """``message`` (a check's error, worded for the command line) with each ``--option`` named as a config file's
     key: ``max_steps`` for ``--max-steps``, ``[weighter] loss_p_percentile`` for a weighting option."""
@@ -591,11 +654,13 @@ def read_config_file(path: str | Path) -> StudentConfig:
         values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"config file {path} is malformed: {str(error).splitlines()[0]}") from None
+    start = None
     if isinstance(values, dict) and "config" in values and "format_version" in values:
-        values = run_config_values(values, origin=str(path))  # a run's config.json
+        start = working_directory(values)  # a run's config.json: its relative paths are relative to where it began
+        values = run_config_values(values, origin=str(path))
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a table of options")
-    return StudentConfig.from_dict(values, origin=f"config file {path}")
+    return rebase_paths(StudentConfig.from_dict(values, origin=f"config file {path}"), start, outputs=False)
 
 
 def run_config_values(payload: dict, *, origin: str) -> dict:
@@ -631,5 +696,6 @@ def format_value(value) -> str:
     return "none" if value is None else str(value)
 
 
-__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "RESUME_SAFE", "StudentConfig", "WEIGHTER_OPTIONS",
-           "as_file_keys", "describe_changes", "format_value", "parse_relearn", "read_config_file", "run_config_values"]
+__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "PATH_OPTIONS", "RESUME_SAFE", "StudentConfig",
+           "WEIGHTER_OPTIONS", "as_file_keys", "describe_changes", "format_value", "parse_relearn", "read_config_file",
+           "rebase_paths", "run_config_values", "same_option", "working_directory"]

@@ -640,7 +640,9 @@ def read_clean_subset_file(path: str | os.PathLike, data: ImageDataset) -> tuple
                     if len(position) < (data.source_size or 0):
                         raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not among "
                                          f"the {len(position)} images --subset drew from the {data.source_size} of "
-                                         "the training set (a seeded draw): drop --subset, or list only ids it keeps")
+                                         "the training set (a seeded draw): drop --subset, or list only ids it keeps "
+                                         f"(load_dataset({data.name!r}, subset={len(position)}, seed=SEED)"
+                                         ".source_indices, in student_training.data, lists them)")
                     raise ValueError(f"clean subset file {path}, line {line}: sample_id {sample} is not in the training "
                                      f"set (ids 0..{len(position) - 1})")
                 if not 0 <= label < data.num_classes:

@@ -32,12 +32,12 @@ from torch import nn
 
 from curricula.files import TOOLKIT_VERSION, atomic_write, check_output_path, load_plain
 
-from .config import StudentConfig
+from .config import StudentConfig, rebase_paths
 from .data import ImageDataset, load_dataset
 from .loader import per_image_standardize
 from .models import create_student
 from .noise import load_noise_file
-from .run_folder import NORMALIZATION, READABLE_VERSIONS, read_config, recover_replaced_run
+from .run_folder import NORMALIZATION, READABLE_VERSIONS, read_config, recover_replaced_run, working_directory
 
 CHECKPOINTS = ("best", "last")
 SPLITS = ("test", "train")
@@ -215,17 +215,23 @@ def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str | None 
         config = StudentConfig.from_dict(state["config"], origin=f"{path} config")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: its run config does not load ({error})") from None
+    payload = _run_payload(path.parent)
+    config = rebase_paths(config, working_directory(payload))  # its relative paths, from wherever the run began
     model.checkpoint = CheckpointInfo(path=path, which=which, epoch=int(state["epoch"]),
-                                      run_epochs=_run_epochs(path.parent), epochs_done=_epochs_done(path.parent))
+                                      run_epochs=_run_epochs(payload), epochs_done=_epochs_done(path.parent))
     return model.to(device), config
 
 
-def _run_epochs(folder: Path) -> int | None:
-    """The epochs the run in ``folder`` was to train (``config.json``'s ``resolved``), if it is a run folder."""
+def _run_payload(folder: Path) -> dict:
+    """``config.json`` of the run in ``folder`` ({} if it is no readable run folder)."""
     try:
-        _, payload = read_config(folder)
+        return read_config(folder)[1]
     except ValueError:
-        return None
+        return {}
+
+
+def _run_epochs(payload: dict) -> int | None:
+    """The epochs the run was to train (``config.json``'s ``resolved``, as read by :func:`_run_payload`)."""
     epochs = (payload.get("resolved") or {}).get("epochs")
     return int(epochs) if isinstance(epochs, int) else None
 

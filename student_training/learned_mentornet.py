@@ -122,6 +122,20 @@ def smallest_fraction(config: StudentConfig, labels: torch.Tensor, is_clean: tor
     return None
 
 
+def smallest_probe_fraction(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor,
+                            labels: torch.Tensor) -> float | None:
+    """The smallest ``--learn-probe-fraction`` (in steps of 0.05, below 1) whose probe of this clean subset (``parts``
+    together; ``labels``: the pool's verified labels), split as this run would split it, holds
+    :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples each; None if none does."""
+    subset = torch.sort(torch.cat([parts.validation, parts.probe, parts.trusted])).values
+    for fraction in np.arange(0.05, 1.0, 0.05):
+        split = split_clean_subset(subset, labels[subset], probe_fraction=float(fraction),
+                                   validation=config.validation == "clean_subset_part", seed=config.seed)
+        if min(probe_counts(config, split, is_clean)) >= MIN_PROBE_EXAMPLES:
+            return round(float(fraction), 2)
+    return None
+
+
 def check_probe(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor, labels: torch.Tensor) -> None:
     """Refuse, before training, a probe without :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples, naming the
     smallest clean-subset fraction that works (``labels``: the pool's clean labels)."""
@@ -129,7 +143,10 @@ def check_probe(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.
     if clean >= MIN_PROBE_EXAMPLES and corrupted >= MIN_PROBE_EXAMPLES:
         return
     if config.clean_subset_file:
-        hint = "list more samples in the file, or raise --learn-probe-fraction"
+        probe_fraction = smallest_probe_fraction(config, parts, is_clean, labels)
+        hint = (f"raise --learn-probe-fraction to {probe_fraction:g} or more, or list more samples in the file"
+                if probe_fraction is not None else
+                "list more samples in the file (no --learn-probe-fraction makes a probe of them that is enough)")
         source = f"--clean-subset-file {config.clean_subset_file}"
     else:
         smallest = smallest_fraction(config, labels, is_clean)
@@ -540,6 +557,15 @@ class LearnMentorNet(ScheduledFits):
                 self._release_probe()
             self.write_log(run)
 
+    def on_train_end(self, run: "Run") -> None:
+        if self.rows and not any(row.get("status") == "fitted" for row in self.rows) and run.is_main:
+            status = self.rows[0]["status"]
+            what = (f"the run's one fit learned no MentorNet (it was {status})" if len(self.rows) == 1 else
+                    f"none of the {len(self.rows)} fits learned a MentorNet (the first was {status})")
+            warnings.warn(f"{what}, so the student trained on its trusted samples alone, the noisy ones at "
+                          f"--learn-burn-in-weight {run.config.learn_burn_in_weight:g} (relearn.csv lists every fit)",
+                          stacklevel=2)
+
     def state_dict(self) -> dict:
         # The weighter's own state (recorded losses, the MentorNet in use) is saved with the run's weighter.
         return {"rows": list(self.rows), "trusted": self.trusted.state_dict() if self.trusted is not None else None}
@@ -566,7 +592,8 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
                "test": None, "fit_seconds": row["fit_seconds"]}
     source = {**split.source, "run": str(run.out), "progress_epoch": row["progress_epoch"],
               "dataset": run.config.dataset, "noise": run.noise.noise_rate}
-    command = f"train-student --config {run.out / 'config.json'} --out {run.out}"  # every option of the run
+    # every option of the run, re-run into a new folder (the run's own holds this checkpoint)
+    command = f"train-student --config {run.out / 'config.json'} --out NEW_FOLDER"
     checkpoint = build_checkpoint(mentor, source=source, feature_spec=spec, student_defaults=weighting,
                                   metrics=metrics, command=command)
     save_checkpoint(checkpoint, path, force=True)
@@ -574,4 +601,4 @@ def save_fitted(mentor, split: TargetSplit, row: dict, path: Path, run: "Run") -
 
 __all__ = ["CleanSubsetParts", "LEARN_COLUMNS", "LearnMentorNet", "LearnedMentorWeighter", "TrustedStream",
            "check_learn_schedule", "check_probe", "check_trusted_part", "precision_threshold", "smallest_fraction",
-           "split_clean_subset"]
+           "smallest_probe_fraction", "split_clean_subset"]

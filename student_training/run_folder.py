@@ -28,7 +28,7 @@ import torch
 
 from curricula.files import atomic_write, check_writable_folder, load_plain, process_alive, sha256_of, write_json
 
-from .config import StudentConfig, run_config_values
+from .config import StudentConfig, rebase_paths, run_config_values, working_directory
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run
@@ -247,7 +247,9 @@ def read_config(out: Path) -> tuple[StudentConfig, dict]:
         raise ValueError(f"{path} is not valid JSON ({str(error).splitlines()[0]})") from None
     if not isinstance(payload, dict):
         raise ValueError(f"{path} does not hold a run config")
-    return StudentConfig.from_dict(run_config_values(payload, origin=str(path)), origin=str(path)), payload
+    config = StudentConfig.from_dict(run_config_values(payload, origin=str(path)), origin=str(path))
+    return rebase_paths(config, working_directory(payload)), payload
+
 
 
 def student_args(run: "Run") -> dict:
@@ -361,4 +363,5 @@ def read_metrics(out: Path, epochs: int) -> list[dict]:
 __all__ = ["GUARDED_FILES", "NORMALIZATION", "READABLE_VERSIONS", "REPLACED_RUN", "RUN_FILES", "RUN_FORMAT_VERSION",
            "RunInUseError", "RunLock", "check_guarded_files", "check_run_folder", "discard_replaced_run", "read_config",
            "read_last", "read_metrics", "recover_replaced_run", "remove_run_files", "restore", "restore_replaced_run",
-           "run_file_names", "run_files", "save_epoch", "set_aside_run_files", "student_args", "write_config"]
+           "run_file_names", "run_files", "save_epoch", "set_aside_run_files", "student_args", "working_directory",
+           "write_config"]

@@ -41,7 +41,8 @@ from mentor_training.pretrained import load_mentornet, resolve_mentornet_path
 from . import distributed, run_folder
 from .accelerator import Precision, compile_unavailable_reason, resolve_precision
 from .callbacks import Callback, check_names, registered_callbacks, step_callbacks
-from .config import LOSS_DIFF_OPTIONS, RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn
+from .config import (LOSS_DIFF_OPTIONS, RESUME_SAFE, StudentConfig, describe_changes, format_value, parse_relearn,
+                     same_option)
 from .data import ImageDataset, check_clean_subset_file, load_dataset, read_clean_subset_file, with_clean_subset
 from .data_driven import data_driven_callbacks
 from .epoch_stats import EpochStats, MentorMixStats
@@ -188,7 +189,8 @@ class Run:
                 "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
                 "device": str(self.device), "precision": self.precision.name,
                 "validation": self.validation_description(),
-                "mentormix": self._resolved_mentormix()}
+                "mentormix": self._resolved_mentormix(),
+                "working_directory": os.getcwd()}  # what the config's relative paths are relative to
 
     def validation_description(self) -> str:
         """Which split chooses best.pt, in words (recorded in config.json and best.pt)."""
@@ -285,7 +287,7 @@ def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
 def check_resume_changes(out: Path, changed: list[tuple[str, object, object]]) -> None:
     """``ValueError`` naming every ``(option, the run's value, new value)`` of ``changed`` that may not change on
     resume (all but :data:`~student_training.config.RESUME_SAFE`)."""
-    unsafe = [change for change in changed if change[0] not in RESUME_SAFE]
+    unsafe = [change for change in changed if change[0] not in RESUME_SAFE and not same_option(*change)]
     if unsafe:
         listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has {format_value(old)})"
                            for name, old, new in unsafe)
@@ -512,7 +514,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     is_clean = noise.noisy_labels == verified
     if config.learns_mentornet:
         check_learn_schedule(config, total_steps)
-        check_probe(config, parts, is_clean, data.train_labels)
+        check_probe(config, parts, is_clean, verified)
         check_trusted_part(config, parts)
         if not resume and world.is_main:
             warn_untrusted_classes(config, parts, verified, data.num_classes)

@@ -251,7 +251,10 @@ def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_pat
     fitted = str(out / fits["checkpoint"].iloc[-1])
     other = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", fitted, "--out", str(tmp_path / "reuse"))
     assert other.exit_code == 0, other.output
-    assert invoke("show", fitted).exit_code == 0
+    shown = invoke("show", fitted)
+    assert shown.exit_code == 0
+    # Report: the recorded command re-ran the run into its own folder, which is refused (it holds the run)
+    assert f'"command": "train-student --config {out / "config.json"} --out NEW_FOLDER"' in shown.output
     picture = invoke("plot", "--mentornet", fitted, "--out", str(tmp_path / "surface.png"))
     assert picture.exit_code == 0, picture.output and (tmp_path / "surface.png").stat().st_size > 0
     assert invoke("plot", "--run", str(out), "--out", str(tmp_path / "curves.png")).exit_code == 0
@@ -361,6 +364,8 @@ def test_a_clean_subset_file_id_outside_a_subset_names_the_subset(tmp_path):
     assert_one_line_error(result, f"sample_id {outside} is not among the 500 images --subset drew from the "
                                   f"{data.source_size} of the training set")
     assert "drop --subset, or list only ids it keeps" in result.output
+    # Report: nothing said which ids the subset keeps; the hint's call lists them
+    assert "(load_dataset('digits', subset=500, seed=SEED).source_indices, in student_training.data" in result.output
 
 
 def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_works(tmp_path):
@@ -579,10 +584,39 @@ def test_a_class_with_no_trusted_image_is_named_before_training(tmp_path):
     result = invoke("train-student", *QUICK, "--epochs", "1", "--mentornet", "learn", "--learn-epochs", "50",
                     "--clean-subset-file", str(path), "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")
-               and "best.pt is chosen on a validation split of 30 images" not in line]  # the fifth: 30 of 152
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")  # but these two:
+               and "best.pt is chosen on a validation split of 30 images" not in line  # the fifth: 30 of 152
+               and "the run's one fit learned no MentorNet" not in line]  # one epoch: too few probe rows
     assert len(warning) == 1 and "no verified image of class 4 (8 verified:" in warning[0]
     assert "give more verified samples of that class" in warning[0]
+
+
+@pytest.mark.parametrize("per_class, fragment", [
+    (5, "raise --learn-probe-fraction to 0.6 or more, or list more samples in the file"),
+    (2, "list more samples in the file (no --learn-probe-fraction makes a probe of them that is enough)"),
+])
+def test_a_probe_too_small_for_a_clean_subset_file_gets_advice_that_works(tmp_path, per_class, fragment):
+    """Report: the advice was 'raise --learn-probe-fraction' where no fraction could be enough."""
+    data = load_dataset("digits")
+    labels = data.train_labels.numpy()
+    ids = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    path = tmp_path / "clean.csv"
+    pd.DataFrame({"sample_id": ids, "label": labels[ids]}).to_csv(path, index=False)
+    args = [*QUICK, "--epochs", "1", "--mentornet", "learn", "--clean-subset-file", str(path)]
+    result = invoke("train-student", *args, "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, fragment)
+    if per_class == 5:  # the advice, followed, starts the run
+        result = invoke("train-student", *args, "--learn-probe-fraction", "0.6", "--out", str(tmp_path / "run"))
+        assert result.exit_code == 0, result.output
+
+
+def test_a_run_whose_fits_all_fail_says_so(tmp_path):
+    """Report: a --mentornet learn run whose 19 fits were all skipped ended with status 0 and no warning."""
+    result = invoke("train-student", *QUICK, "--epochs", "2", "--mentornet", "learn", "--clean-subset-fraction",
+                    "0.06", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "Warning: none of the 19 fits learned a MentorNet (the first was skipped: " in result.output
+    assert "so the student trained on its trusted samples alone" in result.output
 
 
 def test_the_progress_bar_shows_each_fit_as_it_happens():

@@ -448,6 +448,54 @@ def test_resume_refuses_a_mentornet_file_changed_since_the_run_began(tmp_path, m
     assert snapshot(out) == before
 
 
+def test_a_run_with_relative_paths_resumes_and_is_evaluated_from_another_folder(tmp_path, monkeypatch):
+    """Report: a run started with relative paths (a MentorNet file, npz data, --dump) could not be resumed or
+    evaluated from another folder ('focal3.pt' is neither a pretrained MentorNet nor an existing file), and the
+    corrected path was refused as a changed option; the resume hint said `python cli.py` wherever cli.py was."""
+    from student_training.data import load_dataset
+
+    data = load_dataset("digits")
+    np.savez(tmp_path / "mine.npz", train_images=data.train_images.numpy().transpose(0, 2, 3, 1),
+             train_labels=data.train_labels.numpy(), test_images=data.test_images.numpy().transpose(0, 2, 3, 1),
+             test_labels=data.test_labels.numpy())
+    (tmp_path / "pd.pt").write_bytes(pretrained_path("mentornet_pd").read_bytes())
+    args = ["--dataset", "npz:mine.npz", "--studentnet", "mlp", "--noise", "0.4", "--epochs", "3", "--batch-size",
+            "64", "--mentornet", "pd.pt", "--clean-subset-fraction", "0.2", "--dump", "dump.csv", "--dump-at-epoch",
+            "90", "--out", "run"]
+    started = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--plugin", KILL_PLUGIN, "train-student", *args],
+                             cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "MENTORNET_INTERRUPT_AT_STEP": "25"})
+    assert started.returncode == 1, started.stderr
+    assert f"continue with: python {ROOT / 'cli.py'} train-student --out run --resume" in started.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = train("--out", "../run", "--resume", "--mentornet", "../pd.pt")  # the same file, typed from here
+    assert resumed.exit_code == 0, resumed.output
+    assert (tmp_path / "dump.csv").is_file() and not (elsewhere / "dump.csv").exists()  # where the run began
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 3
+    changed = train("--out", "../run", "--resume", "--mentornet", "mentornet_pd")
+    assert_one_line_error(changed, "cannot resume ../run with changed options: --mentornet mentornet_pd")
+    evaluated = invoke("evaluate", "--run", "../run")
+    assert evaluated.exit_code == 0 and "npz:" in evaluated.output and "top-1 accuracy" in evaluated.output
+    again = train("--config", "../run/config.json", "--epochs", "1", "--out", "again")  # its inputs, from where
+    assert again.exit_code == 0, again.output                                             # the run began
+    assert (elsewhere / "dump.csv").is_file()  # a new run's own output: from here
+
+
+def test_a_closed_output_pipe_is_one_line_on_stderr(tmp_path):
+    """Report: `train-student ... | head -1` ended with status 1 and nothing on stderr."""
+    reader = subprocess.Popen([sys.executable, "cli.py", "train-student", *QUICK, "--out", str(tmp_path / "r")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader.stdout.readline()
+    reader.stdout.close()  # as head does after its first line
+    stderr = reader.stderr.read()
+    assert reader.wait() == 1 and "Traceback" not in stderr
+    assert ("Stopped (its output was closed: a pipe into head?) before the first epoch was saved: nothing to resume"
+            in stderr)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("step", [10, 45])
 def test_an_interrupted_run_says_how_to_continue_and_resumes(tmp_path, step):
     """Report: Ctrl-C printed only 'Aborted!', without saying whether anything was saved or how to go on."""
