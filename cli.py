@@ -542,9 +542,15 @@ def _overrides(base, given: dict) -> dict:
 
 def _run_length_note(base, config, config_file: str) -> str | None:
     """What ``--max-steps`` typed over a config file does to the file's ``epochs`` (the steps set the run's length;
-    the epochs follow from the batches per epoch), in words; None when it does nothing."""
-    if config.max_steps is None or config.max_steps == base.max_steps or base.max_steps is not None:
+    the epochs follow from the batches per epoch), or ``--epochs`` to its ``max_steps``, in words; None when the
+    length is not changed that way."""
+    if config.max_steps == base.max_steps:
         return None
+    if config.max_steps is None:  # cleared by --epochs (_overrides)
+        return (f"--epochs {config.epochs} sets the run's length in place of max_steps = {base.max_steps} from "
+                f"{config_file}")
+    if base.max_steps is not None:
+        return None  # one step count for another: the usual override line says it
     return (f"--max-steps {config.max_steps} sets the run's length in place of epochs = {base.epochs} from "
             f"{config_file} (the epochs follow from the batches per epoch)")
 

@@ -124,11 +124,11 @@ def smallest_fraction(config: StudentConfig, labels: torch.Tensor, is_clean: tor
 
 def smallest_probe_fraction(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor,
                             labels: torch.Tensor) -> float | None:
-    """The smallest ``--learn-probe-fraction`` (in steps of 0.05, below 1) whose probe of this clean subset (``parts``
+    """The smallest ``--learn-probe-fraction`` (in steps of 0.05, up to 1) whose probe of this clean subset (``parts``
     together; ``labels``: the pool's verified labels), split as this run would split it, holds
     :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples each; None if none does."""
     subset = torch.sort(torch.cat([parts.validation, parts.probe, parts.trusted])).values
-    for fraction in np.arange(0.05, 1.0, 0.05):
+    for fraction in (*np.arange(0.05, 0.99, 0.05), 1.0):
         split = split_clean_subset(subset, labels[subset], probe_fraction=float(fraction),
                                    validation=config.validation == "clean_subset_part", seed=config.seed)
         if min(probe_counts(config, split, is_clean)) >= MIN_PROBE_EXAMPLES:
@@ -562,9 +562,9 @@ class LearnMentorNet(ScheduledFits):
             status = self.rows[0]["status"]
             what = (f"the run's one fit learned no MentorNet (it was {status})" if len(self.rows) == 1 else
                     f"none of the {len(self.rows)} fits learned a MentorNet (the first was {status})")
-            warnings.warn(f"{what}, so the student trained on its trusted samples alone, the noisy ones at "
-                          f"--learn-burn-in-weight {run.config.learn_burn_in_weight:g} (relearn.csv lists every fit)",
-                          stacklevel=2)
+            warnings.warn(f"{what}, so no learned MentorNet weighted this run: its noisy samples kept "
+                          f"--learn-burn-in-weight {run.config.learn_burn_in_weight:g} throughout (relearn.csv lists "
+                          "every fit)", stacklevel=2)
 
     def state_dict(self) -> dict:
         # The weighter's own state (recorded losses, the MentorNet in use) is saved with the run's weighter.

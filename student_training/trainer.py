@@ -280,8 +280,12 @@ def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
         raise ValueError(f"cannot resume: {error}") from None
     if config is None:
         return saved
-    check_resume_changes(out, describe_changes(saved, config))
-    return config
+    changes = describe_changes(saved, config)
+    check_resume_changes(out, changes)
+    # a path typed from elsewhere that names the run's own file: the run's value stays (it is what config.json
+    # records, read from the folder the run began in), so its checkpoints never hold a path relative to here
+    kept = {name: old for name, old, new in changes if name not in RESUME_SAFE and same_option(name, old, new)}
+    return config.with_options(kept) if kept else config
 
 
 def check_resume_changes(out: Path, changed: list[tuple[str, object, object]]) -> None:
@@ -663,7 +667,9 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
     if config.train_on == "clean_subset":  # a small clean subset: one batch of all of it per step at most
         batch_size = min(batch_size, len(indices))
     if len(indices) < 2:
-        fix = ("raise --clean-subset-fraction" if config.train_on == "clean_subset" else
+        fix = ("list more samples in --clean-subset-file" if config.train_on == "clean_subset" and
+               config.clean_subset_file else "raise --clean-subset-fraction" if config.train_on == "clean_subset"
+               else "lower --validation-fraction" if config.clean_subset_file else
                "lower --clean-subset-fraction or --validation-fraction")
         raise ValueError(f"{len(indices)} training image{'' if len(indices) == 1 else 's'} left to train on, too few "
                          f"for a step that learns anything; {fix}, or use more images")
@@ -700,10 +706,12 @@ def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: Imag
         raise ValueError(f"the validation split ({config.validation.replace('_', ' ')}) is empty: the training pool "
                          f"of {len(data.train_labels)} images is too small for it")
     if len(indices) < SMALL_VALIDATION:
-        raise_it = "--validation-fraction" if config.validation == "noisy_holdout" else "--clean-subset-fraction"
+        more = ("raise --validation-fraction" if config.validation == "noisy_holdout" else
+                "list more samples in --clean-subset-file" if config.clean_subset_file else
+                "raise --clean-subset-fraction")
         warnings.warn(f"best.pt is chosen on a validation split of {len(indices)} images, where one image is "
-                      f"{100 / len(indices):.3g} points of accuracy: the choice is mostly chance; raise {raise_it} "
-                      f"for {SMALL_VALIDATION} images or more", stacklevel=2)
+                      f"{100 / len(indices):.3g} points of accuracy: the choice is mostly chance; {more} for "
+                      f"{SMALL_VALIDATION} images or more", stacklevel=2)
     return DeviceLoader(data.train_images, labels, indices, batch_size=1000, augment=False, shuffle=False,
                         drop_last=False, device=device, channels_last=recipe.channels_last)
 

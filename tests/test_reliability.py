@@ -470,14 +470,19 @@ def test_a_run_with_relative_paths_resumes_and_is_evaluated_from_another_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    resumed = train("--out", "../run", "--resume", "--mentornet", "../pd.pt")  # the same file, typed from here
-    assert resumed.exit_code == 0, resumed.output
+    resumed = train("--out", "../run", "--resume", "--mentornet", "../pd.pt", "--dataset", "npz:../mine.npz")
+    assert resumed.exit_code == 0, resumed.output  # the same files, typed from here: not a change
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]
+    assert "../" not in saved["dataset"] and "../" not in saved["mentornet"]  # the run's own values stay
     assert (tmp_path / "dump.csv").is_file() and not (elsewhere / "dump.csv").exists()  # where the run began
     assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 3
     changed = train("--out", "../run", "--resume", "--mentornet", "mentornet_pd")
     assert_one_line_error(changed, "cannot resume ../run with changed options: --mentornet mentornet_pd")
     evaluated = invoke("evaluate", "--run", "../run")
     assert evaluated.exit_code == 0 and "npz:" in evaluated.output and "top-1 accuracy" in evaluated.output
+    monkeypatch.chdir(tmp_path)  # and from where the run began, of the checkpoint saved after that resume
+    assert invoke("evaluate", "--run", "run", "--checkpoint", "last").exit_code == 0
+    monkeypatch.chdir(elsewhere)
     again = train("--config", "../run/config.json", "--epochs", "1", "--out", "again")  # its inputs, from where
     assert again.exit_code == 0, again.output                                             # the run began
     assert (elsewhere / "dump.csv").is_file()  # a new run's own output: from here

@@ -121,7 +121,9 @@ def test_max_steps_or_epochs_over_a_config_file_sets_the_run_length_and_says_so(
     assert json.loads((tmp_path / "s" / "config.json").read_text())["resolved"]["total_steps"] == 5
     result = train("--config", str(tmp_path / "s" / "config.json"), "--epochs", "2", "--out", str(tmp_path / "e"))
     assert result.exit_code == 0, result.output
-    assert "--epochs 2 overrides 30" in result.output and "--max-steps none overrides 5" in result.output
+    assert "--epochs 2 overrides 30" in result.output and "overrides 5" not in result.output
+    assert f"--epochs 2 sets the run's length in place of max_steps = 5 from {tmp_path / 's' / 'config.json'}" \
+        in result.output
     assert len(metrics(tmp_path / "e")) == 2
 
 
