@@ -29,7 +29,7 @@ from .accelerator import PRECISIONS
 from .data import check_dataset_name, list_datasets
 from .mentormix import DEFAULT_MIXUP_ALPHA, DEFAULT_SECOND_REWEIGHT
 from .models import TrainingRecipe, list_students, student_recipe
-from .noise import list_noise_types
+from .noise import list_noise_types, split_key
 
 LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant", "mentormix_2020")
 DEVICES = ("auto", "cpu", "cuda")
@@ -566,7 +566,6 @@ RESUME_SAFE = tuple(f.name for f in option_fields(StudentConfig) if f.metadata["
 # Options whose value is (or holds) a path: a run's config.json keeps them as typed, relative to the directory the
 # run started in (its ``resolved.working_directory``).
 PATH_OPTIONS = ("dataset", "data_dir", "noise_file", "clean_subset_file", "mentornet", "dump")
-_LABEL_FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
 
 def _split_path(name: str, value) -> tuple[str, str, str] | None:
@@ -578,8 +577,8 @@ def _split_path(name: str, value) -> tuple[str, str, str] | None:
     if name == "dataset":
         return ("npz:", text[4:], "") if text.startswith("npz:") else None
     if name == "noise_file":
-        stem, sep, key = text.rpartition(":")
-        return ("", stem, f":{key}") if sep and key and stem.endswith(_LABEL_FILE_SUFFIXES) else ("", text, "")
+        file, key = split_key(text)
+        return "", str(file), "" if key is None else f":{key}"
     if name == "mentornet" and (text in ("none", LEARN) or ("/" not in text and not text.endswith((".pt", ".pth")))):
         return None  # a shipped MentorNet's name
     return "", text, ""

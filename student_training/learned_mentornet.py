@@ -115,11 +115,18 @@ def smallest_fraction(config: StudentConfig, labels: torch.Tensor, is_clean: tor
     it, holds :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples each; None if no fraction below 0.9 does."""
     for fraction in np.arange(0.005, 0.9, 0.005):
         subset = torch.from_numpy(clean_subset_at(labels.numpy(), float(fraction), seed=config.seed).astype(np.int64))
-        parts = split_clean_subset(subset, labels[subset], probe_fraction=config.learn_probe_fraction,
-                                   validation=config.validation == "clean_subset_part", seed=config.seed)
-        if min(probe_counts(config, parts, is_clean)) >= MIN_PROBE_EXAMPLES:
+        if _probe_is_enough(config, subset, labels, is_clean, config.learn_probe_fraction):
             return round(float(fraction), 3)
     return None
+
+
+def _probe_is_enough(config: StudentConfig, subset: torch.Tensor, labels: torch.Tensor, is_clean: torch.Tensor,
+                     probe_fraction: float) -> bool:
+    """Whether the probe of clean subset ``subset`` (pool indices; ``labels``: the pool's verified labels), split at
+    ``probe_fraction`` as this run would split it, holds :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples."""
+    parts = split_clean_subset(subset, labels[subset], probe_fraction=probe_fraction,
+                               validation=config.validation == "clean_subset_part", seed=config.seed)
+    return min(probe_counts(config, parts, is_clean)) >= MIN_PROBE_EXAMPLES
 
 
 def smallest_probe_fraction(config: StudentConfig, parts: CleanSubsetParts, is_clean: torch.Tensor,
@@ -129,9 +136,7 @@ def smallest_probe_fraction(config: StudentConfig, parts: CleanSubsetParts, is_c
     :data:`MIN_PROBE_EXAMPLES` clean and corrupted samples each; None if none does."""
     subset = torch.sort(torch.cat([parts.validation, parts.probe, parts.trusted])).values
     for fraction in (*np.arange(0.05, 0.99, 0.05), 1.0):
-        split = split_clean_subset(subset, labels[subset], probe_fraction=float(fraction),
-                                   validation=config.validation == "clean_subset_part", seed=config.seed)
-        if min(probe_counts(config, split, is_clean)) >= MIN_PROBE_EXAMPLES:
+        if _probe_is_enough(config, subset, labels, is_clean, float(fraction)):
             return round(float(fraction), 2)
     return None
 

@@ -44,8 +44,9 @@ __all__ = [
     "load_noisy_labels",
     "make_noisy_labels",
     "noise_from_labels",
-    "split_noise_path",
     "save_noisy_labels",
+    "split_key",
+    "split_noise_path",
     "transition_matrix",
 ]
 
@@ -274,7 +275,7 @@ def load_noise_file(
     set: a longer or shorter file belongs to another data set and is refused, never cut to fit. If the
     file also holds clean labels, they must agree with ``clean_labels``.
     """
-    path, key = _split_key(path, key)
+    path, key = split_key(path, key)
     clean = _check_labels(clean_labels, num_classes, what="clean labels")
     arrays = _read_label_arrays(path)
     name = _pick_key(arrays, key, path)
@@ -290,7 +291,8 @@ def load_noise_file(
                    seed=None, source=f"{path}:{name}")
 
 
-def _split_key(path: str | os.PathLike, key: str | None) -> tuple[Path, str | None]:
+def split_key(path: str | os.PathLike, key: str | None = None) -> tuple[Path, str | None]:
+    """``(file, key)`` of a label-file value ``FILE[:KEY]`` (``key``: one given beside it, which must agree)."""
     text = os.fspath(path)
     stem, sep, suffix = text.rpartition(":")
     if sep and stem.endswith((".npy", ".npz", ".pt", ".pth")) and suffix:
@@ -302,7 +304,7 @@ def _split_key(path: str | os.PathLike, key: str | None) -> tuple[Path, str | No
 
 def split_noise_path(path: str | os.PathLike) -> tuple[Path, str | None]:
     """``(file, key)`` of a ``--noise-file`` value ``FILE[:KEY]``; the file must exist and be a label file."""
-    file, key = _split_key(path, None)
+    file, key = split_key(path, None)
     _check_is_file(file)
     if file.suffix.lower() not in (".npy", ".npz", ".pt", ".pth"):
         raise ValueError(f"noise file {file} must end in .npy, .npz or .pt, got {file.suffix!r}")

@@ -251,7 +251,6 @@ def read_config(out: Path) -> tuple[StudentConfig, dict]:
     return rebase_paths(config, working_directory(payload)), payload
 
 
-
 def student_args(run: "Run") -> dict:
     """What rebuilds the network from a checkpoint alone (``create_student(**args)`` plus input handling)."""
     data = run.data

@@ -667,9 +667,8 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
     if config.train_on == "clean_subset":  # a small clean subset: one batch of all of it per step at most
         batch_size = min(batch_size, len(indices))
     if len(indices) < 2:
-        fix = ("list more samples in --clean-subset-file" if config.train_on == "clean_subset" and
-               config.clean_subset_file else "raise --clean-subset-fraction" if config.train_on == "clean_subset"
-               else "lower --validation-fraction" if config.clean_subset_file else
+        fix = (_larger_clean_subset(config) if config.train_on == "clean_subset" else
+               "lower --validation-fraction" if config.clean_subset_file else
                "lower --clean-subset-fraction or --validation-fraction")
         raise ValueError(f"{len(indices)} training image{'' if len(indices) == 1 else 's'} left to train on, too few "
                          f"for a step that learns anything; {fix}, or use more images")
@@ -689,6 +688,11 @@ def _loaders(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, 
 SMALL_VALIDATION = 50  # a validation split smaller than this chooses best.pt mostly by chance: warned
 
 
+def _larger_clean_subset(config: StudentConfig) -> str:
+    """How this run gets a larger clean subset: more samples in its --clean-subset-file, else a larger fraction."""
+    return "list more samples in --clean-subset-file" if config.clean_subset_file else "raise --clean-subset-fraction"
+
+
 def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: ImageDataset, noise: NoiseResult,
                        verified: torch.Tensor, parts: CleanSubsetParts | None,
                        device: torch.device) -> DeviceLoader | None:
@@ -706,9 +710,7 @@ def _validation_loader(config: StudentConfig, recipe: TrainingRecipe, data: Imag
         raise ValueError(f"the validation split ({config.validation.replace('_', ' ')}) is empty: the training pool "
                          f"of {len(data.train_labels)} images is too small for it")
     if len(indices) < SMALL_VALIDATION:
-        more = ("raise --validation-fraction" if config.validation == "noisy_holdout" else
-                "list more samples in --clean-subset-file" if config.clean_subset_file else
-                "raise --clean-subset-fraction")
+        more = "raise --validation-fraction" if config.validation == "noisy_holdout" else _larger_clean_subset(config)
         warnings.warn(f"best.pt is chosen on a validation split of {len(indices)} images, where one image is "
                       f"{100 / len(indices):.3g} points of accuracy: the choice is mostly chance; {more} for "
                       f"{SMALL_VALIDATION} images or more", stacklevel=2)
