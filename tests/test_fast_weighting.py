@@ -321,6 +321,51 @@ def test_a_restored_state_continues_like_the_reference():
     assert_same_run(restored, reference, range(40, 90), seed=33)
 
 
+def awkward_losses(generator: torch.Generator, step: int) -> torch.Tensor:
+    """random_losses, with NaN, infinite, negative and float32-overflowing batches now and then."""
+    loss = random_losses(generator, BATCHES[step % len(BATCHES)])
+    if step % 7 == 1:
+        loss[-1] = float("nan")
+    elif step % 11 == 2:
+        loss[:] = float("inf")
+    elif step % 13 == 3:
+        loss[: len(loss) // 2 + 1] = float("nan")
+    elif step % 17 == 4:
+        loss = -loss
+    elif step % 19 == 5:
+        loss = loss * 3e38  # the update itself overflows
+    elif step % 23 == 6:
+        loss = loss.clone()
+        loss[0] = float("-inf")
+    return loss
+
+
+@pytest.mark.parametrize("mentor_name", ["mentornet_pd", "mentornet_dd", "curriculum"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_the_host_moving_average_of_the_cpu_is_the_device_one_bit_for_bit(mentor_name, config, monkeypatch):
+    """On the CPU, step 3 runs on the host (numpy's selection, float32 arithmetic on Python floats); forced
+    onto the device path (as on a GPU), the same batches give the same average and weights, bit for bit,
+    through non-finite percentiles, overflowing updates and a restore."""
+    mentor = LossDiffCurriculum() if mentor_name == "curriculum" else load_mentornet(mentor_name)
+    host = MentorWeighter(mentor, CONFIGS[config], total_steps=400, seed=5)
+    device = MentorWeighter(mentor, CONFIGS[config], total_steps=400, seed=5)
+    generator = torch.Generator().manual_seed(11)
+    for step in range(400):
+        loss = awkward_losses(generator, step)
+        if step == 200:  # a restore: both continue from the saved state
+            state = host.state_dict()
+            host.load_state_dict(state)
+            device.load_state_dict(state)
+        weights = host(loss.clone(), step)
+        with monkeypatch.context() as patch:
+            patch.setattr(curricula.features, "host_checks", lambda tensor: False)
+            expected = device(loss.clone(), step)
+        assert torch.equal(host.moving_average.value, device.moving_average.value), step
+        assert torch.equal(weights, expected) or torch.equal(weights.isnan(), expected.isnan()) and torch.equal(
+            weights.nan_to_num(), expected.nan_to_num()), step
+    assert host._cache[8] is not None and device._cache[8] is None  # each took its own path
+
+
 def test_two_threads_give_the_same_weights_and_the_thread_count_is_never_switched(monkeypatch):
     # Switching torch to one thread for the step and back slowed the student's own matrix products (the mlp's
     # loop ran 1.15-2.2x slower on two cores, README "Speed"): the weighter must not switch.
