@@ -33,7 +33,6 @@ from dataclasses import asdict
 import torch
 
 import curricula.features
-
 from curricula.features import (NUM_EPOCHS, LossMovingAverage, MentorFeatures, WeighterConfig, parse_dropout_schedule,
                                 percentile_index, progress_percent)
 from curricula.registry import check_curriculum, is_registered_curriculum
