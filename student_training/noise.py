@@ -63,6 +63,7 @@ _NOISE_TYPES = ("asymmetric", "pairflip", "symmetric", "uniform")
 # Keys tried, in order, when a label file holds several arrays and no key is given.
 _DEFAULT_KEYS = ("noisy_labels", "noisy_label")
 _CLEAN_KEYS = ("clean_labels", "clean_label")
+_LABEL_FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth")  # the label files a noise file can be
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +296,7 @@ def split_key(path: str | os.PathLike, key: str | None = None) -> tuple[Path, st
     """``(file, key)`` of a label-file value ``FILE[:KEY]`` (``key``: one given beside it, which must agree)."""
     text = os.fspath(path)
     stem, sep, suffix = text.rpartition(":")
-    if sep and stem.endswith((".npy", ".npz", ".pt", ".pth")) and suffix:
+    if sep and stem.endswith(_LABEL_FILE_SUFFIXES) and suffix:
         if key is not None and key != suffix:
             raise ValueError(f"key given twice: {suffix!r} in the path and key={key!r}")
         return Path(stem), suffix
@@ -306,7 +307,7 @@ def split_noise_path(path: str | os.PathLike) -> tuple[Path, str | None]:
     """``(file, key)`` of a ``--noise-file`` value ``FILE[:KEY]``; the file must exist and be a label file."""
     file, key = split_key(path, None)
     _check_is_file(file)
-    if file.suffix.lower() not in (".npy", ".npz", ".pt", ".pth"):
+    if file.suffix.lower() not in _LABEL_FILE_SUFFIXES:
         raise ValueError(f"noise file {file} must end in .npy, .npz or .pt, got {file.suffix!r}")
     return file, key
 
