@@ -217,6 +217,10 @@ class LossMovingAverage:
 
     It starts at 0, as in 2018 (the variable was never restored, so early ``loss_diff`` values are
     biased upward), and the *updated* value is used in the same step.
+
+    ``value`` is the average as a 0-d tensor. A caller that keeps it on the host (``MentorWeighter`` on the
+    CPU) writes it as a Python float with :meth:`set_host_value`; ``value`` then makes the float32 tensor when
+    it is read, so a step that never reads it creates none.
     """
 
     def __init__(self, p: float = DEFAULT_LOSS_P_PERCENTILE,
@@ -226,7 +230,29 @@ class LossMovingAverage:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"loss moving-average decay must lie in [0, 1), got {decay}")
         self.decay = decay
+        self._host = None  # the average as a Python float, when set_host_value wrote it last
         self.value = torch.tensor(float(value))
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The average, a 0-d tensor (float32 on the CPU when :meth:`set_host_value` wrote it last)."""
+        if self._value is None:
+            self._value = torch.scalar_tensor(self._host, dtype=torch.float32)
+        return self._value
+
+    @value.setter
+    def value(self, value: torch.Tensor) -> None:
+        self._value, self._host = value, None
+
+    @property
+    def host_value(self) -> float | None:
+        """The Python float that :meth:`set_host_value` wrote, or None once ``value`` was set since."""
+        return self._host
+
+    def set_host_value(self, value: float) -> None:
+        """Set the average to ``value``, a Python float equal to a float32 (no tensor is made until ``value`` is
+        read)."""
+        self._host, self._value = value, None
 
     def update(self, loss: torch.Tensor, p: float | None = None) -> torch.Tensor:
         """Fold in this batch's percentile and return the new average (a 0-d tensor)."""
@@ -239,7 +265,7 @@ class LossMovingAverage:
         return loss.detach() - self.update(loss, p)
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "decay": self.decay, "value": float(self.value)}
+        return {"p": self.p, "decay": self.decay, "value": self._host if self._host is not None else float(self.value)}
 
     def load_state_dict(self, state: dict) -> None:
         self.p = check_percentile(state["p"])

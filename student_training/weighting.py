@@ -41,6 +41,27 @@ from mentor_training.model import MentorNetStep
 from .accelerator import fp32_region
 
 
+DRAWS_AHEAD = 64  # at most this many example-dropout permutations are drawn at a time (MentorWeighter.example_dropout)
+
+
+class _DrawnPermutations:
+    """A block of example-dropout permutations drawn ahead: ``perms`` (``[count, batch]``, drawn one after the
+    other from the generator, which was in state ``start`` before them), how many steps have used one, the
+    steps in a row with this batch size before the block (``steps_before``), and the masks made from them
+    for one (rate, dtype, device) ``key``."""
+
+    __slots__ = ("batch", "start", "perms", "count", "used", "steps_before", "key", "masks")
+
+    def __init__(self, batch: int, start: torch.Tensor, perms: torch.Tensor, steps_before: int):
+        self.batch, self.start, self.perms, self.count = batch, start, perms, len(perms)
+        self.used, self.steps_before, self.key, self.masks = 0, steps_before, None, None
+
+    @property
+    def run_length(self) -> int:
+        """Steps in a row with this batch size so far."""
+        return self.steps_before + self.used
+
+
 def _float32(value: float) -> float:
     """``value`` rounded to the nearest float32 (±inf beyond its range, NaN kept), as a Python float."""
     return ctypes.c_float(value).value
@@ -56,7 +77,8 @@ class MentorWeighter:
     a MentorNet runs through its fused :class:`~mentor_training.model.MentorNetStep` (no
     ``MentorFeatures`` is built; its input, loss and loss_diff, is written into a reused buffer), the
     epoch, burn-in floor and dropout rate are Python numbers looked up in a table per progress epoch, and
-    the example-dropout mask is written in one operation into a reused buffer. Any other mentor (a
+    the example-dropout masks of the coming steps are drawn ahead in one block, so that a step applies its
+    mask in one product (:meth:`example_dropout`). Any other mentor (a
     curriculum) gets the ``MentorFeatures`` of spec §4.1 through its ``weight(features)``, as before.
     """
 
@@ -88,15 +110,16 @@ class MentorWeighter:
         self.dropout_rates = parse_dropout_schedule(self.config.example_dropout_rates)
         self.moving_average = LossMovingAverage(self.config.loss_p_percentile,
                                                 self.config.loss_moving_average_decay)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.last = {}  # what the last call used: epoch, dropout rate, percentile average, burn-in
+        self._generator = torch.Generator().manual_seed(seed)
+        self.last = {}  # what the last call used: epoch, dropout rate, burn-in
         self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
         self._step = None  # its MentorNetStep, or None for a curriculum
         self._table = (None, None, None)  # (config, total steps, per progress epoch: ê, floor, dropout rate)
         self._cache = (None,) * 9  # (device, batch, p, decay, kthvalue k, decay and 1 - decay tensors there,
                                   # the fused forward's input buffer, on the CPU the host average's state)
         self._written = None  # the moving average as the last step left it (anything else: a restore)
-        self._masks = {}  # (batch, rate) -> (the pattern 1..1 0..0, the CPU mask buffer)
+        self._drawn = None  # the example-dropout permutations drawn ahead (_DrawnPermutations)
+        self._run_lengths = {}  # batch size -> how many steps in a row last had it (how many to draw ahead)
         self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
 
     def epoch_at(self, step: int) -> int:
@@ -168,14 +191,16 @@ class MentorWeighter:
         epoch, floor, rate = table[progress_percent(step, total)]
         # Step 3 as LossMovingAverage.loss_diff: P_t, M_t = decay * M_{t-1} + (1 - decay) * P_t, loss - M_t.
         average, cache = self.moving_average, self._cache
-        value = average.value
-        if value is not self._written or loss.device != cache[0] or loss.shape[0] != cache[1] \
+        written = average.host_value  # the CPU path keeps the average as a Python float (_host_average)
+        if written is None:
+            written = average.value
+        if written is not self._written or loss.device != cache[0] or loss.shape[0] != cache[1] \
                 or average.p != cache[2] or average.decay != cache[3]:
             cache = self._step_constants(average, loss.device, loss.shape[0])
-            value = average.value
-        if cache[8] is not None:  # the CPU, where reading a value waits for nothing
+        if cache[8] is not None:  # the CPU, where reading a value waits for nothing: a Python float
             value = self._host_average(loss, average, cache)
         else:
+            value = average.value
             percentile = torch.kthvalue(loss, cache[4])[0]  # batch_loss_percentile, its index cached
             # The decay as float32 0-d tensors: the arithmetic of a Python float, without wrapping it every step.
             # A batch whose percentile is NaN or infinite leaves the average as it was (read without a host
@@ -200,7 +225,7 @@ class MentorWeighter:
                 weights = weights.clamp(min=floor)
         elif floor:
             weights = weights.clamp_(min=floor)  # a fresh tensor of our own
-        self.last = {"epoch": epoch, "dropout_rate": rate, "burn_in": bool(floor), "loss_moving_average": value}
+        self.last = {"epoch": epoch, "dropout_rate": rate, "burn_in": bool(floor)}
         return weights
 
     def _fused_step(self) -> MentorNetStep | None:
@@ -231,9 +256,10 @@ class MentorWeighter:
         if curricula.features.host_checks(average.value):
             host = [float(average.value), _float32(decay), _float32(1.0 - decay)]
         self._cache += (host,)
+        self._written = average.value
         return self._cache
 
-    def _host_average(self, loss: torch.Tensor, average: LossMovingAverage, cache: tuple) -> torch.Tensor:
+    def _host_average(self, loss: torch.Tensor, average: LossMovingAverage, cache: tuple) -> float:
         """Step 3 on the CPU, where reading a value waits for nothing: the tensor path's arithmetic in a few host
         operations instead of eight tensor ones (``kthvalue``, three 0-d products and sums, ``isfinite`` of five
         more, ``where``). Right after the student's pass each of those runs with cold caches, at 10-70 µs; in the
@@ -246,7 +272,11 @@ class MentorWeighter:
         student's step does. ``M_t = decay · M_{t−1} + (1 − decay) · P_t`` is computed with each product and the
         sum rounded to float32, as the 0-d float32 tensors round them (a float32 product or sum computed in
         float64, then rounded, is the correctly rounded float32 one), so the average is the same bits. A
-        non-finite update leaves the average as it was, as there."""
+        non-finite update leaves the average as it was, as there.
+
+        Returns the average as a Python float, which the caller subtracts from the losses (``loss - M`` with a
+        Python float is the same float32 subtraction as with a 0-d float32 tensor); the moving average's tensor is
+        made only when something reads it (:meth:`LossMovingAverage.set_host_value`), not every step."""
         index = cache[4] - 1
         values = loss.tolist()
         if math.isnan(sum(values)):  # a NaN (or both infinities): drop the NaNs, which kthvalue puts last
@@ -255,11 +285,10 @@ class MentorWeighter:
         percentile = values[index] if index < len(values) else math.nan
         host = cache[8]  # [M_{t-1}, decay, 1 - decay]
         updated = _float32(_float32(host[0] * host[1]) + _float32(percentile * host[2]))
-        if not math.isfinite(updated):
-            return average.value
-        host[0] = updated
-        value = average.value = self._written = torch.scalar_tensor(updated, dtype=torch.float32)
-        return value
+        if math.isfinite(updated):
+            host[0] = self._written = updated
+            average.set_host_value(updated)  # its tensor is made only if read (LossMovingAverage.value)
+        return host[0]
 
     @torch.no_grad()
     def _weight(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -279,28 +308,80 @@ class MentorWeighter:
 
     def example_dropout(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
         """Step 5: keep ``int(B (1 − r))`` uniformly drawn samples of ``weights`` (``[B]``), zero the rest; ``r``
-        is the example-dropout rate at progress epoch ``epoch`` (0..99). Returns a new ``[B]`` tensor."""
+        is the example-dropout rate at progress epoch ``epoch`` (0..99). Returns a new ``[B]`` tensor.
+
+        The draw is the 2018 one: ``perm = torch.randperm(B, generator=self.generator)``, and the samples
+        ``perm[:keep]`` keep their weight. The permutations of the coming steps are drawn ahead, in one block
+        (:class:`_DrawnPermutations`), with their masks made in one ``scatter_`` (on an accelerator, copied there
+        in one transfer), so that a step costs one product: right after the student's pass each operation of a
+        step costs 10-30 µs on the CPU, whatever its size. The masks and the generator's state are those of
+        one draw per step (``generator`` rewinds a block it reads in the middle of)."""
         rate = self.dropout_rates[epoch]
         if rate == 0.0:
             return weights
-        batch = weights.numel()
-        # The 2018 draw, on the host: the samples perm[:keep] keep their weight. The mask is written as
-        # mask[perm] = pattern with pattern = (1,...,1 [keep times], 0,...,0): the same mask in one operation.
-        perm = torch.randperm(batch, generator=self.generator)
-        entry = self._masks.get((batch, rate))
-        if entry is None or entry[0].dtype != weights.dtype:
-            pattern = torch.zeros(batch, dtype=weights.dtype)
-            pattern[:int(batch * (1.0 - rate))] = 1.0
-            entry = self._masks[batch, rate] = (pattern, torch.empty_like(pattern))
-        pattern, mask = entry
+        drawn = self._drawn
+        if drawn is None or drawn.batch != weights.shape[0] or drawn.used == drawn.count:
+            drawn = self._draw_ahead(weights.shape[0])
+        masks = drawn.masks
+        if masks is None or drawn.key != (rate, weights.dtype, weights.device):
+            masks = self._make_masks(drawn, rate, weights)
+        mask = masks[drawn.used]
+        drawn.used += 1
+        return weights * mask
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The example-dropout generator, in the state that one ``randperm`` per step so far leaves it in."""
+        self._settle_draws()
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator) -> None:
+        self._drawn, self._generator = None, generator
+
+    def _settle_draws(self) -> None:
+        """Forget the permutations drawn ahead, leaving the generator as if only those used had been drawn."""
+        drawn, self._drawn = self._drawn, None
+        if drawn is None or drawn.used == drawn.count:
+            return
+        self._generator.set_state(drawn.start)
+        for _ in range(drawn.used):
+            torch.randperm(drawn.batch, generator=self._generator)
+
+    def _draw_ahead(self, batch: int) -> "_DrawnPermutations":
+        """The next block of permutations of ``batch`` samples: as many as the last run of steps with this batch
+        size had (an epoch's full batches; at most ``DRAWS_AHEAD``), so that a run with a smaller last batch
+        draws nothing twice once its first epoch is over."""
+        previous = self._drawn
+        if previous is not None and previous.batch != batch:
+            self._run_lengths[previous.batch] = previous.run_length
+        run_length = previous.run_length if previous is not None and previous.batch == batch else 0
+        self._settle_draws()
+        count = min(self._run_lengths.get(batch, DRAWS_AHEAD), DRAWS_AHEAD)
+        start = self._generator.get_state()
+        perms = torch.empty((count, batch), dtype=torch.long)
+        for row in perms:
+            torch.randperm(batch, generator=self._generator, out=row)
+        self._drawn = _DrawnPermutations(batch, start, perms, run_length)
+        return self._drawn
+
+    def _make_masks(self, drawn: "_DrawnPermutations", rate: float, weights: torch.Tensor) -> tuple:
+        """The block's masks at this rate, one row per permutation: ``mask[perm] = (1, ..., 1, 0, ..., 0)``
+        with ``int(B (1 - rate))`` ones, on the weights' device and in their dtype."""
+        batch = drawn.batch
+        pattern = torch.zeros(batch, dtype=weights.dtype)
+        pattern[:int(batch * (1.0 - rate))] = 1.0
         if weights.is_cpu:
-            return weights * mask.index_copy_(0, perm, pattern)
-        # On an accelerator: a fresh pinned host mask each step (the caching host allocator keeps it until
-        # its copy is done), copied without waiting for the device; the step's only host-to-device copy.
-        if self._pin is None:
-            self._pin = torch.accelerator.is_available()  # pinned memory exists only with an accelerator
-        mask = torch.empty(batch, dtype=weights.dtype, pin_memory=self._pin).index_copy_(0, perm, pattern)
-        return weights * mask.to(weights.device, non_blocking=True)
+            masks = torch.empty(drawn.perms.shape, dtype=weights.dtype)
+        else:  # made in pinned host memory and copied in one transfer that does not wait for the device
+            if self._pin is None:
+                self._pin = torch.accelerator.is_available()  # pinned memory exists only with an accelerator
+            masks = torch.empty(drawn.perms.shape, dtype=weights.dtype, pin_memory=self._pin)
+        masks.scatter_(1, drawn.perms, pattern.expand(drawn.perms.shape))
+        if not weights.is_cpu:
+            masks = masks.to(weights.device, non_blocking=True)
+        drawn.key, drawn.masks = (rate, weights.dtype, weights.device), masks.unbind(0)
+        return drawn.masks
 
     def __call__(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Detached per-sample weights ``[B]`` in [0, 1] for the losses ``[B]`` (nats) of the batch at global

@@ -197,7 +197,8 @@ def assert_same_run(new, reference, steps, *, seed: int = 0, split_calls: bool =
         assert torch.equal(weights == 0, expected == 0), f"step {step}: another dropout mask"
         assert new.last["epoch"] == reference.epoch
         torch.testing.assert_close(new.moving_average.value, reference.value, rtol=1e-6, atol=0)
-        assert torch.equal(new.generator.get_state(), reference.generator.get_state())
+    # Read at the end only: reading it rewinds the permutations drawn ahead, which the run above uses unread.
+    assert torch.equal(new.generator.get_state(), reference.generator.get_state())
 
 
 @pytest.mark.parametrize("name", list_pretrained())
@@ -227,6 +228,32 @@ def test_the_fused_forward_of_a_transposed_buffer_matches_mentor_weight(name):
         assert torch.equal(weights, fused.weights(torch.stack([loss, loss_diff], dim=1), epoch))
         expected = mentor.weight(MentorFeatures.build(loss, loss_diff, epoch=epoch))
         torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
+
+
+def test_example_dropout_draws_ahead_each_permutation_once_after_the_first_epoch(monkeypatch):
+    """Epochs of 39 batches of 128 and a last one of 8: the masks and the generator are those of one randperm a
+    step, and from the second epoch on each permutation is drawn once (blocks as long as the last run of a size)."""
+    mentor = load_mentornet("mentornet_pd")
+    config = CONFIGS["p50-decay90-burnin18-dropout"]
+    sizes = ([128] * 39 + [8]) * 4
+    new = MentorWeighter(mentor, config, total_steps=len(sizes), seed=6)
+    reference = ReferenceWeighter(mentor, config, total_steps=len(sizes), seed=6)
+    draws, randperm = [], torch.randperm  # the sizes of the weighter's draws from its second epoch on
+    generator = torch.Generator().manual_seed(6)
+    for step, batch in enumerate(sizes):
+        loss = torch.rand(batch, generator=generator) * 4
+        expected = reference.example_dropout(reference.mentor_weights(loss, step), reference.epoch)
+        with monkeypatch.context() as patch:
+            if step >= 40:
+                patch.setattr(torch, "randperm", lambda *args, **kwargs: draws.append(args[0]) or randperm(*args,
+                                                                                                           **kwargs))
+            assert torch.equal(new(loss, step), expected), step
+    # The first epoch's block of 8 was drawn 64 long: one of it was used, and is drawn again at step 40.
+    assert draws.count(128) == 3 * 39 and draws.count(8) == 1 + 3
+    assert torch.equal(new.generator.get_state(), reference.generator.get_state())
+    new(torch.rand(128), 0)  # after the generator was read, the next draws start from its state
+    reference(torch.rand(128), 0)
+    assert torch.equal(new.generator.get_state(), reference.generator.get_state())
 
 
 def test_long_run_with_uneven_steps_matches_the_reference():
@@ -687,6 +714,7 @@ def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypa
     stats = EpochStats(1000, device)
     world = distributed.World()
     indices = torch.randperm(1000)[:256].to(device)
+    copies = dropout_steps = 0
     with gpu_value_checks(monkeypatch):
         for step in list(range(0, 100, 3)) + [99, 99]:
             batch = BATCHES[step % len(BATCHES)]
@@ -702,12 +730,17 @@ def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypa
                 loss.backward()
                 stats.add(all_losses, all_weights, mentor_weights, predictions, indices[:batch])
             dropout = weighter.last["dropout_rate"] > 0
-            # The only host-to-device copy of a step is the example-dropout mask, never waited for.
-            assert guard.copies == ([(True, torch.accelerator.is_available())] if dropout else []), guard.copies
+            # The only host-to-device copy is the example-dropout masks of the steps drawn ahead, made at most once
+            # a step (when a block of masks is made), never waited for.
+            assert guard.copies in (([[], [(True, torch.accelerator.is_available())]]) if dropout else [[]]), \
+                guard.copies
+            copies += len(guard.copies)
+            dropout_steps += dropout
     with HostSyncGuard() as guard:  # folding the epoch's batches in waits for nothing either
         assert stats.sums.device == device and stats.sample_weight.device == device
         assert stats.sample_prediction.device == device
     assert guard.copies == []
+    assert (copies > 0) == (dropout_steps > 0)
     if mentor_name != "curriculum":
         assert isinstance(weighter._step, MentorNetStep)
 
