@@ -265,7 +265,8 @@ class LossMovingAverage:
         return loss.detach() - self.update(loss, p)
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "decay": self.decay, "value": self._host if self._host is not None else float(self.value)}
+        value = self._host if self._value is None else float(self._value)  # the tensor, if made, as it is now
+        return {"p": self.p, "decay": self.decay, "value": value}
 
     def load_state_dict(self, state: dict) -> None:
         self.p = check_percentile(state["p"])

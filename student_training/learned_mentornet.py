@@ -319,8 +319,7 @@ class LearnedMentorWeighter:
             else:
                 weights = v
         weights = torch.where(self.released[indices], 0.0, weights)
-        self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None,
-                     "loss_moving_average": self.moving_average.value}
+        self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None}
         return weights
 
     def _mentor_output(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:

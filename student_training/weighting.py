@@ -46,15 +46,17 @@ DRAWS_AHEAD = 64  # at most this many example-dropout permutations are drawn at 
 
 class _DrawnPermutations:
     """A block of example-dropout permutations drawn ahead: ``perms`` (``[count, batch]``, drawn one after the
-    other from the generator, which was in state ``start`` before them), how many steps have used one, the
-    steps in a row with this batch size before the block (``steps_before``), and the masks made from them
-    for one (rate, dtype, device) ``key``."""
+    other from the generator, which was in state ``start`` before them and in state ``end`` after them; both
+    None for a generator that is drawn from one step at a time), how many steps have used one, the steps in a
+    row with this batch size before the block (``steps_before``), and the masks made from them for one
+    (rate, dtype, device) ``key``, with the accelerator stream their copy was made on."""
 
-    __slots__ = ("batch", "start", "perms", "count", "used", "steps_before", "key", "masks")
+    __slots__ = ("batch", "start", "end", "perms", "count", "used", "steps_before", "key", "masks", "stream")
 
-    def __init__(self, batch: int, start: torch.Tensor, perms: torch.Tensor, steps_before: int):
-        self.batch, self.start, self.perms, self.count = batch, start, perms, len(perms)
-        self.used, self.steps_before, self.key, self.masks = 0, steps_before, None, None
+    def __init__(self, batch: int, start: torch.Tensor | None, end: torch.Tensor | None, perms: torch.Tensor,
+                 steps_before: int):
+        self.batch, self.start, self.end, self.perms, self.count = batch, start, end, perms, len(perms)
+        self.used, self.steps_before, self.key, self.masks, self.stream = 0, steps_before, None, None, None
 
     @property
     def run_length(self) -> int:
@@ -111,6 +113,7 @@ class MentorWeighter:
         self.moving_average = LossMovingAverage(self.config.loss_p_percentile,
                                                 self.config.loss_moving_average_decay)
         self._generator = torch.Generator().manual_seed(seed)
+        self._own_generator = True  # drawn from in blocks; a generator given through `generator` one step at a time
         self.last = {}  # what the last call used: epoch, dropout rate, burn-in
         self._step_for = None  # the mentor that self._step was made for (it is swapped by re-learning)
         self._step = None  # its MentorNetStep, or None for a curriculum
@@ -119,7 +122,8 @@ class MentorWeighter:
                                   # the fused forward's input buffer, on the CPU the host average's state)
         self._written = None  # the moving average as the last step left it (anything else: a restore)
         self._drawn = None  # the example-dropout permutations drawn ahead (_DrawnPermutations)
-        self._run_lengths = {}  # batch size -> how many steps in a row last had it (how many to draw ahead)
+        self._run = (None, 0)  # the batch size of the last dropout steps, and how many in a row had it
+        self._run_lengths = {}  # batch size -> how many steps in a row had it last time (how many to draw ahead)
         self._pin = None  # whether the host can pin memory (asked once, at the first dropout off the CPU)
 
     def epoch_at(self, step: int) -> int:
@@ -314,8 +318,8 @@ class MentorWeighter:
         ``perm[:keep]`` keep their weight. The permutations of the coming steps are drawn ahead, in one block
         (:class:`_DrawnPermutations`), with their masks made in one ``scatter_`` (on an accelerator, copied there
         in one transfer), so that a step costs one product: right after the student's pass each operation of a
-        step costs 10-30 µs on the CPU, whatever its size. The masks and the generator's state are those of
-        one draw per step (``generator`` rewinds a block it reads in the middle of)."""
+        step costs 10-30 µs on the CPU, whatever its size. The masks are those of one draw per step, and so is
+        the generator's state as the ``generator`` property gives it (see there)."""
         rate = self.dropout_rates[epoch]
         if rate == 0.0:
             return weights
@@ -325,44 +329,63 @@ class MentorWeighter:
         masks = drawn.masks
         if masks is None or drawn.key != (rate, weights.dtype, weights.device):
             masks = self._make_masks(drawn, rate, weights)
+        elif drawn.stream is not None and drawn.stream != torch.accelerator.current_stream(weights.device):
+            torch.accelerator.current_stream(weights.device).wait_stream(drawn.stream)  # the block's copy first
         mask = masks[drawn.used]
         drawn.used += 1
         return weights * mask
 
     @property
     def generator(self) -> torch.Generator:
-        """The example-dropout generator, in the state that one ``randperm`` per step so far leaves it in."""
+        """The example-dropout generator, in the state that one ``randperm`` per step so far leaves it in.
+
+        The weighter's own generator (seeded by ``seed``) is drawn from in blocks of coming steps; reading it here
+        rewinds a block used in part, and the next step draws a new one. So read and reseed it through this
+        property: a reference kept across steps is ahead of that state, and draws or a reseed made through it
+        take effect from the next block (they are kept: the rewind happens only if the generator is as the block
+        left it). A generator assigned here (a shared one, such as ``torch.default_generator``) is drawn from
+        one step at a time, as in 2018."""
         self._settle_draws()
         return self._generator
 
     @generator.setter
-    def generator(self, generator: torch.Generator) -> None:
-        self._drawn, self._generator = None, generator
+    def generator(self, generator: torch.Generator | None) -> None:
+        self._settle_draws()
+        self._generator, self._own_generator = generator, False
 
     def _settle_draws(self) -> None:
-        """Forget the permutations drawn ahead, leaving the generator as if only those used had been drawn."""
+        """Forget the permutations drawn ahead, leaving the generator as if only those used had been drawn
+        (unless something else has drawn from it or reseeded it since the block was drawn)."""
         drawn, self._drawn = self._drawn, None
-        if drawn is None or drawn.used == drawn.count:
+        if drawn is None:
+            return
+        self._run = (drawn.batch, drawn.run_length)
+        if drawn.used == drawn.count or not torch.equal(self._generator.get_state(), drawn.end):
             return
         self._generator.set_state(drawn.start)
         for _ in range(drawn.used):
             torch.randperm(drawn.batch, generator=self._generator)
 
-    def _draw_ahead(self, batch: int) -> "_DrawnPermutations":
-        """The next block of permutations of ``batch`` samples: as many as the last run of steps with this batch
-        size had (an epoch's full batches; at most ``DRAWS_AHEAD``), so that a run with a smaller last batch
-        draws nothing twice once its first epoch is over."""
-        previous = self._drawn
-        if previous is not None and previous.batch != batch:
-            self._run_lengths[previous.batch] = previous.run_length
-        run_length = previous.run_length if previous is not None and previous.batch == batch else 0
+    def _draw_ahead(self, batch: int) -> _DrawnPermutations:
+        """The next block of permutations of ``batch`` samples. It ends where the last run of steps with this batch
+        size ended (the epoch's full batches, then its smaller last batch), at most ``DRAWS_AHEAD`` ahead, so
+        that from the second epoch on each permutation is drawn once; a generator that is not the weighter's
+        own gives a block of one."""
         self._settle_draws()
-        count = min(self._run_lengths.get(batch, DRAWS_AHEAD), DRAWS_AHEAD)
-        start = self._generator.get_state()
+        run_batch, run_length = self._run
+        if run_batch != batch:
+            if run_batch is not None:
+                self._run_lengths[run_batch] = run_length
+            run_length = 0
+        left = self._run_lengths.get(batch, 0) - run_length
+        count = min(left if left > 0 else DRAWS_AHEAD, DRAWS_AHEAD) if self._own_generator else 1
+        generator = self._generator
+        start = generator.get_state() if self._own_generator else None
         perms = torch.empty((count, batch), dtype=torch.long)
         for row in perms:
-            torch.randperm(batch, generator=self._generator, out=row)
-        self._drawn = _DrawnPermutations(batch, start, perms, run_length)
+            torch.randperm(batch, generator=generator, out=row)
+        end = generator.get_state() if self._own_generator else None
+        self._drawn = _DrawnPermutations(batch, start, end, perms, run_length)
         return self._drawn
 
     def _make_masks(self, drawn: "_DrawnPermutations", rate: float, weights: torch.Tensor) -> tuple:
@@ -380,6 +403,9 @@ class MentorWeighter:
         masks.scatter_(1, drawn.perms, pattern.expand(drawn.perms.shape))
         if not weights.is_cpu:
             masks = masks.to(weights.device, non_blocking=True)
+            accelerator = torch.accelerator.current_accelerator() if self._pin else None
+            if accelerator is not None and weights.device.type == accelerator.type:  # later steps on another stream
+                drawn.stream = torch.accelerator.current_stream(weights.device)  # wait for this one
         drawn.key, drawn.masks = (rate, weights.dtype, weights.device), masks.unbind(0)
         return drawn.masks
 

@@ -230,12 +230,16 @@ def test_the_fused_forward_of_a_transposed_buffer_matches_mentor_weight(name):
         torch.testing.assert_close(weights, expected, rtol=0, atol=ATOL)
 
 
-def test_example_dropout_draws_ahead_each_permutation_once_after_the_first_epoch(monkeypatch):
-    """Epochs of 39 batches of 128 and a last one of 8: the masks and the generator are those of one randperm a
-    step, and from the second epoch on each permutation is drawn once (blocks as long as the last run of a size)."""
+@pytest.mark.parametrize("full", [39, 100])
+@pytest.mark.parametrize("save_each_epoch", [False, True], ids=["", "state_dict-each-epoch"])
+def test_example_dropout_draws_ahead_each_permutation_once_after_the_first_epoch(monkeypatch, full, save_each_epoch):
+    """Epochs of ``full`` batches of 128 and a last one of 8 (with the trainer's state_dict at each epoch's end, or
+    not): the masks and the generator are those of one randperm a step, and from the second epoch on each
+    permutation is drawn once (blocks end where the last run of a batch size ended)."""
     mentor = load_mentornet("mentornet_pd")
     config = CONFIGS["p50-decay90-burnin18-dropout"]
-    sizes = ([128] * 39 + [8]) * 4
+    epoch = [128] * full + [8]
+    sizes = epoch * 4
     new = MentorWeighter(mentor, config, total_steps=len(sizes), seed=6)
     reference = ReferenceWeighter(mentor, config, total_steps=len(sizes), seed=6)
     draws, randperm = [], torch.randperm  # the sizes of the weighter's draws from its second epoch on
@@ -244,16 +248,56 @@ def test_example_dropout_draws_ahead_each_permutation_once_after_the_first_epoch
         loss = torch.rand(batch, generator=generator) * 4
         expected = reference.example_dropout(reference.mentor_weights(loss, step), reference.epoch)
         with monkeypatch.context() as patch:
-            if step >= 40:
+            if step >= len(epoch):
                 patch.setattr(torch, "randperm", lambda *args, **kwargs: draws.append(args[0]) or randperm(*args,
                                                                                                            **kwargs))
             assert torch.equal(new(loss, step), expected), step
-    # The first epoch's block of 8 was drawn 64 long: one of it was used, and is drawn again at step 40.
-    assert draws.count(128) == 3 * 39 and draws.count(8) == 1 + 3
+            if save_each_epoch and (step + 1) % len(epoch) == 0:
+                assert torch.equal(new.state_dict()["generator"], reference.generator.get_state())
+    # The first epoch's block of 8 was drawn 64 long and one of it used: that one is drawn again when the block is
+    # given up, in the second epoch (or at the first epoch's state_dict).
+    assert draws.count(128) == 3 * full and draws.count(8) == 3 + (not save_each_epoch)
     assert torch.equal(new.generator.get_state(), reference.generator.get_state())
     new(torch.rand(128), 0)  # after the generator was read, the next draws start from its state
     reference(torch.rand(128), 0)
     assert torch.equal(new.generator.get_state(), reference.generator.get_state())
+
+
+def test_a_generator_reseeded_or_shared_is_never_rewound():
+    """Reading ``weighter.generator`` rewinds a block used in part only if nothing else drew from the generator
+    since: a reseed through a kept reference is kept. An assigned (shared) generator is drawn from one step at a
+    time: its state after each step is that of one randperm a step, and other draws from it interleave as in 2018."""
+    config = WeighterConfig(example_dropout_rates="0.5,100")
+    weighter = MentorWeighter(get_curriculum("baseline"), config, total_steps=100, seed=0)
+    kept = weighter.generator
+    for step in range(3):
+        weighter(torch.rand(8), step)
+    kept.manual_seed(123)
+    assert torch.equal(weighter.generator.get_state(), torch.Generator().manual_seed(123).get_state())
+    expected = torch.zeros(8)
+    expected[torch.randperm(8, generator=torch.Generator().manual_seed(123))[:4]] = 1.0
+    assert torch.equal(weighter(torch.ones(8), 3), expected)  # the next block starts from the reseeded state
+
+    shared, mirror = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    weighter.generator = shared
+    for step in range(5):
+        weights = weighter(torch.ones(8), step)
+        expected = torch.zeros(8)
+        expected[torch.randperm(8, generator=mirror)[:4]] = 1.0
+        assert torch.equal(weights, expected) and torch.equal(shared.get_state(), mirror.get_state())
+        assert torch.equal(torch.rand(3, generator=shared), torch.rand(3, generator=mirror))  # someone else's draw
+
+
+def test_the_moving_average_state_is_its_tensor_once_made():
+    """On the CPU the weighter keeps the average as a float; once its tensor is made (read), ``state_dict`` gives
+    that tensor's value, as before, even after an in-place edit."""
+    weighter = MentorWeighter(get_curriculum("baseline"), WeighterConfig(), total_steps=10)
+    weighter(torch.rand(16) * 3, 0)
+    average = weighter.moving_average
+    assert average.host_value is not None and average.state_dict()["value"] == average.host_value
+    assert float(average.value) == average.host_value
+    average.value.fill_(2.0)
+    assert average.state_dict()["value"] == 2.0
 
 
 def test_long_run_with_uneven_steps_matches_the_reference():
