@@ -49,7 +49,8 @@ class _DrawnPermutations:
     other from the generator, which was in state ``start`` before them and in state ``end`` after them; both
     None for a generator that is drawn from one step at a time), how many steps have used one, the steps in a
     row with this batch size before the block (``steps_before``), and the masks made from them for one
-    (rate, dtype, device) ``key``, with the accelerator stream their copy was made on."""
+    (rate, dtype, device) ``key``, with the accelerator stream their copy was made on (a step on another stream
+    makes them again)."""
 
     __slots__ = ("batch", "start", "end", "perms", "count", "used", "steps_before", "key", "masks", "stream")
 
@@ -327,10 +328,9 @@ class MentorWeighter:
         if drawn is None or drawn.batch != weights.shape[0] or drawn.used == drawn.count:
             drawn = self._draw_ahead(weights.shape[0])
         masks = drawn.masks
-        if masks is None or drawn.key != (rate, weights.dtype, weights.device):
-            masks = self._make_masks(drawn, rate, weights)
-        elif drawn.stream is not None and drawn.stream != torch.accelerator.current_stream(weights.device):
-            torch.accelerator.current_stream(weights.device).wait_stream(drawn.stream)  # the block's copy first
+        if masks is None or drawn.key != (rate, weights.dtype, weights.device) or (
+                drawn.stream is not None and drawn.stream != torch.accelerator.current_stream(weights.device)):
+            masks = self._make_masks(drawn, rate, weights)  # (a step on another stream: copied again, on it)
         mask = masks[drawn.used]
         drawn.used += 1
         return weights * mask
@@ -344,7 +344,7 @@ class MentorWeighter:
         property: a reference kept across steps is ahead of that state, and draws or a reseed made through it
         take effect from the next block (they are kept: the rewind happens only if the generator is as the block
         left it). A generator assigned here (a shared one, such as ``torch.default_generator``) is drawn from
-        one step at a time, as in 2018."""
+        one step at a time, as before the blocks."""
         self._settle_draws()
         return self._generator
 
@@ -391,7 +391,7 @@ class MentorWeighter:
     def _make_masks(self, drawn: "_DrawnPermutations", rate: float, weights: torch.Tensor) -> tuple:
         """The block's masks at this rate, one row per permutation: ``mask[perm] = (1, ..., 1, 0, ..., 0)``
         with ``int(B (1 - rate))`` ones, on the weights' device and in their dtype."""
-        batch = drawn.batch
+        batch, drawn.stream = drawn.batch, None
         pattern = torch.zeros(batch, dtype=weights.dtype)
         pattern[:int(batch * (1.0 - rate))] = 1.0
         if weights.is_cpu:
@@ -404,8 +404,8 @@ class MentorWeighter:
         if not weights.is_cpu:
             masks = masks.to(weights.device, non_blocking=True)
             accelerator = torch.accelerator.current_accelerator() if self._pin else None
-            if accelerator is not None and weights.device.type == accelerator.type:  # later steps on another stream
-                drawn.stream = torch.accelerator.current_stream(weights.device)  # wait for this one
+            if accelerator is not None and weights.device.type == accelerator.type:  # the stream the copy is on
+                drawn.stream = torch.accelerator.current_stream(weights.device)
         drawn.key, drawn.masks = (rate, weights.dtype, weights.device), masks.unbind(0)
         return drawn.masks
 
