@@ -403,7 +403,7 @@ class MentorWeighter:
         masks.scatter_(1, drawn.perms, pattern.expand(drawn.perms.shape))
         if not weights.is_cpu:
             masks = masks.to(weights.device, non_blocking=True)
-            accelerator = torch.accelerator.current_accelerator() if self._pin else None
+            accelerator = torch.accelerator.current_accelerator()  # None without one
             if accelerator is not None and weights.device.type == accelerator.type:  # the stream the copy is on
                 drawn.stream = torch.accelerator.current_stream(weights.device)
         drawn.key, drawn.masks = (rate, weights.dtype, weights.device), masks.unbind(0)

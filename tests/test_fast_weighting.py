@@ -288,6 +288,26 @@ def test_a_generator_reseeded_or_shared_is_never_rewound():
         assert torch.equal(torch.rand(3, generator=shared), torch.rand(3, generator=mirror))  # someone else's draw
 
 
+def test_a_dropout_step_on_another_accelerator_stream_makes_its_masks_again(monkeypatch):
+    """The masks of a block are copied to the accelerator on the stream current then; a step on another stream
+    makes them again, on it (the meta device stands in for the accelerator, and two objects for its streams)."""
+    streams = ["stream A"]
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *args, **kwargs: torch.device("meta"))
+    monkeypatch.setattr(torch.accelerator, "current_stream", lambda *args: streams[0])
+    config = WeighterConfig(example_dropout_rates="0.5,100")
+    weighter = MentorWeighter(get_curriculum("baseline"), config, total_steps=100, seed=3)
+    weighter._pin = False  # no page-locked memory without a real accelerator
+    made, make_masks = [], weighter._make_masks
+    weighter._make_masks = lambda drawn, rate, weights: made.append(streams[0]) or make_masks(drawn, rate, weights)
+    for step, stream in enumerate(["stream A"] * 3 + ["stream B"] * 3 + ["stream A"]):
+        streams[0] = stream
+        weights = weighter.example_dropout(torch.ones(8, device="meta"), 0)
+        assert weights.device.type == "meta" and weighter._drawn.stream == stream
+    assert made == ["stream A", "stream B", "stream A"]  # one block of 64 drawn: made again at each switch
+    cpu = weighter.example_dropout(torch.ones(8), 0)  # back on the CPU: no stream
+    assert weighter._drawn.stream is None and int(cpu.sum()) == 4
+
+
 def test_the_moving_average_state_is_its_tensor_once_made():
     """On the CPU the weighter keeps the average as a float; once its tensor is made (read), ``state_dict`` gives
     that tensor's value, as before, even after an in-place edit."""
