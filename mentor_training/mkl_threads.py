@@ -24,6 +24,7 @@ import torch
 
 _UNSET = object()
 _function = _UNSET
+_ARGUMENTS = {}  # thread count -> its by-reference argument, for the counts set every step
 
 
 def _find():
@@ -59,4 +60,9 @@ def set_local_mkl_threads(count: int) -> int:
         available()
     if _function is None:
         return 0
-    return _function(ctypes.byref(ctypes.c_int(count)))
+    argument = _ARGUMENTS.get(count)
+    if argument is None:  # the counts a step sets (1, then usually 0 again) are made once: a step runs cold
+        argument = ctypes.byref(ctypes.c_int(count))  # (the reference keeps its c_int alive)
+        if count in (0, 1):
+            _ARGUMENTS[count] = argument
+    return _function(argument)
