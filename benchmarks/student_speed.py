@@ -32,7 +32,7 @@ after the other round the run (short windows: on a shared machine the minimum is
 each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
 (``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
 callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
-rank's shard, the mean weight where the student's scaled decay uses it) and all of it together, in the order
+rank's shard under DDP, the mean weight where the student's scaled decay uses it) and all of it together, in the order
 of ``train_one_epoch``. ``cpu`` columns are this thread's CPU time (``time.thread_time``: steadier on a
 shared machine), ``wall`` columns wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
 ``--overhead-only`` prints only this table (it also runs against a tree from before ``EpochStats`` that
@@ -172,7 +172,8 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
                 group["lr"] = lr
             all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
             all_weights = prepared[step % count][3]
-            all_weights[world.shard(len(all_weights))]
+            if world.enabled:  # train_one_epoch takes this rank's shard only under DDP
+                all_weights[world.shard(len(all_weights))]
             if scaled:
                 all_weights.mean()
         else:  # everything, in the order of train_one_epoch
@@ -184,7 +185,8 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
             mentor_weights = weighter.mentor_weights(all_losses, step)
             all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
-            all_weights[world.shard(len(all_weights))]
+            if world.enabled:  # train_one_epoch takes this rank's shard only under DDP
+                all_weights[world.shard(len(all_weights))]
             if scaled:
                 all_weights.mean()
             stats.add(all_losses, all_weights, mentor_weights, predictions, indices)

@@ -394,7 +394,7 @@ class MentorWeighter:
         self._drawn = _DrawnPermutations(batch, start, end, perms, run_length)
         return self._drawn
 
-    def _make_masks(self, drawn: "_DrawnPermutations", rate: float, weights: torch.Tensor) -> tuple:
+    def _make_masks(self, drawn: _DrawnPermutations, rate: float, weights: torch.Tensor) -> tuple:
         """The block's masks at this rate, one row per permutation: ``mask[perm] = (1, ..., 1, 0, ..., 0)``
         with ``int(B (1 - rate))`` ones, on the weights' device and in their dtype."""
         batch, drawn.stream = drawn.batch, None
