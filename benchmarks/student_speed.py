@@ -31,7 +31,7 @@ per-sample losses, in ``--overhead-repeats`` windows of ``--overhead-window`` co
 after the other round the run (short windows: on a shared machine the minimum is the least disturbed), for
 each part in turn: the weighting (``mentor_weights`` then ``example_dropout``), the bookkeeping
 (``EpochStats.add``, and one read of the sums per epoch of steps), the loop glue (the run's step
-callbacks, learning rate and param groups, ``distributed.gather_batch`` with the predictions' argmax, this
+callbacks, learning rate and param groups, ``distributed.gather_batch`` (the predictions' argmax under DDP), this
 rank's shard under DDP, the mean weight where the student's scaled decay uses it) and all of it together, in the order
 of ``train_one_epoch``. ``cpu`` columns are this thread's CPU time (``time.thread_time``: steadier on a
 shared machine), ``wall`` columns wall-clock time; ``min`` and ``median`` are over the windows, in microseconds per step.
@@ -48,6 +48,7 @@ channels-last, with ``--compile`` optional; it names the card and adds our loop'
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -73,6 +74,19 @@ try:
     from student_training.epoch_stats import EpochStats  # noqa: E402
 except ImportError:  # a tree from before EpochStats (for before/after pairs)
     from student_training.trainer import _EpochStats as EpochStats  # noqa: E402
+try:
+    from student_training.losses import per_sample_cross_entropy  # noqa: E402
+except ImportError:  # a tree from before it
+    def per_sample_cross_entropy(logits, labels):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+# A tree from before gather_batch took the logits (and EpochStats their argmax) takes the predicted classes.
+_GATHER_TAKES_LOGITS = "logits" in inspect.signature(distributed.gather_batch).parameters
+
+
+def gather_batch(losses, logits, world):
+    """``distributed.gather_batch`` as ``train_one_epoch`` calls it, in this tree."""
+    return distributed.gather_batch(losses, logits if _GATHER_TAKES_LOGITS else logits.detach().argmax(dim=1), world)
 
 
 def _sync(device: torch.device) -> None:
@@ -147,7 +161,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
     scaled = run.recipe.decay_mode == "scaled"  # train_one_epoch takes the batch's mean weight only then
     prepared = []
     for losses, logits, indices in batches:  # inputs of the later parts, computed outside the timing
-        all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+        all_losses, predictions = gather_batch(losses, logits, world)
         mentor_weights = weighter.mentor_weights(all_losses, 0)
         prepared.append((all_losses, predictions, mentor_weights, weighter.example_dropout(mentor_weights, 0)))
     count, epoch_steps = len(batches), len(run.train_loader)
@@ -170,7 +184,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             lr = learning_rate(step, steps, config.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+            all_losses, predictions = gather_batch(losses, logits, world)
             all_weights = prepared[step % count][3]
             if world.enabled:  # train_one_epoch takes this rank's shard only under DDP
                 all_weights[world.shard(len(all_weights))]
@@ -182,7 +196,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
             lr = learning_rate(step, steps, config.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+            all_losses, predictions = gather_batch(losses, logits, world)
             mentor_weights = weighter.mentor_weights(all_losses, step)
             all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
             if world.enabled:  # train_one_epoch takes this rank's shard only under DDP
@@ -201,7 +215,7 @@ def step_overhead(run, steps: int, window: int, repeats: int) -> list[dict]:
     batches = []
     for images, labels, indices in run.train_loader.epoch_batches(0):
         logits = run.forward_model(images)  # losses with their autograd graph, as in training
-        batches.append((F.cross_entropy(logits.float(), labels, reduction="none"), logits, indices))
+        batches.append((per_sample_cross_entropy(logits.float(), labels), logits, indices))
         if len(batches) == 16:
             break
     parts = ("weighting", "bookkeeping", "glue", "total")

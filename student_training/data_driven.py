@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from mentor_training.trainer import fit_mentornet
 
 from . import distributed
 from .callbacks import Callback
+from .losses import per_sample_cross_entropy
 from .config import parse_relearn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,8 +51,7 @@ def clean_subset_dump(run: "Run", step: int) -> Dump:
         images = run.test_loader.prepare(run.data.train_images[batch].to(run.device))
         with run.precision.autocast():  # the forward only: the loss below is fp32
             logits = model(images)
-        losses.append(F.cross_entropy(logits.float(), run.noise.noisy_labels[batch].to(run.device),
-                                      reduction="none").cpu())
+        losses.append(per_sample_cross_entropy(logits.float(), run.noise.noisy_labels[batch].to(run.device)).cpu())
     model.train(was_training)
     epoch = run.weighter.epoch_at(step) if run.weighter is not None else progress_percent(step, run.total_steps)
     # The loss as written (6 decimals), so an in-memory dump equals the file read back, sha256 included.

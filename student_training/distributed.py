@@ -118,14 +118,18 @@ def shard_batches(loader: DeviceLoader, epoch: int, world: World
     return loader.epoch_batches(epoch, shard=world.shard(loader.batch_size) if world.enabled else None)
 
 
-def gather_batch(losses: torch.Tensor, predictions: torch.Tensor, world: World
+def gather_batch(losses: torch.Tensor, logits: torch.Tensor, world: World
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' per-sample losses and predictions, concatenated in rank (= global batch) order.
+    """All ranks' per-sample losses and predictions, concatenated in rank (= global batch) order, from this
+    rank's ``losses`` ``[b]`` and ``logits`` ``[b, C]``.
 
-    One collective per step; the result is detached (the MentorNet weights take no gradient, spec §4.1 13).
+    Under DDP, one collective per step, and the predictions are the classes (the logits' argmax). In one process
+    they are the logits themselves: :class:`~student_training.epoch_stats.EpochStats` takes their argmax when it
+    is read, once an epoch. The result is detached (the MentorNet weights take no gradient, spec §4.1 13).
     """
     if not world.enabled:
-        return losses.detach(), predictions
+        return losses.detach(), logits.detach()
+    predictions = logits.detach().argmax(dim=1)
     local = torch.stack([losses.detach().float(), predictions.float()])
     gathered = torch.empty((world.size * 2, local.shape[1]), dtype=local.dtype, device=local.device)
     _all_gather_single(gathered, local)

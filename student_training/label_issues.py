@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from curricula.files import atomic_write
 
 from .callbacks import Callback
+from .losses import per_sample_cross_entropy
 from .evaluation import detector_auc
 from .noise import load_noisy_labels
 from .run_folder import check_guarded_files, read_config, read_last, recover_replaced_run
@@ -257,7 +257,7 @@ def training_set_losses(run: "Run", *, batch_size: int = 1000) -> tuple[torch.Te
         images = run.test_loader.prepare(run.data.train_images[batch].to(run.device))
         with run.precision.autocast():
             logits = model(images).float()
-        losses.append(F.cross_entropy(logits, run.noise.noisy_labels[batch].to(run.device), reduction="none"))
+        losses.append(per_sample_cross_entropy(logits, run.noise.noisy_labels[batch].to(run.device)))
         predictions.append(logits.argmax(dim=1))
     model.train(was_training)
     return torch.cat(losses), torch.cat(predictions)

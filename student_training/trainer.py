@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from curricula.features import WeighterConfig
 from curricula.files import atomic_write, check_output_path, check_writable_folder, sha256_of, sweep_stale_temporaries
@@ -51,6 +50,7 @@ from .label_issues import SampleRecordCallback
 from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
     check_learn_schedule, check_probe, check_trusted_part, split_clean_subset, warn_untrusted_classes
 from .loader import DeviceLoader
+from .losses import per_sample_cross_entropy
 from .mentormix import MENTORMIX_WEIGHTING, MentorMix
 from .models import TrainingRecipe, create_student
 from .noise import NoiseResult, load_noise_file, load_noisy_labels, make_noisy_labels, noise_from_labels, \
@@ -758,8 +758,8 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             continue
         with run.precision.autocast():
             logits = model(images)
-        losses = F.cross_entropy(logits.float(), labels, reduction="none")
-        all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+        losses = per_sample_cross_entropy(logits.float(), labels)
+        all_losses, predictions = distributed.gather_batch(losses, logits, world)
         if run.weighter is None:
             mentor_weights = all_weights = torch.ones_like(all_losses)
         else:
@@ -795,7 +795,7 @@ def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices
     mix, model = run.mentormix, run.forward_model
     with mix.clean_pass(run.model), run.precision.autocast():
         logits = model(images)
-    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    losses = per_sample_cross_entropy(logits.float(), labels)
     batch = mix.mix(images, labels, losses, step)
     with run.precision.autocast():
         mixed_logits = model(batch.inputs)
@@ -805,7 +805,7 @@ def mentormix_step(run: Run, images: torch.Tensor, labels: torch.Tensor, indices
         mean_weight = mix.metrics["second_weight_mean"] if mix.second_reweight else 1.0
         loss = loss + mean_weight * decay * 0.5 * sum(p.pow(2).sum() for p in decayed)
     run.precision.backward_step(loss, run.optimizer)
-    stats.add(losses, batch.weights, batch.mentor_weights, logits.argmax(dim=1), indices)
+    stats.add(losses, batch.weights, batch.mentor_weights, logits, indices)
     stats.add_mix(mixed_loss, mix.metrics, len(losses))
 
 

@@ -34,6 +34,7 @@ from mentor_training.model import MentorNetStep
 from student_training import distributed
 from student_training.callbacks import Callback
 from student_training.epoch_stats import EpochStats, MentorMixStats
+from student_training.losses import per_sample_cross_entropy
 from student_training.trainer import StudentConfig, prepare_run, student_loss, train_one_epoch
 from student_training.weighting import MentorWeighter, WeighterConfig
 
@@ -575,7 +576,10 @@ def test_the_local_mkl_setting_round_trips_and_leaves_torch_alone():
 
 @pytest.mark.parametrize("reads", ["at the end", "every 7 batches"])
 @pytest.mark.parametrize("revisits", [False, True], ids=["each sample once", "samples seen twice"])
-def test_epoch_stats_match_the_reference(reads, revisits):
+@pytest.mark.parametrize("given", ["classes", "logits", "both"])
+def test_epoch_stats_match_the_reference(reads, revisits, given):
+    # In one process the training loop gives EpochStats the logits, whose argmax it takes when read; a caller may
+    # give the classes, or (here) both in one epoch.
     generator = torch.Generator().manual_seed(6)
     new, reference = EpochStats(5000, "cpu"), ReferenceEpochStats(5000, "cpu")
     order = torch.randperm(5000, generator=generator)
@@ -587,12 +591,15 @@ def test_epoch_stats_match_the_reference(reads, revisits):
         mentor_weights[mentor_weights < 0.2] = 0.0
         mentor_weights[:2] = torch.tensor([1e-3, 1.0001e-3])[:batch]  # at the threshold
         weights = mentor_weights * (torch.rand(batch, generator=generator) < 0.7)
-        predictions = torch.randint(0, 10, (batch,), generator=generator)
+        logits = torch.randn((batch, 10), generator=generator).requires_grad_()
+        logits.data[:, 3] = logits.data[:, 7]  # ties: the first largest, as argmax gives it
+        predictions = logits.detach().argmax(dim=1)
         if revisits:  # random draws: samples come back within and across reads
             indices = torch.randperm(300, generator=generator)[:batch]
         else:  # an epoch's permutation, as the loader makes it
             indices, start = order[start:start + batch], start + batch
-        new.add(losses.detach(), weights, mentor_weights, predictions, indices)
+        given_now = predictions if given == "classes" or (given == "both" and i % 3 == 0) else logits
+        new.add(losses.detach(), weights, mentor_weights, given_now, indices)
         reference.add(losses.detach(), weights, mentor_weights, predictions, indices)
         if reads == "every 7 batches" and i % 7 == 3:
             assert torch.equal(new.sample_prediction, reference.sample_prediction)
@@ -601,6 +608,49 @@ def test_epoch_stats_match_the_reference(reads, revisits):
     assert new.count == reference.count and float(new.utilized) == float(reference.utilized)
     assert torch.equal(new.sample_prediction, reference.sample_prediction)
     torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 128, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_per_sample_loss_is_cross_entropy_bit_for_bit(batch, dtype):
+    # Values and gradients, under weights with zeros (example dropout), for logits of several scales with ties.
+    generator = torch.Generator().manual_seed(batch)
+    scale = torch.tensor([1e-3, 1.0, 30.0, 300.0], dtype=dtype)[torch.randint(0, 4, (batch, 1), generator=generator)]
+    logits = torch.randn((batch, 10), generator=generator, dtype=dtype) * scale
+    logits[::3, 2] = logits[::3, 5]
+    labels = torch.randint(0, 10, (batch,), generator=generator)
+    weights = torch.rand(batch, generator=generator, dtype=dtype) * (torch.rand(batch, generator=generator) < 0.7)
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    losses, expected = per_sample_cross_entropy(ours, labels), F.cross_entropy(theirs, labels, reduction="none")
+    assert losses.dtype == dtype and losses.shape == (batch,)
+    assert torch.equal(losses, expected)
+    (weights * losses).mean().backward()
+    (weights * expected).mean().backward()
+    assert torch.equal(ours.grad, theirs.grad)  # equal also treats -0.0 as 0.0 (the only difference)
+
+
+def test_the_per_sample_loss_on_the_cpu_avoids_nll_loss_and_refuses_a_bad_label():
+    # ATen's nll_loss with reduction='none' splits its loop over the samples between threads whatever the batch
+    # size, forward and backward: at two threads each call wakes one (README, Speed). The CPU path has none.
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    logits = torch.randn(128, 10, requires_grad=True)
+    labels = torch.randint(0, 10, (128,))
+    with Ops() as ops:
+        per_sample_cross_entropy(logits, labels).mean().backward()
+    assert ops.names and not [name for name in ops.names if "nll_loss" in name], ops.names
+    with Ops() as ops:  # the check can fail: F.cross_entropy's reduction='none' goes through nll_loss
+        F.cross_entropy(logits, labels, reduction="none").mean().backward()
+    assert [name for name in ops.names if "nll_loss" in name]
+    with pytest.raises(RuntimeError):
+        per_sample_cross_entropy(logits, torch.full((128,), 10))
 
 
 def test_mentormix_stats_match_per_step_sums():
@@ -786,7 +836,7 @@ def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypa
             labels = torch.empty(batch, dtype=torch.long, device=device)
             with HostSyncGuard() as guard:
                 losses = F.cross_entropy(logits, labels, reduction="none")
-                all_losses, predictions = distributed.gather_batch(losses, logits.detach().argmax(dim=1), world)
+                all_losses, predictions = distributed.gather_batch(losses, logits, world)
                 mentor_weights = weighter.mentor_weights(all_losses, step)
                 all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
                 weights = all_weights[world.shard(len(all_weights))]
