@@ -651,6 +651,13 @@ def test_the_per_sample_loss_on_the_cpu_avoids_nll_loss_and_refuses_a_bad_label(
     assert [name for name in ops.names if "nll_loss" in name]
     with pytest.raises(RuntimeError):
         per_sample_cross_entropy(logits, torch.full((128,), 10))
+    # Elsewhere (the meta device standing in for a GPU) it is F.cross_entropy's one kernel.
+    meta_logits = torch.empty((5, 10), device="meta", requires_grad=True)
+    with Ops() as ops:
+        losses = per_sample_cross_entropy(meta_logits, torch.empty(5, dtype=torch.long, device="meta"))
+    assert losses.shape == (5,) and losses.device.type == "meta", losses
+    assert [name for name in ops.names if "nll_loss" in name], ops.names
+    assert not [name for name in ops.names if "gather" in name], ops.names
 
 
 def test_mentormix_stats_match_per_step_sums():
