@@ -28,8 +28,8 @@ from mentor_training.trainer import fit_mentornet
 
 from . import distributed
 from .callbacks import Callback
-from .losses import per_sample_cross_entropy
 from .config import parse_relearn
+from .losses import per_sample_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Run

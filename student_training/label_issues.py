@@ -29,8 +29,8 @@ import torch
 from curricula.files import atomic_write
 
 from .callbacks import Callback
-from .losses import per_sample_cross_entropy
 from .evaluation import detector_auc
+from .losses import per_sample_cross_entropy
 from .noise import load_noisy_labels
 from .run_folder import check_guarded_files, read_config, read_last, recover_replaced_run
 

@@ -651,6 +651,10 @@ def test_the_per_sample_loss_on_the_cpu_avoids_nll_loss_and_refuses_a_bad_label(
     assert [name for name in ops.names if "nll_loss" in name]
     with pytest.raises(RuntimeError):
         per_sample_cross_entropy(logits, torch.full((128,), 10))
+    with pytest.raises(ValueError, match="batch_size"):  # fewer labels than samples: F.cross_entropy's error
+        per_sample_cross_entropy(logits, labels[:100])
+    with pytest.raises(RuntimeError):  # labels of another dtype: F.cross_entropy's error too
+        per_sample_cross_entropy(logits, labels.int())
     # Elsewhere (the meta device standing in for a GPU) it is F.cross_entropy's one kernel.
     meta_logits = torch.empty((5, 10), device="meta", requires_grad=True)
     with Ops() as ops:
