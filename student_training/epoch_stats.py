@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 UTILIZED_WEIGHT = 1e-3  # a sample counts as used when its weight exceeds this (data utilisation)
+LOGITS_KEPT_BYTES = 64 * 2**20  # logits kept beyond this are folded in at once (a data set with many classes)
 
 
 class EpochStats:
@@ -38,6 +39,7 @@ class EpochStats:
         self._sample_weight = torch.full((num_samples,), float("nan"), device=device)
         self._sample_prediction = torch.full((num_samples,), -1, dtype=torch.long, device=device)
         self._pending: list[tuple[torch.Tensor, ...]] = []  # batches added since the last fold
+        self._logits_bytes = 0  # the size of the logits among them
 
     def add(self, losses: torch.Tensor, weights: torch.Tensor, mentor_weights: torch.Tensor,
             predictions: torch.Tensor, indices: torch.Tensor) -> None:
@@ -46,7 +48,9 @@ class EpochStats:
 
         ``predictions`` are the predicted classes ``[B]`` or the student's logits ``[B, C]``, whose argmax over
         the classes is then taken when the records are read, once for every batch kept (in the training loop
-        an argmax a step cost 30-40 µs on the CPU, right after the student's pass)."""
+        an argmax a step cost 30-40 µs on the CPU, right after the student's pass). Once the logits kept exceed
+        :data:`LOGITS_KEPT_BYTES` (64 MiB: CIFAR-100's 50,000 x 100 float32 logits are 20 MB), the batches kept
+        are folded in at once, so that a data set with many classes keeps no more than that."""
         if predictions.requires_grad:
             predictions = predictions.detach()
         if losses.requires_grad:
@@ -57,10 +61,14 @@ class EpochStats:
             mentor_weights = mentor_weights.detach()
         self._pending.append((losses, weights, mentor_weights, predictions, indices))
         self.count += losses.shape[0]
+        if predictions.dim() == 2:
+            self._logits_bytes += predictions.numel() * predictions.element_size()
+            if self._logits_bytes > LOGITS_KEPT_BYTES:
+                self._fold()
 
     def _fold(self) -> None:
         """Fold the batches added since the last read into the sums and the per-sample records."""
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._logits_bytes = self._pending, [], 0
         if not pending:
             return
         columns = list(zip(*pending))
@@ -165,4 +173,4 @@ class MentorMixStats(EpochStats):
         return self.mix_sums[3]
 
 
-__all__ = ["EpochStats", "MentorMixStats", "UTILIZED_WEIGHT"]
+__all__ = ["EpochStats", "LOGITS_KEPT_BYTES", "MentorMixStats", "UTILIZED_WEIGHT"]

@@ -10,9 +10,11 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torc
     """The cross-entropy of each sample: ``[B]`` (nats, the dtype of ``logits``) for ``logits`` ``[B, C]``
     (floating point) and class ``labels`` ``[B]`` (int64, each in 0..C-1; there is no ``ignore_index``). Its
     values and its gradient are those of ``F.cross_entropy(logits, labels, reduction="none")`` bit for bit (a
-    gradient entry that is 0 may differ in the sign of the zero). Labels of another shape or dtype go to
-    ``F.cross_entropy`` and get its errors; a label outside 0..C-1 raises ``RuntimeError`` on the CPU
-    (``F.cross_entropy``'s ``IndexError`` elsewhere).
+    gradient entry that is 0 may differ in the sign of the zero), outside autocast, where every caller here
+    computes it (from ``logits.float()``): inside CPU autocast ``F.cross_entropy`` computes in fp32 and this
+    path in the logits' dtype. Labels of another shape or dtype go to ``F.cross_entropy`` and get its errors;
+    a label outside 0..C-1 raises ``RuntimeError`` on the CPU (on a GPU, ``F.cross_entropy``'s device-side
+    assertion).
 
     On the CPU it is ``-log_softmax(logits).gather(labels)``: ATen's ``nll_loss`` with ``reduction='none'``
     splits its loop over the samples between the intra-op threads whatever the batch size, in the forward and

@@ -610,6 +610,26 @@ def test_epoch_stats_match_the_reference(reads, revisits, given):
     torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
 
 
+def test_epoch_stats_keep_a_bounded_size_of_logits(monkeypatch):
+    # A data set with many classes: once the logits kept pass LOGITS_KEPT_BYTES, the batches kept are folded in.
+    import student_training.epoch_stats as epoch_stats
+    monkeypatch.setattr(epoch_stats, "LOGITS_KEPT_BYTES", 3 * 128 * 10 * 4)  # three batches of [128, 10] float32
+    generator = torch.Generator().manual_seed(3)
+    new, reference = EpochStats(2000, "cpu"), ReferenceEpochStats(2000, "cpu")
+    kept = []
+    for i in range(10):
+        indices = torch.randperm(2000, generator=generator)[:128]  # samples come back across folds
+        losses, weights = torch.rand(128, generator=generator), torch.rand(128, generator=generator)
+        logits = torch.randn((128, 10), generator=generator)
+        new.add(losses, weights, weights, logits, indices)
+        reference.add(losses, weights, weights, logits.argmax(dim=1), indices)
+        kept.append(len(new._pending))
+    assert kept == [1, 2, 3, 0] * 2 + [1, 2], kept  # a fourth batch passes the bound: all four are folded in
+    assert torch.equal(new.sample_prediction, reference.sample_prediction)
+    torch.testing.assert_close(new.sample_weight, reference.sample_weight, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(new.weight, reference.weight, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("batch", [1, 7, 128, 1000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_per_sample_loss_is_cross_entropy_bit_for_bit(batch, dtype):
