@@ -866,7 +866,7 @@ def test_the_weighting_step_never_reads_the_device(mentor_name, config, monkeypa
             logits = torch.empty((batch, 10), device=device, requires_grad=True)
             labels = torch.empty(batch, dtype=torch.long, device=device)
             with HostSyncGuard() as guard:
-                losses = F.cross_entropy(logits, labels, reduction="none")
+                losses = per_sample_cross_entropy(logits, labels)  # as train_one_epoch computes them
                 all_losses, predictions = distributed.gather_batch(losses, logits, world)
                 mentor_weights = weighter.mentor_weights(all_losses, step)
                 all_weights = weighter.example_dropout(mentor_weights, weighter.last["epoch"])
