@@ -21,9 +21,11 @@ Every run is one ``train-student`` run folder with the same student, data subset
   back to a previous release's; ``learned_keep_rate``, ``learned_keep_rate_probe_0.3``, ``learned_probe_0.3``,
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
   ``learned_trusted_batch_16``, ``learned_threshold_fallback``, ``learned_threshold_min``,
-  ``learned_small_probe``, ``learned_fits_to_50``, ``learned_fits_to_70`` and ``learned_probe_verified`` are
-  candidates that were measured, and ``learned_trusted_batch_64`` is the previous
-  release's defaults (see ``ABLATIONS`` and docs/learned_choice.md).
+  ``learned_small_probe``, ``learned_fits_to_50``, ``learned_fits_to_70``, ``learned_probe_verified``,
+  ``learned_relabel_0.9`` and ``learned_relabel_0.7`` are candidates that were measured,
+  ``learned_no_relabel`` is the previous release's defaults and ``learned_trusted_batch_64`` the defaults of the
+  release before (see ``ABLATIONS`` and docs/learned_choice.md); every ablation but the relabelling ones keeps
+  ``--learn-relabel-confidence 0``, as it was measured.
 
 The last three hold a fifth of the clean subset out as their validation split. Nothing is tuned on the test
 set: ``learned``'s defaults were chosen on validation accuracy (see docs/learned_choice.md). The grid is
@@ -54,7 +56,7 @@ from student_training.host_memory import keep_freed_memory  # noqa: E402
 
 METHODS = ("baseline", "self_paced_mentornet", "mentornet_pd", "small_loss_mentornet", "mentornet_dd", "clean_only",
            "noisy_plus_clean", "learned")
-PREVIOUS = {"learn_trusted_batch": 64, "learn_threshold_fallback": "none"}  # the learned defaults of the last release
+PREVIOUS = {"learn_trusted_batch": 64, "learn_threshold_fallback": "none"}  # the learned defaults two releases ago
 # The learned mode with one choice set back to the 2018 value (issue #13's leads; not in the default grid).
 ABLATIONS = {
     "learned_soft": {"learn_weights": "soft"},  # the MentorNet's probability as the weight (2018)
@@ -71,12 +73,12 @@ ABLATIONS = {
     "learned_keep_rate_probe_0.3": {"learn_keep_rate": "probe", "learn_probe_fraction": 0.3},  # and a smaller probe
     # the trusted batch's mean loss added (the default two releases ago; now each trusted sample counts as one)
     "learned_trusted_mean": {"learn_trusted_loss": "mean"},
-    # Candidates measured beside the previous release's defaults (64 trusted samples a step, an empty fit selecting
+    # Candidates measured beside the defaults of two releases ago (64 trusted samples a step, an empty fit selecting
     # nothing), which they keep but for the one choice they name; see docs/learned_choice.md.
     "learned_probe_0.3": {**PREVIOUS, "learn_probe_fraction": 0.3},  # a smaller probe, so a larger trusted part
     "learned_threshold_0.95": {**PREVIOUS, "learn_threshold": 0.95},  # a stricter selection
     "learned_precision_0.95": {"learn_trusted_batch": 64, "learn_precision": 0.95},  # a threshold for each fit
-    "learned_trusted_batch_64": PREVIOUS,  # the previous release's defaults
+    "learned_trusted_batch_64": PREVIOUS,  # the defaults of two releases ago
     # fewer trusted samples a step: at 80% noise a noisy batch selects ~19 of 128 samples, so 64 trusted samples of
     # weight 1 a step see each of the 200 trusted images ~11 times as often as a selected noisy one
     "learned_trusted_batch_32": {**PREVIOUS, "learn_trusted_batch": 32},
@@ -84,19 +86,29 @@ ABLATIONS = {
     # a fit whose outputs never reach the threshold selects the top probe rows down to a clean share of 0.9 instead
     # of nothing (at 80% noise fits with a probe AUC of 0.98 selected nothing)
     "learned_threshold_fallback": {**PREVIOUS, "learn_threshold_fallback": "precision"},
-    # beside this release's defaults: every fit selects down to that clean share where it is below the threshold
+    # beside the previous defaults: every fit selects down to that clean share where it is below the threshold
     # (the fallback fires only when no row reaches it: a fit with one row at 0.9 selected ~1%)
     "learned_threshold_min": {"learn_threshold_fallback": "min"},
-    # beside this release's defaults: learned_probe_0.3's smaller probe (a larger trusted part, 280 images of 400)
+    # beside the previous defaults: learned_probe_0.3's smaller probe (a larger trusted part, 280 images of 400)
     "learned_small_probe": {"learn_probe_fraction": 0.3},
-    # beside this release's defaults: the last fit earlier, so that the probe joins the trusted part earlier (the
+    # beside the previous defaults: the last fit earlier, so that the probe joins the trusted part earlier (the
     # loss bound keeps the last MentorNet from selecting the losses it was not fitted on)
     "learned_fits_to_50": {"learn_epochs": ",".join(str(e) for e in range(5, 55, 5))},
     "learned_fits_to_70": {"learn_epochs": ",".join(str(e) for e in range(5, 75, 5))},
-    # beside this release's defaults: the probe trains with its verified labels from the start (the fits still see
+    # beside the previous defaults: the probe trains with its verified labels from the start (the fits still see
     # its losses under the noisy labels), so all 400 verified images train throughout, as in clean_only
     "learned_probe_verified": {"learn_probe_labels": "verified"},
 }
+# Every ablation above was measured without relabelling (the default until --learn-relabel-confidence's release).
+ABLATIONS = {name: {"learn_relabel_confidence": 0.0, **options} for name, options in ABLATIONS.items()}
+ABLATIONS.update({
+    # the defaults of the previous release: no relabelling
+    "learned_no_relabel": {"learn_relabel_confidence": 0.0},
+    # candidates measured beside them, with relabelling as the one change: the predicted class as the new label, at
+    # confidence 0.9 or 0.7 (the adopted defaults are confidence 0.9 with the posterior; docs/learned_choice.md)
+    "learned_relabel_0.9": {"learn_relabel_target": "prediction"},
+    "learned_relabel_0.7": {"learn_relabel_confidence": 0.7, "learn_relabel_target": "prediction"},
+})
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},
            "learned": {"mentornet": "learn"}}

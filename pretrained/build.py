@@ -60,12 +60,12 @@ PIPELINES = {
     ],
     # Made by the new path (train-student --mentornet learn, paper Algorithm 1 in one run): the README's mlp
     # regime at 40% symmetric noise with a 10% clean subset; its last fit (progress epoch 95) is shipped. It was
-    # made when --learn-trusted-loss mean, --learn-trusted-batch 64 and --learn-threshold-fallback none were the
-    # defaults; the options pin them.
+    # made when --learn-trusted-loss mean, --learn-trusted-batch 64, --learn-threshold-fallback none and
+    # --learn-relabel-confidence 0 were the defaults; the options pin them.
     "mentornet_learned": [
         "python cli.py train-student --dataset fashion-mnist --subset 5000 --noise 0.4 --clean-subset-fraction 0.1 "
         "--studentnet mlp --epochs 100 --mentornet learn --learn-trusted-loss mean --learn-trusted-batch 64 "
-        "--learn-threshold-fallback none --seed 0 "
+        "--learn-threshold-fallback none --learn-relabel-confidence 0 --seed 0 "
         "--out runs/pretrained/learned_seed0 --force",
         "python -c \"import shutil; shutil.copyfile('runs/pretrained/learned_seed0/mentornets/epoch_95.pt', "
         "'pretrained/mentornet_learned.pt')\"",

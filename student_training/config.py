@@ -45,6 +45,10 @@ TRUSTED_BATCH_DEFAULT = 32
 # how the value check of an option with a fixed set of values names it (default: its flag)
 CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "precision": "precision"}
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
+# --learn-relabel-confidence and --learn-relabel-target (0, i.e. no relabelling, before; chosen on validation,
+# docs/learned_choice.md)
+RELABEL_CONFIDENCE_DEFAULT = 0.9
+RELABEL_TARGET_DEFAULT = "posterior"
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
 # The weighting options that define loss_diff (its percentile and moving average): they do nothing for a MentorNet
@@ -273,6 +277,18 @@ class StudentConfig:
              "noisy batch of weight x loss); per-sample: each trusted sample counts as one noisy sample of weight 1 "
              "(its losses summed and divided by the noisy batch size); mean: the trusted batch's mean loss added "
              "(the previous default).")
+    learn_relabel_confidence: float = option(
+        RELABEL_CONFIDENCE_DEFAULT, metavar="C",
+        help="With --mentornet learn: a noisy sample the MentorNet gives weight 0 is trained, at weight 1, on a new "
+             "label when that label has probability >= C, in (0, 1) (label refurbishment, as SELFIE, Song et al. ICML "
+             "2019; see --learn-relabel-target); 0: such a sample is not trained on (the default until this "
+             "option's release).")
+    learn_relabel_target: str = option(
+        RELABEL_TARGET_DEFAULT, choices=("posterior", "prediction"),
+        help="With --learn-relabel-confidence C > 0: posterior: the new label is the class of highest P(class | "
+             "image, noisy label), the student's softmax times the probe's estimated noise transition P(noisy label "
+             "| class), used when that is >= C; prediction: the student's predicted class, used when its softmax "
+             "probability is >= C.")
     # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
     mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
                                          "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "
@@ -433,6 +449,12 @@ class StudentConfig:
             raise ValueError("--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
             raise ValueError(f"--learn-burn-in-weight must lie in [0, 1], got {self.learn_burn_in_weight}")
+        if not 0.0 <= self.learn_relabel_confidence < 1.0:
+            raise ValueError(f"--learn-relabel-confidence must lie in (0, 1), or be 0 for no relabelling, got "
+                             f"{self.learn_relabel_confidence}")
+        if self.learn_relabel_target != RELABEL_TARGET_DEFAULT and not self.learn_relabel_confidence:
+            raise ValueError("--learn-relabel-target chooses the label of --learn-relabel-confidence, and "
+                             "--learn-relabel-confidence 0 relabels nothing; drop one of them")
         if not 0.0 < self.learn_probe_fraction <= 1.0:
             raise ValueError(f"--learn-probe-fraction must lie in (0, 1], got {self.learn_probe_fraction}")
         if self.learn_trusted_batch < 0:
@@ -673,8 +695,9 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
-        values = {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
-    elif not has_fixed_threshold(values):
+        return {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
+    values.setdefault("learn_relabel_confidence", 0.0)  # a learned run of a release without it relabelled nothing
+    if not has_fixed_threshold(values):
         values.pop("learn_threshold_fallback", None)  # no fixed threshold: whatever its release recorded, it is unused
     else:  # a learned run of a release without the option selected nothing when no probe row reached the threshold
         values.setdefault("learn_threshold_fallback", "none")

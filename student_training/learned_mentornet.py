@@ -515,6 +515,53 @@ class TrustedStream:
         self.device_queue = self.queue
 
 
+def probe_transition(noisy: torch.Tensor, verified: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The noise transition ``T[c, j] = P(noisy label j | true class c)`` estimated from the probe's label pairs
+    (``noisy``, ``verified``: [N] class ids), add-one smoothed per row; float32 [C, C], each row sums to 1."""
+    counts = torch.ones(num_classes, num_classes)
+    counts.index_put_((verified.long().cpu(), noisy.long().cpu()), torch.ones(len(noisy)), accumulate=True)
+    return counts / counts.sum(dim=1, keepdim=True)
+
+
+class Refurbishment:
+    """``--learn-relabel-confidence``: a sample the MentorNet gives weight 0 is trained on a refurbished label
+    when that label is sure enough, each such sample counting as one sample of the batch mean (label
+    refurbishment as in SELFIE, Song, Kim and Lee, ICML 2019, §3.2, with the MentorNet's weight 0 in place of
+    its uncertainty test).
+
+    A ``[C, C]`` ``transition`` (``--learn-relabel-target posterior``, the default): the label is the class of
+    highest posterior ``P(c | x, noisy label) ∝ softmax(x)_c · T[c, noisy label]`` (Bayes' rule with the probe's
+    estimated noise transition, :func:`probe_transition`), sure when that posterior is >= ``confidence``; the
+    noisy label is evidence, so a hard clean sample keeps its label unless the student is surer than the noise
+    rate allows. ``transition`` None (``prediction``): the label is the student's predicted class, sure when its
+    softmax probability is >= ``confidence``."""
+
+    def __init__(self, confidence: float, transition: torch.Tensor | None = None):
+        self.log_confidence = math.log(confidence)
+        self.log_transition = None if transition is None else transition.log()
+
+    @classmethod
+    def for_run(cls, config: StudentConfig, parts: CleanSubsetParts, noisy: torch.Tensor, verified: torch.Tensor,
+                num_classes: int, device: torch.device) -> "Refurbishment | None":
+        if not config.learn_relabel_confidence:
+            return None
+        transition = None
+        if config.learn_relabel_target == "posterior":
+            transition = probe_transition(noisy[parts.probe], verified[parts.probe], num_classes).to(device)
+        return cls(config.learn_relabel_confidence, transition)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``logits`` [B, C] float, ``labels`` [B] (the noisy labels), ``weights`` [B] (the step's weights):
+        Σ -log softmax(logits)[refurbished label] / B over the samples of weight 0 whose label is sure."""
+        log_p = torch.log_softmax(logits, dim=1)
+        evidence = log_p.detach()
+        if self.log_transition is not None:
+            evidence = torch.log_softmax(evidence + self.log_transition[:, labels].T, dim=1)
+        log_sure, target = evidence.max(dim=1)
+        chosen = (weights == 0) & (log_sure >= self.log_confidence)
+        return -(log_p.gather(1, target[:, None]).squeeze(1) * chosen).sum() / max(len(weights), 1)
+
+
 class LearnMentorNet(ScheduledFits):
     """Fits the run's MentorNet at each ``--learn-epochs`` progress epoch: saves it as
     ``mentornets/epoch_EE.pt`` (a MentorNet checkpoint ``plot``, ``show`` and ``--mentornet PATH`` accept),

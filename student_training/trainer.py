@@ -47,7 +47,7 @@ from .data_driven import data_driven_callbacks
 from .epoch_stats import EpochStats, MentorMixStats
 from .evaluation import accuracy, detector_auc
 from .label_issues import SampleRecordCallback
-from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, TrustedStream, \
+from .learned_mentornet import CleanSubsetParts, LearnedMentorWeighter, LearnMentorNet, Refurbishment, TrustedStream, \
     check_learn_schedule, check_probe, check_trusted_part, split_clean_subset, warn_untrusted_classes
 from .loader import DeviceLoader
 from .losses import per_sample_cross_entropy
@@ -151,6 +151,7 @@ class Run:
     clean_parts: CleanSubsetParts | None = None  # the clean subset's validation, probe and trusted parts
     trusted: TrustedStream | None = None  # --mentornet learn: the trusted batches added to every step
     trusted_mask: torch.Tensor | None = None  # samples of the noisy stream trained at weight 1 with verified labels
+    refurbishment: Refurbishment | None = None  # --learn-relabel-confidence: unselected samples trained on new labels
     lock: run_folder.RunLock | None = None  # held from prepare_run until train ends (rank 0 only)
     replaced_run_restored: bool = False  # stopped before its first epoch: the run --force replaced is back
     created_folder: bool = False  # prepare_run created ``out``: a run that saves no epoch removes it again
@@ -547,7 +548,9 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
               validation_loader=_validation_loader(config, recipe, data, noise, verified, parts, device),
               epochs=epochs, total_steps=total_steps, precision=precision, mentormix=mentormix,
               verified_labels=verified, clean_parts=parts, trusted=trusted,
-              trusted_mask=None if trusted_mask is None else trusted_mask.to(device))
+              trusted_mask=None if trusted_mask is None else trusted_mask.to(device),
+              refurbishment=Refurbishment.for_run(config, parts, noise.noisy_labels, verified, data.num_classes,
+                                                  device) if config.learns_mentornet else None)
     mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
     learning = (LearnMentorNet(run),) if config.learns_mentornet else ()
     for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, *learning,
@@ -769,6 +772,8 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             all_weights = torch.where(run.trusted_mask[indices], 1.0, all_weights)
         weights = all_weights[world.shard(len(all_weights))] if world.enabled else all_weights
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean() if decayed else None)
+        if run.refurbishment is not None:  # --learn-relabel-confidence: the unselected samples that are sure
+            loss = loss + run.refurbishment.loss(logits.float(), labels, weights)
         if run.trusted is not None:
             loss = loss + run.trusted.loss(run, model)
         run.precision.backward_step(loss, run.optimizer)

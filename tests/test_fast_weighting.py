@@ -959,6 +959,24 @@ def test_a_whole_training_epoch_never_reads_a_value(tmp_path, monkeypatch):
     assert float(stats.weight) > 0 and not torch.isnan(stats.sample_weight).all()
 
 
+def test_the_refurbished_labels_read_no_value(monkeypatch):
+    """--learn-relabel-confidence's loss, with either rule, under the guard (it runs in every learned step)."""
+    from student_training.learned_mentornet import Refurbishment, probe_transition
+
+    generator = torch.Generator().manual_seed(0)
+    transition = probe_transition(torch.randint(0, 5, (50,), generator=generator),
+                                  torch.randint(0, 5, (50,), generator=generator), 5)
+    logits = (torch.randn(64, 5, generator=generator) * 4).requires_grad_()
+    labels = torch.randint(0, 5, (64,), generator=generator)
+    weights = (torch.rand(64, generator=generator) < 0.5).float()
+    for rule in (Refurbishment(0.5, transition), Refurbishment(0.5)):
+        with gpu_value_checks(monkeypatch):
+            with HostSyncGuard(cpu_is_device=True) as guard:
+                loss = rule.loss(logits, labels, weights)
+        assert guard.copies == []
+        assert float(loss) > 0  # read after the guard: some samples were refurbished
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_no_synchronisation_on_a_gpu(tmp_path):
     """The real check: CUDA's sync debug mode refuses any synchronising call in the steps of an epoch

@@ -2,6 +2,7 @@
 clean subset's split, the fits and their files, resume across fits, the user's own clean subset, and bad input."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -17,10 +18,10 @@ import cli
 from curricula.features import MentorFeatures
 from mentor_training.model import MentorNet, MentorNetConfig
 from mentor_training.pretrained import load_mentornet
-from student_training.config import THRESHOLD_FALLBACK_DEFAULT, StudentConfig
+from student_training.config import RELABEL_CONFIDENCE_DEFAULT, THRESHOLD_FALLBACK_DEFAULT, StudentConfig
 from student_training.data import load_dataset
-from student_training.learned_mentornet import LEARN_COLUMNS, TrustedStream, fit_threshold, precision_threshold, \
-    split_clean_subset
+from student_training.learned_mentornet import LEARN_COLUMNS, Refurbishment, TrustedStream, fit_threshold, \
+    precision_threshold, probe_transition, split_clean_subset
 from student_training.loader import DeviceLoader, crop_flip
 from student_training.trainer import prepare_run, train
 from conftest import assert_one_line_error
@@ -237,6 +238,58 @@ def test_per_sample_trusted_loss_weighs_each_trusted_sample_as_one_noisy_sample(
     torch.testing.assert_close(per_sample.trusted.loss(per_sample, per_sample.model), expected * 16 / 64)
 
 
+def test_relabelling_trains_confident_unselected_samples_on_their_predicted_class():
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 5, generator=generator) * 4).requires_grad_()
+    labels = torch.randint(0, 5, (64,), generator=generator)
+    weights = (torch.rand(64, generator=generator) < 0.5).float()
+    probability, predicted = torch.softmax(logits.detach(), 1).max(1)
+    chosen = (weights == 0) & (probability >= 0.9)
+    assert 0 < chosen.sum() < (weights == 0).sum()  # some unselected samples are confident, some are not
+    loss = Refurbishment(0.9).loss(logits, labels, weights)
+    reference_logits = logits.detach().clone().requires_grad_()
+    per_sample = torch.nn.functional.cross_entropy(reference_logits, predicted, reduction="none")
+    reference = (per_sample * chosen).sum() / 64
+    torch.testing.assert_close(loss, reference)
+    loss.backward()
+    reference.backward()
+    torch.testing.assert_close(logits.grad, reference_logits.grad)
+    assert (logits.grad[~chosen] == 0).all()  # selected or unsure samples get nothing from it
+    assert Refurbishment(0.9).loss(logits.detach(), labels, torch.ones(64)) == 0  # all selected: nothing to relabel
+
+
+def test_the_posterior_relabelling_weighs_the_prediction_by_the_probes_noise_transition():
+    verified = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    noisy = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])
+    transition = probe_transition(noisy, verified, 3)
+    expected = torch.tensor([[3., 2, 1], [1, 3, 2], [2, 1, 2]])  # add-one counts, rows true classes
+    torch.testing.assert_close(transition, expected / expected.sum(1, keepdim=True))
+    logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 5.0]], requires_grad=True)
+    labels = torch.tensor([1, 0, 1])
+    posterior = torch.softmax(logits.detach(), 1) * transition[:, labels].T
+    posterior = posterior / posterior.sum(1, keepdim=True)
+    sure, target = posterior.max(1)
+    assert target.tolist() == [0, 0, 2] and sure[0] < 0.8 < sure[1]  # the noisy label 1 is evidence against class 0
+    loss = Refurbishment(0.8, transition).loss(logits, labels, torch.zeros(3))
+    chosen = sure >= 0.8
+    reference = (torch.nn.functional.cross_entropy(logits.detach(), target, reduction="none") * chosen).sum() / 3
+    torch.testing.assert_close(loss, reference)
+
+
+def test_a_learned_run_with_relabelling_records_the_option_and_trains_differently(tmp_path):
+    runs = {}
+    for name, changes in (("relabel", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "prediction"}),
+                          ("plain", {"learn_relabel_confidence": 0.0}),
+                          ("posterior", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "posterior"})):
+        train(prepare_run(config(**changes), tmp_path / name))
+        runs[name] = pd.read_csv(tmp_path / name / "metrics.csv")
+    recorded = json.loads((tmp_path / "relabel" / "config.json").read_text())["config"]
+    assert recorded["learn_relabel_confidence"] == 0.5
+    assert (runs["relabel"]["epoch"] == runs["plain"]["epoch"]).all()
+    assert not np.allclose(runs["relabel"]["loss"], runs["plain"]["loss"])  # the refurbished samples trained
+    assert not np.allclose(runs["posterior"]["loss"], runs["relabel"]["loss"])  # on other labels
+
+
 def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_path):
     out, output = learned_run
     fits = pd.read_csv(out / "relearn.csv")
@@ -410,6 +463,11 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
       "1", "--learn-trusted-loss", "mean"], "--learn-trusted-batch 0 has none; drop one of them"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
       "1", "--learn-probe-labels", "verified"], "trains the probe in the trusted stream, and --learn-trusted-batch 0"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-relabel-confidence", "1"],
+     "--learn-relabel-confidence must lie in (0, 1), or be 0 for no relabelling, got 1.0"),
+    (["--learn-relabel-confidence", "0.5"], "--learn-relabel-confidence applies only with --mentornet learn"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-relabel-confidence", "0",
+      "--learn-relabel-target", "prediction"], "--learn-relabel-confidence 0 relabels nothing; drop one of them"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
@@ -546,12 +604,15 @@ def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_we
         out.mkdir()
         made = StudentConfig(dataset="digits", noise=0.4, clean_subset_fraction=0.3, mentornet=mentornet)
         values = {**made.to_dict(), "learn_epochs": "5,10", "learn_threshold": 0.8}
-        del values["learn_threshold_fallback"]  # an option that release did not have
+        for absent in ("learn_threshold_fallback", "learn_relabel_confidence", "learn_relabel_target"):
+            del values[absent]  # options that release did not have
         (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
         saved, _ = read_config(out)
         assert (saved.learn_epochs, saved.learn_threshold) == (("5,10", 0.8) if kept else (DEFAULT_LEARN_EPOCHS, 0.9))
-        # a learned run written before --learn-threshold-fallback existed selected nothing on an empty fit
+        # a learned run written before --learn-threshold-fallback existed selected nothing on an empty fit, and one
+        # written before --learn-relabel-confidence relabelled nothing
         assert saved.learn_threshold_fallback == ("none" if kept else THRESHOLD_FALLBACK_DEFAULT)
+        assert saved.learn_relabel_confidence == (0.0 if kept else RELABEL_CONFIDENCE_DEFAULT)
     # with a threshold set by each fit (or soft weights) the fallback is unused, whatever a release recorded
     out = tmp_path / "precision"
     out.mkdir()
