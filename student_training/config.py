@@ -281,8 +281,9 @@ class StudentConfig:
         RELABEL_CONFIDENCE_DEFAULT, metavar="C",
         help="With --mentornet learn: a noisy sample the MentorNet gives weight 0 is trained, at weight 1, on a new "
              "label when that label has probability >= C, in (0, 1) (label refurbishment, as SELFIE, Song et al. ICML "
-             "2019; see --learn-relabel-target); 0: such a sample is not trained on (the default until this "
-             "option's release).")
+             "2019; see --learn-relabel-target). Not before the first fit, nor for a released probe sample; with "
+             "--learn-weights soft no weight is 0, so nothing is relabelled. 0: such a sample is not trained on (the "
+             "default until this option's release).")
     learn_relabel_target: str = option(
         RELABEL_TARGET_DEFAULT, choices=("posterior", "prediction"),
         help="With --learn-relabel-confidence C > 0: posterior: the new label is the class of highest P(class | "

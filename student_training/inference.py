@@ -32,7 +32,7 @@ from torch import nn
 
 from curricula.files import TOOLKIT_VERSION, atomic_write, check_output_path, load_plain
 
-from .config import StudentConfig, rebase_paths
+from .config import StudentConfig, rebase_paths, run_config_values
 from .data import ImageDataset, load_dataset
 from .loader import per_image_standardize
 from .models import create_student
@@ -212,7 +212,8 @@ def load_student(run_dir_or_checkpoint: str | os.PathLike, *, which: str | None 
     state = read_student_checkpoint(path)
     model = student_from_checkpoint(state, origin=str(path))
     try:
-        config = StudentConfig.from_dict(state["config"], origin=f"{path} config")
+        # as config.json is read: a run of an earlier release gets the values its release had for newer options
+        config = StudentConfig.from_dict(run_config_values(state, origin=str(path)), origin=f"{path} config")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: its run config does not load ({error})") from None
     payload = _run_payload(path.parent)

@@ -322,6 +322,11 @@ class LearnedMentorWeighter:
         self.last = {"epoch": epoch, "dropout_rate": 0.0, "burn_in": self.mentor is None}
         return weights
 
+    def in_noisy_stream(self, indices: torch.Tensor) -> torch.Tensor:
+        """[B] bool: which of the batch's samples (pool indices) still train in the noisy stream, i.e. are not a
+        released probe sample (those train in the trusted stream with their verified labels)."""
+        return ~self.released[indices.to(self.released.device)]
+
     def _mentor_output(self, loss: torch.Tensor, loss_diff: torch.Tensor, epoch: int) -> torch.Tensor:
         """``self.mentor.weight`` of the batch, through the fused step of MentorWeighter (the same values, without
         a parallel region per tiny product on the CPU) where it applies."""
@@ -524,17 +529,20 @@ def probe_transition(noisy: torch.Tensor, verified: torch.Tensor, num_classes: i
 
 
 class Refurbishment:
-    """``--learn-relabel-confidence``: a sample the MentorNet gives weight 0 is trained on a refurbished label
-    when that label is sure enough, each such sample counting as one sample of the batch mean (label
-    refurbishment as in SELFIE, Song, Kim and Lee, ICML 2019, §3.2, with the MentorNet's weight 0 in place of
-    its uncertainty test).
+    """``--learn-relabel-confidence``: a noisy-stream sample the MentorNet gives weight 0 is trained on a
+    refurbished label when that label is sure enough, each such sample counting as one sample of the batch mean
+    (label refurbishment as in SELFIE, Song, Kim and Lee, ICML 2019, §3.2, with the MentorNet's weight 0 in place
+    of its uncertainty test). The trainer applies it only once a MentorNet is in use (not in the burn-in before
+    the first fit) and never to a released probe sample; with ``--learn-weights soft`` no weight is exactly 0, so
+    nothing is relabelled.
 
     A ``[C, C]`` ``transition`` (``--learn-relabel-target posterior``, the default): the label is the class of
     highest posterior ``P(c | x, noisy label) ∝ softmax(x)_c · T[c, noisy label]`` (Bayes' rule with the probe's
     estimated noise transition, :func:`probe_transition`), sure when that posterior is >= ``confidence``; the
     noisy label is evidence, so a hard clean sample keeps its label unless the student is surer than the noise
-    rate allows. ``transition`` None (``prediction``): the label is the student's predicted class, sure when its
-    softmax probability is >= ``confidence``."""
+    rate allows (and a sample may be trained on its own noisy label, past the MentorNet's decision and its loss
+    bound, when the posterior says so). ``transition`` None (``prediction``): the label is the student's predicted
+    class, sure when its softmax probability is >= ``confidence``."""
 
     def __init__(self, confidence: float, transition: torch.Tensor | None = None):
         self.log_confidence = math.log(confidence)
@@ -543,6 +551,8 @@ class Refurbishment:
     @classmethod
     def for_run(cls, config: StudentConfig, parts: CleanSubsetParts, noisy: torch.Tensor, verified: torch.Tensor,
                 num_classes: int, device: torch.device) -> "Refurbishment | None":
+        """The run's rule (None with ``--learn-relabel-confidence 0``): ``noisy`` and ``verified`` are the pool's
+        labels [N], of which the probe's pairs give the transition; ``device`` holds it."""
         if not config.learn_relabel_confidence:
             return None
         transition = None
@@ -550,15 +560,20 @@ class Refurbishment:
             transition = probe_transition(noisy[parts.probe], verified[parts.probe], num_classes).to(device)
         return cls(config.learn_relabel_confidence, transition)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``logits`` [B, C] float, ``labels`` [B] (the noisy labels), ``weights`` [B] (the step's weights):
-        Σ -log softmax(logits)[refurbished label] / B over the samples of weight 0 whose label is sure."""
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+             candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits`` [B, C] float, ``labels`` [B] (the noisy labels), ``weights`` [B] (the step's weights),
+        ``candidates`` [B] bool (the samples that may be relabelled; None: all): Σ -log softmax(logits)[new
+        label] / B over the candidates of weight 0 whose new label is sure. Under DDP these are the rank's shard
+        and B its size, as in the student's loss."""
         log_p = torch.log_softmax(logits, dim=1)
         evidence = log_p.detach()
         if self.log_transition is not None:
             evidence = torch.log_softmax(evidence + self.log_transition[:, labels].T, dim=1)
         log_sure, target = evidence.max(dim=1)
         chosen = (weights == 0) & (log_sure >= self.log_confidence)
+        if candidates is not None:
+            chosen &= candidates
         return -(log_p.gather(1, target[:, None]).squeeze(1) * chosen).sum() / max(len(weights), 1)
 
 

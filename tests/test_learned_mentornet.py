@@ -262,18 +262,49 @@ def test_the_posterior_relabelling_weighs_the_prediction_by_the_probes_noise_tra
     verified = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
     noisy = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])
     transition = probe_transition(noisy, verified, 3)
-    expected = torch.tensor([[3., 2, 1], [1, 3, 2], [2, 1, 2]])  # add-one counts, rows true classes
-    torch.testing.assert_close(transition, expected / expected.sum(1, keepdim=True))
-    logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 5.0]], requires_grad=True)
-    labels = torch.tensor([1, 0, 1])
-    posterior = torch.softmax(logits.detach(), 1) * transition[:, labels].T
-    posterior = posterior / posterior.sum(1, keepdim=True)
+    counts = torch.tensor([[3., 2, 1], [1, 3, 2], [2, 1, 2]])  # add-one counts, rows the verified (true) classes
+    torch.testing.assert_close(transition, counts / counts.sum(1, keepdim=True))
+    logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 2.0, 0.0]], requires_grad=True)
+    labels = torch.tensor([1, 0, 1, 2])
+    # Bayes' rule, one sample at a time: P(c | x, noisy y) ∝ softmax(x)_c · P(noisy y | true c) = p_c · T[c, y]
+    p = torch.softmax(logits.detach(), 1)
+    posterior = torch.tensor([[float(p[b, c] * transition[c, labels[b]]) for c in range(3)] for b in range(4)])
+    posterior /= posterior.sum(1, keepdim=True)
     sure, target = posterior.max(1)
-    assert target.tolist() == [0, 0, 2] and sure[0] < 0.8 < sure[1]  # the noisy label 1 is evidence against class 0
-    loss = Refurbishment(0.8, transition).loss(logits, labels, torch.zeros(3))
+    assert target.tolist() == [0, 0, 2, 1] and sure[0] < 0.8 < sure[1]  # the noisy label 1 is evidence against 0
     chosen = sure >= 0.8
-    reference = (torch.nn.functional.cross_entropy(logits.detach(), target, reduction="none") * chosen).sum() / 3
-    torch.testing.assert_close(loss, reference)
+    reference = (torch.nn.functional.cross_entropy(logits.detach(), target, reduction="none") * chosen).sum() / 4
+    torch.testing.assert_close(Refurbishment(0.8, transition).loss(logits, labels, torch.zeros(4)), reference)
+    # T the other way round (P(true | noisy)) picks other samples: the check above tells the two apart
+    transposed = Refurbishment(0.8, transition.T.contiguous()).loss(logits, labels, torch.zeros(4))
+    assert not torch.isclose(transposed, reference)
+    # samples that are not candidates (a released probe sample) are never relabelled
+    kept = torch.tensor([True, True, False, True])
+    torch.testing.assert_close(Refurbishment(0.8, transition).loss(logits, labels, torch.zeros(4), kept),
+                               (torch.nn.functional.cross_entropy(logits.detach(), target, reduction="none")
+                                * chosen * kept).sum() / 4)
+
+
+def test_no_relabelling_in_the_burn_in_nor_of_a_released_probe(tmp_path, monkeypatch):
+    """Relabelling starts with the first fit's MentorNet and leaves the probe alone once it is released (with
+    --learn-probe-labels verified, from the start): it trains in the trusted stream with its verified labels."""
+    run = prepare_run(config(learn_probe_labels="verified", learn_relabel_confidence=0.5), tmp_path / "run")
+    calls, batches = [], []
+    loss, in_noisy_stream = Refurbishment.loss, run.weighter.in_noisy_stream
+
+    def spy(self, logits, labels, weights, candidates=None):
+        calls.append((run.weighter.mentor is not None, candidates.clone()))
+        return loss(self, logits, labels, weights, candidates)
+
+    monkeypatch.setattr(Refurbishment, "loss", spy)
+    run.weighter.in_noisy_stream = lambda indices: batches.append(indices.clone()) or in_noisy_stream(indices)
+    train(run)
+    steps = run.epochs * len(run.train_loader)
+    assert 0 < len(calls) < steps and all(fitted for fitted, _ in calls)  # from the first fit on, never before
+    probe = run.clean_parts.probe
+    released = [torch.isin(indices, probe) for indices in batches]
+    assert sum(int(r.sum()) for r in released) > 0  # the batches hold probe samples ...
+    assert all(torch.equal(candidates, ~r) for (_, candidates), r in zip(calls, released))  # ... never candidates
 
 
 def test_a_learned_run_with_relabelling_records_the_option_and_trains_differently(tmp_path):
