@@ -104,10 +104,16 @@ ABLATIONS = {name: {"learn_relabel_confidence": 0.0, **options} for name, option
 ABLATIONS.update({
     # the defaults of the previous release: no relabelling
     "learned_no_relabel": {"learn_relabel_confidence": 0.0},
-    # candidates measured beside them, with relabelling as the one change: the predicted class as the new label, at
-    # confidence 0.9 or 0.7 (the adopted defaults are confidence 0.9 with the posterior; docs/learned_choice.md)
-    "learned_relabel_0.9": {"learn_relabel_target": "prediction"},
-    "learned_relabel_0.7": {"learn_relabel_confidence": 0.7, "learn_relabel_target": "prediction"},
+    # candidates measured beside them, relabelling the samples of weight 0 from the first fit on (docs/learned_choice.md):
+    # by the posterior given the noisy label (the class of highest softmax x the probe's noise transition) at 0.9
+    "learned_relabel_posterior": {"learn_relabel_confidence": 0.9, "learn_relabel_target": "posterior",
+                                  "learn_relabel_in_burn_in": False},
+    # by the student's predicted class at 0.9 or 0.7
+    "learned_relabel_0.9": {"learn_relabel_confidence": 0.9, "learn_relabel_target": "prediction",
+                            "learn_relabel_in_burn_in": False},
+    "learned_relabel_0.7": {"learn_relabel_confidence": 0.7, "learn_relabel_target": "prediction",
+                            "learn_relabel_in_burn_in": False},
+    # (the posterior rule in the burn-in too, where every noisy sample has weight 0, was the fourth: the defaults now)
 })
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

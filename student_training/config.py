@@ -49,6 +49,7 @@ TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen
 # docs/learned_choice.md)
 RELABEL_CONFIDENCE_DEFAULT = 0.9
 RELABEL_TARGET_DEFAULT = "posterior"
+RELABEL_IN_BURN_IN_DEFAULT = True
 CLEAN_VALIDATION_SHARE = 0.2  # of the clean subset, held out when the clean subset is trained on
 DEFAULT_VALIDATION_FRACTION = 0.1
 # The weighting options that define loss_diff (its percentile and moving average): they do nothing for a MentorNet
@@ -281,9 +282,14 @@ class StudentConfig:
         RELABEL_CONFIDENCE_DEFAULT, metavar="C",
         help="With --mentornet learn: a noisy sample the MentorNet gives weight 0 is trained, at weight 1, on a new "
              "label when that label has probability >= C, in (0, 1) (label refurbishment, as SELFIE, Song et al. ICML "
-             "2019; see --learn-relabel-target). Not before the first fit, nor for a released probe sample; with "
+             "2019; see --learn-relabel-target and --learn-relabel-in-burn-in). Never a released probe sample; with "
              "--learn-weights soft no weight is 0, so nothing is relabelled. 0: such a sample is not trained on (the "
              "default until this option's release).")
+    learn_relabel_in_burn_in: bool = option(
+        RELABEL_IN_BURN_IN_DEFAULT,
+        help="With --learn-relabel-confidence C > 0: relabel in the burn-in before the first fit too, where every noisy "
+             "sample has weight --learn-burn-in-weight (0 by default, so every sure one is relabelled: self-training "
+             "from the trusted part's start); --no-learn-relabel-in-burn-in: from the first fit on.")
     learn_relabel_target: str = option(
         RELABEL_TARGET_DEFAULT, choices=("posterior", "prediction"),
         help="With --learn-relabel-confidence C > 0: posterior: the new label is the class of highest P(class | "
@@ -453,6 +459,9 @@ class StudentConfig:
         if not 0.0 <= self.learn_relabel_confidence < 1.0:
             raise ValueError(f"--learn-relabel-confidence must lie in (0, 1), or be 0 for no relabelling, got "
                              f"{self.learn_relabel_confidence}")
+        if self.learn_relabel_in_burn_in != RELABEL_IN_BURN_IN_DEFAULT and not self.learn_relabel_confidence:
+            raise ValueError("--no-learn-relabel-in-burn-in says when --learn-relabel-confidence relabels, and "
+                             "--learn-relabel-confidence 0 relabels nothing; drop one of them")
         if self.learn_relabel_target != RELABEL_TARGET_DEFAULT and not self.learn_relabel_confidence:
             raise ValueError("--learn-relabel-target chooses the label of --learn-relabel-confidence, and "
                              "--learn-relabel-confidence 0 relabels nothing; drop one of them")

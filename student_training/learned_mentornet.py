@@ -532,9 +532,10 @@ class Refurbishment:
     """``--learn-relabel-confidence``: a noisy-stream sample the MentorNet gives weight 0 is trained on a
     refurbished label when that label is sure enough, each such sample counting as one sample of the batch mean
     (label refurbishment as in SELFIE, Song, Kim and Lee, ICML 2019, §3.2, with the MentorNet's weight 0 in place
-    of its uncertainty test). The trainer applies it only once a MentorNet is in use (not in the burn-in before
-    the first fit) and never to a released probe sample; with ``--learn-weights soft`` no weight is exactly 0, so
-    nothing is relabelled.
+    of its uncertainty test). The trainer applies it in the burn-in before the first fit too, where every noisy
+    sample has weight ``--learn-burn-in-weight`` (unless ``--no-learn-relabel-in-burn-in``), and never to a
+    released probe sample; with ``--learn-weights soft`` no weight is exactly 0 after the first fit. The 2018
+    ResNet recipe's weight decay, scaled by the mean weight, does not count the relabelled samples.
 
     A ``[C, C]`` ``transition`` (``--learn-relabel-target posterior``, the default): the label is the class of
     highest posterior ``P(c | x, noisy label) ∝ softmax(x)_c · T[c, noisy label]`` (Bayes' rule with the probe's

@@ -772,7 +772,7 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             all_weights = torch.where(run.trusted_mask[indices], 1.0, all_weights)
         weights = all_weights[world.shard(len(all_weights))] if world.enabled else all_weights
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean() if decayed else None)
-        if run.refurbishment is not None and not run.weighter.last["burn_in"]:  # --learn-relabel-confidence
+        if run.refurbishment is not None and (config.learn_relabel_in_burn_in or not run.weighter.last["burn_in"]):
             candidates = run.weighter.in_noisy_stream(indices)  # not a released probe sample
             candidates = candidates[world.shard(len(candidates))] if world.enabled else candidates
             loss = loss + run.refurbishment.loss(logits.float(), labels, weights, candidates)

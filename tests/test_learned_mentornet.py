@@ -285,10 +285,12 @@ def test_the_posterior_relabelling_weighs_the_prediction_by_the_probes_noise_tra
                                 * chosen * kept).sum() / 4)
 
 
-def test_no_relabelling_in_the_burn_in_nor_of_a_released_probe(tmp_path, monkeypatch):
-    """Relabelling starts with the first fit's MentorNet and leaves the probe alone once it is released (with
-    --learn-probe-labels verified, from the start): it trains in the trusted stream with its verified labels."""
-    run = prepare_run(config(learn_probe_labels="verified", learn_relabel_confidence=0.5), tmp_path / "run")
+def test_relabelling_leaves_a_released_probe_alone_and_the_burn_in_if_asked(tmp_path, monkeypatch):
+    """With --no-learn-relabel-in-burn-in relabelling starts with the first fit's MentorNet; it never touches the
+    probe once released (with --learn-probe-labels verified, from the start): that trains in the trusted stream
+    with its verified labels. By default it relabels in the burn-in too."""
+    run = prepare_run(config(learn_probe_labels="verified", learn_relabel_confidence=0.5,
+                             learn_relabel_in_burn_in=False), tmp_path / "run")
     calls, batches = [], []
     loss, in_noisy_stream = Refurbishment.loss, run.weighter.in_noisy_stream
 
@@ -305,6 +307,10 @@ def test_no_relabelling_in_the_burn_in_nor_of_a_released_probe(tmp_path, monkeyp
     released = [torch.isin(indices, probe) for indices in batches]
     assert sum(int(r.sum()) for r in released) > 0  # the batches hold probe samples ...
     assert all(torch.equal(candidates, ~r) for (_, candidates), r in zip(calls, released))  # ... never candidates
+    calls.clear()
+    run = prepare_run(config(learn_relabel_confidence=0.5), tmp_path / "burn_in")  # the default: in the burn-in too
+    train(run)
+    assert len(calls) == steps and not calls[0][0] and calls[-1][0]  # every step, before the first fit too
 
 
 def test_a_learned_run_with_relabelling_records_the_option_and_trains_differently(tmp_path):
@@ -499,6 +505,8 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
     (["--learn-relabel-confidence", "0.5"], "--learn-relabel-confidence applies only with --mentornet learn"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-relabel-confidence", "0",
       "--learn-relabel-target", "prediction"], "--learn-relabel-confidence 0 relabels nothing; drop one of them"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-relabel-confidence", "0",
+      "--no-learn-relabel-in-burn-in"], "--learn-relabel-confidence 0 relabels nothing; drop one of them"),
     (["--train-on", "clean_subset"], "--train-on clean_subset needs a clean subset"),
     (["--train-on", "clean_subset", "--clean-subset-fraction", "0.3", "--mentornet", "mentornet_pd"],
      "there is nothing for a MentorNet to weight"),
@@ -635,7 +643,8 @@ def test_a_run_folder_of_an_earlier_release_reads_whatever_its_learn_defaults_we
         out.mkdir()
         made = StudentConfig(dataset="digits", noise=0.4, clean_subset_fraction=0.3, mentornet=mentornet)
         values = {**made.to_dict(), "learn_epochs": "5,10", "learn_threshold": 0.8}
-        for absent in ("learn_threshold_fallback", "learn_relabel_confidence", "learn_relabel_target"):
+        for absent in ("learn_threshold_fallback", "learn_relabel_confidence", "learn_relabel_target",
+                       "learn_relabel_in_burn_in"):
             del values[absent]  # options that release did not have
         (out / "config.json").write_text(json.dumps({"format_version": 2, "config": values}))
         saved, _ = read_config(out)
