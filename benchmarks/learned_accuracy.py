@@ -22,7 +22,7 @@ Every run is one ``train-student`` run folder with the same student, data subset
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
   ``learned_trusted_batch_16``, ``learned_threshold_fallback``, ``learned_threshold_min``,
   ``learned_small_probe``, ``learned_fits_to_50``, ``learned_fits_to_70``, ``learned_probe_verified``,
-  ``learned_relabel_0.9`` and ``learned_relabel_0.7`` are candidates that were measured,
+  ``learned_relabel_posterior`` and ``learned_relabel_0.9`` are candidates that were measured,
   ``learned_no_relabel`` is the previous release's defaults and ``learned_trusted_batch_64`` the defaults of the
   release before (see ``ABLATIONS`` and docs/learned_choice.md); every ablation but the relabelling ones keeps
   ``--learn-relabel-confidence 0``, as it was measured.
@@ -108,10 +108,8 @@ ABLATIONS.update({
     # by the posterior given the noisy label (the class of highest softmax x the probe's noise transition) at 0.9
     "learned_relabel_posterior": {"learn_relabel_confidence": 0.9, "learn_relabel_target": "posterior",
                                   "learn_relabel_in_burn_in": False},
-    # by the student's predicted class at 0.9 or 0.7
+    # by the student's predicted class at 0.9
     "learned_relabel_0.9": {"learn_relabel_confidence": 0.9, "learn_relabel_target": "prediction",
-                            "learn_relabel_in_burn_in": False},
-    "learned_relabel_0.7": {"learn_relabel_confidence": 0.7, "learn_relabel_target": "prediction",
                             "learn_relabel_in_burn_in": False},
     # (the posterior rule in the burn-in too, where every noisy sample has weight 0, was the fourth: the defaults now)
 })

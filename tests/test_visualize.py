@@ -207,3 +207,18 @@ def test_importing_visualize_chooses_no_backend():
             "assert m is None or m.rcParams._get_backend_or_none() is None\n")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+
+
+def test_a_run_label_names_only_the_options_that_apply_to_it():
+    from pathlib import Path
+
+    from visualize.runs import run_labels
+
+    folders = [Path("a"), Path("b"), Path("c")]
+    options = [{"mentornet": "none"},  # --learn-* do not apply: read_runs leaves them out
+               {"mentornet": "learn", "learn_relabel_confidence": 0.9},
+               {"mentornet": "learn", "learn_relabel_confidence": 0.0}]
+    assert run_labels(folders, options) == ["mentornet=none", "mentornet=learn, learn_relabel_confidence=0.9",
+                                            "mentornet=learn, learn_relabel_confidence=0"]
+    # an option only one run has is no difference
+    assert run_labels(folders[:2], options[:2]) == ["mentornet=none", "mentornet=learn"]

@@ -54,7 +54,9 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         config, payload = read_config(folder)
         planned = (payload.get("resolved") or {}).get("epochs", config.epochs)
         frames.append(frame.assign(folder=str(folder), planned_epochs=planned))
-        options.append(config.options())
+        # --learn-* options apply to --mentornet learn only: another run's are its defaults, not a difference
+        options.append({name: value for name, value in config.options().items()
+                        if config.learns_mentornet or not name.startswith("learn_")})
     labels = run_labels(folders, options)
     return pd.concat([frame.assign(run=label) for frame, label in zip(frames, labels)], ignore_index=True)
 
@@ -71,12 +73,14 @@ def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
-    """A legend label per run: the options in which the runs differ, else the folder names."""
-    differing = [name for name in options[0] if len({repr(o[name]) for o in options}) > 1]
+    """A legend label per run: the options in which the runs differ, else the folder names. An option a run
+    lacks (one that does not apply to it) is left out of its label and does not count as a difference."""
+    names = list(dict.fromkeys(name for o in options for name in o))
+    differing = [name for name in names if len({repr(o[name]) for o in options if name in o}) > 1]
     if not differing or len(differing) > _LABEL_OPTIONS_SHOWN:
         labels = [folder.name or str(folder) for folder in folders]
     else:
-        labels = [", ".join(f"{name}={format_value(o[name])}" for name in differing) for o in options]
+        labels = [", ".join(f"{name}={format_value(o[name])}" for name in differing if name in o) for o in options]
     if len(set(labels)) < len(labels):  # e.g. two folders of the same name
         labels = [str(folder) for folder in folders]
     return labels
