@@ -45,8 +45,8 @@ TRUSTED_BATCH_DEFAULT = 32
 # how the value check of an option with a fixed set of values names it (default: its flag)
 CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "precision": "precision"}
 TRUSTED_LOSS_DEFAULT = "per-sample"  # --learn-trusted-loss (mean before; chosen on validation, docs/learned_choice.md)
-# --learn-relabel-confidence and --learn-relabel-target (0, i.e. no relabelling, before; chosen on validation,
-# docs/learned_choice.md)
+# --learn-relabel-confidence, --learn-relabel-target and --learn-relabel-in-burn-in (0, i.e. no relabelling,
+# before; chosen on validation, docs/learned_choice.md)
 RELABEL_CONFIDENCE_DEFAULT = 0.9
 RELABEL_TARGET_DEFAULT = "posterior"
 RELABEL_IN_BURN_IN_DEFAULT = True
@@ -283,7 +283,7 @@ class StudentConfig:
         help="With --mentornet learn: a noisy sample the MentorNet gives weight 0 is trained, at weight 1, on a new "
              "label when that label has probability >= C, in (0, 1) (label refurbishment, as SELFIE, Song et al. ICML "
              "2019; see --learn-relabel-target and --learn-relabel-in-burn-in). Never a released probe sample; with "
-             "--learn-weights soft no weight is 0, so nothing is relabelled. 0: such a sample is not trained on (the "
+             "--learn-weights soft no weight is 0 after the first fit. 0: such a sample is not trained on (the "
              "default until this option's release).")
     learn_relabel_in_burn_in: bool = option(
         RELABEL_IN_BURN_IN_DEFAULT,

@@ -30,15 +30,18 @@ first fit every noisy sample has weight ``--learn-burn-in-weight``. After the la
 it gets weight 0 in the noisy stream and joins the trusted stream with its verified labels (with
 ``--learn-trusted-batch 0`` there is no trusted stream, and it leaves training). ``--learn-probe-labels
 verified`` releases it at the start instead: it trains with its verified labels throughout, and the fits see
-its losses under the noisy labels of a probe that was never trained on them.
+its losses under the noisy labels of a probe that was never trained on them. A noisy-stream sample of weight 0
+(every one in the burn-in, then those the MentorNet rejects; never a released probe sample) trains on a
+refurbished label when its posterior given the noisy label, with the probe's counted noise transition, is
+>= ``--learn-relabel-confidence`` (:class:`Refurbishment`).
 
 Why these choices (measured in the README's mlp regime; the 2018 values are reachable): fits from rows
 recorded while training define ``loss_diff`` exactly as the weighting uses it (a dump's percentile does
 not); fits every 5 progress epochs keep each fit close to the losses it is used on (a fit at 30 describes
 losses before its own weights shift them), and fits to the end follow the losses as the learning rate decays;
 a threshold is a decision, where a calibrated probability of about 0.27 on corrupted samples was enough
-for them to be memorised; the fallback and 32 trusted samples a step (64 before) were chosen on the
-validation split (docs/learned_choice.md); the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
+for them to be memorised; the fallback, 32 trusted samples a step (64 before) and the refurbished labels were chosen on
+the validation split (docs/learned_choice.md); the 2018 path (``--dump`` then ``learn-curriculum --dump``, or
 ``--relearn-mentor``) is unchanged.
 """
 
