@@ -7,6 +7,7 @@
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,9 +47,16 @@ def snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
 
 
+def _terminal_signals():
+    """In the child: SIGHUP as a terminal session has it. Under nohup the test process ignores it, the child would
+    inherit that, and cli.main rightly leaves an ignored SIGHUP ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def cli_process(*args, env=None):
     return subprocess.run([sys.executable, "cli.py", "--plugin", KILL_PLUGIN, *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+                          text=True, env={**os.environ, **(env or {})},
+                          preexec_fn=_terminal_signals if hasattr(signal, "SIGHUP") else None)
 
 
 @pytest.fixture(scope="module")
