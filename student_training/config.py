@@ -57,6 +57,11 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 LOSS_DIFF_OPTIONS = ("loss_p_percentile", "loss_moving_average_decay")
 
 
+def learn_only(name: str) -> bool:
+    """Whether option ``name`` (its field name) applies only to ``--mentornet learn`` (the ``--learn-*`` options)."""
+    return name.startswith("learn_")
+
+
 def has_fixed_threshold(values: Mapping) -> bool:
     """Whether learned-mode options ``values`` (field names) weight with a fixed ``--learn-threshold``, the only
     case ``--learn-threshold-fallback`` applies to (not ``--learn-precision``, not ``--learn-weights soft``)."""
@@ -415,7 +420,7 @@ class StudentConfig:
                 if given:
                     raise ValueError(f"--train-on {self.train_on} trains on the clean subset, which {other} needs held "
                                      "out (as noisy samples); drop one of them")
-        learn_given = [f.name for f in option_fields(StudentConfig) if f.name.startswith("learn_")
+        learn_given = [f.name for f in option_fields(StudentConfig) if learn_only(f.name)
                        and getattr(self, f.name) != f.default]
         if not self.learns_mentornet:
             if learn_given:
@@ -578,6 +583,12 @@ class StudentConfig:
         flat.update({f.name: self.weighter.get(f.name) for f in option_fields(WeighterConfig)})
         return flat
 
+    def applicable_options(self) -> dict:
+        """:meth:`options` without those that do not apply to this run (the ``--learn-*`` options of a run that does
+        not learn its MentorNet)."""
+        return {name: value for name, value in self.options().items()
+                if self.learns_mentornet or not learn_only(name)}
+
     def with_options(self, options: Mapping) -> "StudentConfig":
         """A copy with ``options`` (command-line names, weighting options flat) applied."""
         own = {k: v for k, v in options.items() if k in OWN_OPTIONS}
@@ -705,7 +716,7 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
-        return {k: v for k, v in values.items() if not k.startswith("learn_")}  # defaults of its release
+        return {k: v for k, v in values.items() if not learn_only(k)}  # defaults of its release
     values.setdefault("learn_relabel_confidence", 0.0)  # a learned run of a release without it relabelled nothing
     if not has_fixed_threshold(values):
         values.pop("learn_threshold_fallback", None)  # no fixed threshold: whatever its release recorded, it is unused

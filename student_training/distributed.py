@@ -49,6 +49,10 @@ class World:
         width = count // self.size
         return slice(self.rank * width, (self.rank + 1) * width)
 
+    def local(self, values: torch.Tensor) -> torch.Tensor:
+        """This rank's part of ``values``, a tensor over the global batch (all of it in one process)."""
+        return values[self.shard(len(values))] if self.enabled else values
+
 
 def world_from_env() -> World:
     """The torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); a single process without it."""

@@ -770,11 +770,10 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             all_weights = run.weighter.example_dropout(mentor_weights, run.weighter.last["epoch"])
         if run.trusted_mask is not None:  # trusted samples in the same batches: weight 1, verified labels
             all_weights = torch.where(run.trusted_mask[indices], 1.0, all_weights)
-        weights = all_weights[world.shard(len(all_weights))] if world.enabled else all_weights
+        weights = world.local(all_weights)
         loss = student_loss(losses, weights, decayed, decay, mean_weight=all_weights.mean() if decayed else None)
         if run.refurbishment is not None and (config.learn_relabel_in_burn_in or not run.weighter.last["burn_in"]):
-            candidates = run.weighter.in_noisy_stream(indices)  # not a released probe sample
-            candidates = candidates[world.shard(len(candidates))] if world.enabled else candidates
+            candidates = world.local(run.weighter.in_noisy_stream(indices))  # not a released probe sample
             loss = loss + run.refurbishment.loss(logits.float(), labels, weights, candidates)
         if run.trusted is not None:
             loss = loss + run.trusted.loss(run, model)

@@ -54,9 +54,7 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         config, payload = read_config(folder)
         planned = (payload.get("resolved") or {}).get("epochs", config.epochs)
         frames.append(frame.assign(folder=str(folder), planned_epochs=planned))
-        # --learn-* options apply to --mentornet learn only: another run's are its defaults, not a difference
-        options.append({name: value for name, value in config.options().items()
-                        if config.learns_mentornet or not name.startswith("learn_")})
+        options.append(config.applicable_options())  # another run's --learn-* defaults are no difference
     labels = run_labels(folders, options)
     return pd.concat([frame.assign(run=label) for frame, label in zip(frames, labels)], ignore_index=True)
 
