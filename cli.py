@@ -630,11 +630,14 @@ def _learned_threshold(config) -> str:
         return ""
     if config.learn_precision is not None:
         return f" set by each fit for probe precision {config.learn_precision:g}"
-    tau = f"{config.learn_threshold:g}"
-    fallback = {"precision": f" (a fit whose outputs never reach it selects down to probe precision {tau})",
-                "min": f" (each fit lowers it to the lowest output whose probe selection is still {tau} clean, where "
-                       f"that is below it)"}
-    return f" at {tau}{fallback.get(config.learn_threshold_fallback, '')}"
+    raised = config.learn_threshold_prior == "odds"
+    tau = "its raised threshold" if raised else f"{config.learn_threshold:g}"
+    fallback = {"precision": f"; a fit whose outputs never reach it selects down to a probe precision of {tau}",
+                "min": f"; each fit lowers it to the lowest output whose probe selection's clean share is at least "
+                       f"{tau}, where that is below it"}
+    prior = " read at an even prior, so raised by each fit's probe clean share" if raised else ""
+    rule = fallback.get(config.learn_threshold_fallback, "")
+    return f" at {config.learn_threshold:g}{prior}{f' ({rule[2:]})' if rule else ''}"
 
 
 def _precision_change(run) -> str:

@@ -41,6 +41,7 @@ LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its 
 THRESHOLD_DEFAULT = 0.9
 # --learn-threshold-fallback and --learn-trusted-batch (none and 64 before; chosen on validation, docs/learned_choice.md)
 THRESHOLD_FALLBACK_DEFAULT = "precision"
+THRESHOLD_PRIOR_DEFAULT = "none"
 TRUSTED_BATCH_DEFAULT = 32
 # how the value check of an option with a fixed set of values names it (default: its flag)
 CHOICE_NAMES = {"lr_schedule": "learning-rate schedule", "device": "device", "precision": "precision"}
@@ -248,6 +249,13 @@ class StudentConfig:
              "the probe rows it selects are clean (nothing, if no top rows are that clean); min: every fit, whether "
              "or not a row reaches TAU, lowers its threshold to that one where it is below TAU (never raises it; "
              "measured worse); none: it selects nothing (the default until this option's release).")
+    learn_threshold_prior: str = option(
+        THRESHOLD_PRIOR_DEFAULT, choices=("none", "odds"),
+        help="With --mentornet learn and a fixed --learn-threshold TAU (not with --learn-precision or --learn-weights "
+             "soft): none: TAU is the bar on the MentorNet's output, a probability of being clean whatever the noise "
+             "rate; odds: TAU is read at an even prior, so a fit whose probe is a share pi clean selects where the "
+             "output's odds are at least TAU/(1-TAU) x pi/(1-pi) (a likelihood ratio of TAU/(1-TAU), 9 at 0.9), never "
+             "below TAU: at 20% noise 0.973, at 40% 0.931, at 50% or more TAU itself.")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "
@@ -457,6 +465,10 @@ class StudentConfig:
             raise ValueError("--learn-threshold-fallback applies to a fixed --learn-threshold; "
                              + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
                                 "--learn-precision sets every fit's threshold itself"))
+        if self.learn_threshold_prior != THRESHOLD_PRIOR_DEFAULT and not has_fixed_threshold(vars(self)):
+            raise ValueError("--learn-threshold-prior applies to a fixed --learn-threshold; "
+                             + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
+                                "--learn-precision sets every fit's threshold itself"))
         if self.learn_weights == "soft" and self.learn_keep_rate != "none":
             raise ValueError("--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
@@ -598,6 +610,8 @@ class StudentConfig:
             raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
         if not has_fixed_threshold({**vars(self), **own}) and "learn_threshold_fallback" not in own:
             own["learn_threshold_fallback"] = THRESHOLD_FALLBACK_DEFAULT  # unused without a fixed threshold
+        if not has_fixed_threshold({**vars(self), **own}) and "learn_threshold_prior" not in own:
+            own["learn_threshold_prior"] = THRESHOLD_PRIOR_DEFAULT  # likewise
         return replace(self, **own, weighter={k: v for k, v in weighter.items() if v is not None})
 
 

@@ -246,18 +246,37 @@ def fit_threshold(v: torch.Tensor, clean: torch.Tensor, config: StudentConfig) -
 
     Why the fallback: a fit to few clean rows (about 34 of 200 probe images at 80% noise) can rank them almost
     perfectly (AUC 0.98) and still never output τ = 0.9, its probabilities held down by the corrupted majority;
-    without it such a fit selects nothing and the run trains on its trusted part alone (docs/learned_choice.md)."""
+    without it such a fit selects nothing and the run trains on its trusted part alone (docs/learned_choice.md).
+
+    With ``--learn-threshold-prior odds`` τ is first raised to :func:`prior_threshold` of the window's clean share
+    (rule ``odds`` when that raises it), and the fallback then works with the raised τ."""
     if config.learn_precision is not None:
         return precision_threshold(v, clean, config.learn_precision), "precision"
     threshold = config.learn_threshold
     if config.learn_weights != "threshold":
         return threshold, ""
+    fixed = "fixed"
+    if config.learn_threshold_prior == "odds":
+        raised = prior_threshold(threshold, float(clean.float().mean()) if len(clean) else 0.0)
+        if raised > threshold:
+            threshold, fixed = raised, "odds"
     rule, reached = config.learn_threshold_fallback, bool((v >= threshold).any())
     if rule == "min" or (rule == "precision" and not reached):
         lowered = precision_threshold(v, clean, threshold)
         if lowered < threshold or not reached:
             return lowered, "fallback"
-    return threshold, "fixed"
+    return threshold, fixed
+
+
+def prior_threshold(tau: float, clean_share: float) -> float:
+    """``--learn-threshold-prior odds``: the output (a fitted probability of being clean, whose prior is the probe's
+    ``clean_share`` π) at which the posterior odds are τ/(1−τ) · π/(1−π), i.e. the likelihood ratio is the one τ
+    demands at an even prior (Bayes' rule in odds form); never below ``tau``. 1.0 for a probe all clean (π = 1),
+    ``tau`` for π <= 0.5."""
+    if clean_share >= 1.0:
+        return 1.0
+    odds = tau / (1.0 - tau) * clean_share / (1.0 - clean_share)
+    return max(tau, odds / (1.0 + odds))
 
 
 class LearnedMentorWeighter:

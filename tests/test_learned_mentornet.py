@@ -21,7 +21,7 @@ from mentor_training.pretrained import load_mentornet
 from student_training.config import RELABEL_CONFIDENCE_DEFAULT, THRESHOLD_FALLBACK_DEFAULT, StudentConfig
 from student_training.data import load_dataset
 from student_training.learned_mentornet import LEARN_COLUMNS, Refurbishment, TrustedStream, fit_threshold, \
-    precision_threshold, probe_transition, split_clean_subset
+    precision_threshold, prior_threshold, probe_transition, split_clean_subset
 from student_training.loader import DeviceLoader, crop_flip
 from student_training.trainer import prepare_run, train
 from conftest import assert_one_line_error
@@ -101,6 +101,35 @@ def test_a_fit_whose_outputs_never_reach_the_threshold_falls_back_to_a_probe_pre
     assert fit_threshold(v, ~clean, config(learn_threshold_fallback="precision")) == (float("inf"), "fallback")
 
 
+def test_the_odds_prior_reads_the_threshold_at_an_even_prior():
+    # Bayes in odds form: posterior odds = likelihood ratio x prior odds; tau 0.9 asks for a ratio of 9
+    for share in (0.8, 0.6, 0.55):
+        raised = prior_threshold(0.9, share)
+        assert raised / (1 - raised) == pytest.approx(9 * share / (1 - share))
+    assert prior_threshold(0.9, 0.8) == pytest.approx(36 / 37)  # 20% noise: 0.973
+    assert prior_threshold(0.9, 0.5) == pytest.approx(0.9)  # an even prior: tau itself
+    assert prior_threshold(0.9, 0.2) == 0.9  # never below tau
+    assert prior_threshold(0.9, 1.0) == 1.0
+    v = torch.tensor([0.99, 0.98, 0.95, 0.92, 0.5])
+    clean = torch.tensor([True, True, True, False, True])  # 80% clean: the bar rises to 0.973
+    assert fit_threshold(v, clean, config(learn_threshold_prior="odds")) == (pytest.approx(36 / 37), "odds")
+    assert fit_threshold(v, clean, config()) == (0.9, "fixed")
+    mostly_corrupted = torch.tensor([True, False, False, False, False])
+    assert fit_threshold(v, mostly_corrupted, config(learn_threshold_prior="odds")) == (0.9, "fixed")
+    # no row reaches the raised bar: the fallback works with it (the top three rows are clean, the fourth is not)
+    assert fit_threshold(v - 0.05, clean, config(learn_threshold_prior="odds")) == (pytest.approx(0.90), "fallback")
+
+
+def test_the_start_up_line_says_how_the_threshold_is_set():
+    assert cli._learned_threshold(config()) == " at 0.9 (a fit whose outputs never reach it selects down to a probe " \
+        "precision of 0.9)"
+    assert cli._learned_threshold(config(learn_threshold_fallback="none")) == " at 0.9"
+    odds = cli._learned_threshold(config(learn_threshold_prior="odds"))
+    assert odds.startswith(" at 0.9 read at an even prior") and odds.endswith("a probe precision of its raised threshold)")
+    assert cli._learned_threshold(config(learn_precision=0.95)) == " set by each fit for probe precision 0.95"
+    assert cli._learned_threshold(config(learn_weights="soft")) == ""
+
+
 def test_a_nan_output_is_left_out_of_the_probe_precision():
     v = torch.tensor([float("nan"), 0.8, 0.6, 0.4])  # no threshold selects the NaN row, clean or not
     assert precision_threshold(v, torch.tensor([True, True, False, True]), 0.75) == pytest.approx(0.8)  # 2 of 3: 0.67
@@ -134,6 +163,9 @@ def test_an_old_learned_config_switched_to_per_fit_thresholds_drops_its_unused_f
     assert old.with_options({"learn_precision": 0.95}).learn_threshold_fallback == THRESHOLD_FALLBACK_DEFAULT
     assert old.with_options({"learn_weights": "soft"}).learn_weights == "soft"
     assert old.with_options({"learn_threshold": 0.8}).learn_threshold_fallback == "none"  # still a fixed threshold
+    odds = config(learn_threshold_prior="odds")  # likewise the prior, which also applies to a fixed threshold only
+    assert odds.with_options({"learn_precision": 0.95}).learn_threshold_prior == "none"
+    assert odds.with_options({"learn_threshold": 0.8}).learn_threshold_prior == "odds"
 
 
 def test_a_fit_that_ranks_well_but_never_reaches_the_threshold_selects_by_the_fallback():
@@ -494,6 +526,9 @@ def test_a_clean_subset_too_small_is_refused_with_the_smallest_fraction_that_wor
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-precision", "0.9",
       "--learn-threshold-fallback", "none" if THRESHOLD_FALLBACK_DEFAULT == "precision" else "precision"],
      "--learn-threshold-fallback applies to a fixed --learn-threshold; --learn-precision sets every fit's threshold"),
+    (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft",
+      "--learn-threshold-prior", "odds"],
+     "--learn-threshold-prior applies to a fixed --learn-threshold; --learn-weights soft has no threshold"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-weights", "soft", "--learn-keep-rate",
       "probe"], "--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing"),
     (["--mentornet", "learn", "--clean-subset-fraction", "0.3", "--learn-trusted-batch", "0", "--learn-burn-in-weight",
