@@ -595,7 +595,7 @@ def _describe_run(run) -> None:
     click.echo(f"labels: {run.noise.summary()}")
     click.echo(f"precision: {run.precision.describe()}" + _precision_change(run))
     recipe = run.recipe
-    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {config.lr} ({recipe.lr_schedule}), "
+    click.echo(f"optimiser: SGD momentum {config.momentum}, lr {recipe.lr} ({recipe.lr_schedule}), "
                f"weight decay {recipe.weight_decay} ({recipe.decay_mode}), batch {config.batch_size}, "
                f"{run.epochs} epoch{'s' * (run.epochs != 1)} = {run.total_steps} "
                f"step{'s' * (run.total_steps != 1)}, augment {config.augmented}")

@@ -112,7 +112,20 @@ def add_regime_arguments(parser) -> None:
     parser.add_argument("--studentnet", default="mlp")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (default: the student's own, as train-student)")
+
+
+def resolve_lr(args) -> None:
+    """Without ``--lr``, the student's own peak learning rate (as train-student takes it), written out: each
+    run folder records the number, so a grid resumes folders made before the default moved to the recipe."""
+    if args.lr is None:
+        from student_training.models import student_recipe
+
+        try:
+            args.lr = student_recipe(args.studentnet).lr
+        except ValueError as error:
+            raise SystemExit(f"Error: {error}") from None
 
 
 def apply_smoke(args, argv: list[str] | None, smoke: dict) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/mentormix_accuracy.py --out runs/mentormix_accuracy --learned my_mentornet.pt
         [--methods baseline,mixup,mentornet_pd,small_loss_mentornet,mentormix_pd,mentormix_learned]
         [--seeds 0,1,2] [--noise 0.2,0.4,0.8] [--dataset fashion-mnist] [--subset 5000] [--studentnet mlp]
-        [--epochs 100] [--batch-size 128] [--lr 0.1] [--alpha A] [--p P] [--second-reweight auto|on|off]
+        [--epochs 100] [--batch-size 128] [--lr LR] [--alpha A] [--p P] [--second-reweight auto|on|off]
         [--tune [--alphas 2,4,8] [--ps 0.5,0.6,0.7,0.8] [--tune-seeds 0] [--validation-fraction 0.1]
                 [--validation-labels noisy|clean]]
         [--smoke]
@@ -58,7 +58,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _grid import add_regime_arguments, apply_smoke, mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
+from _grid import (add_regime_arguments, apply_smoke, mean_sd, resolve_lr, say, summary_of,  # noqa: E402
+                   train_folder, did as _did)
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 from student_training.host_memory import keep_freed_memory  # noqa: E402
@@ -288,6 +289,7 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 3 epochs, 2 seeds")
     args = parser.parse_args(argv)
     apply_smoke(args, argv, SMOKE)
+    resolve_lr(args)
     args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]

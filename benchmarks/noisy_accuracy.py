@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--studentnet", default="mlp")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (default: the student's own, as train-student)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clean-subset-fraction", type=float, default=0.0,
                         help="hold this fraction out as a clean subset (for every method, so all train on the same "

@@ -181,7 +181,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
         elif part == "glue":
             for callback in stepping:
                 callback.on_step(run, step)
-            lr = learning_rate(step, steps, config.lr, schedule)
+            lr = learning_rate(step, steps, run.recipe.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             all_losses, predictions = gather_batch(losses, logits, world)
@@ -193,7 +193,7 @@ def _replay(run, weighter, batches, steps: int, window: range, part: str) -> tup
         else:  # everything, in the order of train_one_epoch
             for callback in stepping:
                 callback.on_step(run, step)
-            lr = learning_rate(step, steps, config.lr, schedule)
+            lr = learning_rate(step, steps, run.recipe.lr, schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             all_losses, predictions = gather_batch(losses, logits, world)

@@ -163,7 +163,9 @@ class StudentConfig:
                                    help="Stop after this many steps instead (2018: --max_number_of_steps, 39000 for "
                                         "ResNet).")
     batch_size: int = option(128, metavar="B", help="Samples per step (the global batch under torchrun).")
-    lr: float = option(0.1, metavar="LR", help="Peak learning rate (2018: --learning_rate).")
+    lr: float | None = option(None, metavar="LR",
+                              help="Peak learning rate (2018: --learning_rate). Default: the student's own, 0.02 for "
+                                   "preact_resnet18 (DivideMix's) and 0.1 for the others (2018's).")
     lr_schedule: str = option("auto", metavar="NAME", choices=LR_SCHEDULES,
                               help="auto: the student's own (the 2018 piecewise schedule for resnet101, exponential "
                                    "for inception, cosine for the others); baseline_2018: the 2018 ResNet "
@@ -374,8 +376,8 @@ class StudentConfig:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
-        if not 0 < self.lr < math.inf:
-            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
         check_seed(self.seed)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
@@ -532,8 +534,10 @@ class StudentConfig:
 
     @property
     def recipe(self) -> TrainingRecipe:
-        """The student's training recipe with this run's ``--lr-schedule`` and ``--weight-decay``."""
+        """The student's training recipe with this run's ``--lr``, ``--lr-schedule`` and ``--weight-decay``."""
         recipe = student_recipe(self.studentnet)
+        if self.lr is not None:
+            recipe = replace(recipe, lr=self.lr)
         if self.lr_schedule != "auto":
             recipe = replace(recipe, lr_schedule=self.lr_schedule)
         if self.weight_decay is not None:

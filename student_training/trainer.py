@@ -185,7 +185,7 @@ class Run:
         """What the config's defaults meant for this run (``config.json``'s ``resolved``)."""
         recipe = self.recipe
         return {"weighter": self.weighting.to_dict() if self.weighting is not None else None,
-                "mentornet_sha256": self.mentornet_sha256, "lr_schedule": recipe.lr_schedule,
+                "mentornet_sha256": self.mentornet_sha256, "lr": recipe.lr, "lr_schedule": recipe.lr_schedule,
                 "weight_decay": recipe.weight_decay, "decay_mode": recipe.decay_mode, "pad": recipe.pad,
                 "augment": self.config.augmented, "epochs": self.epochs, "total_steps": self.total_steps,
                 "device": str(self.device), "precision": self.precision.name,
@@ -294,8 +294,8 @@ def check_resume_changes(out: Path, changed: list[tuple[str, object, object]]) -
     resume (all but :data:`~student_training.config.RESUME_SAFE`)."""
     unsafe = [change for change in changed if change[0] not in RESUME_SAFE and not same_option(*change)]
     if unsafe:
-        listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has {format_value(old)})"
-                           for name, old, new in unsafe)
+        listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has "
+                           f"{'its default' if old is None else format_value(old)})" for name, old, new in unsafe)
         safe = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_SAFE)
         raise ValueError(f"cannot resume {out} with changed options: {listed}; only {safe} may change on resume")
 
@@ -415,12 +415,15 @@ def _noisy_labels(config: StudentConfig, data: ImageDataset) -> NoiseResult:
                              num_classes=data.num_classes, seed=config.seed, dataset=config.dataset)
 
 
-def _optimizer(model: torch.nn.Module, config: StudentConfig, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, recipe: TrainingRecipe, momentum: float) -> torch.optim.Optimizer:
+    """SGD at ``recipe.lr`` with ``momentum``; plain weight decay (``decay_mode`` ``sgd``) on the weight matrices
+    and kernels only, never on biases or batch-norm parameters (the ``scaled`` 2018 decay is added to the loss
+    in the training step instead)."""
     weights = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
     decay = recipe.weight_decay if recipe.decay_mode == "sgd" else 0.0
     groups = [{"params": weights, "weight_decay": decay}, {"params": others, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=momentum)
 
 
 def prepare_run(config: StudentConfig | None, out: str | os.PathLike, *, resume: bool = False,
@@ -543,7 +546,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
     precision = Precision.create(resolve_precision(config.precision, device), device)
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
-              optimizer=_optimizer(model, config, recipe), weighter=weighter, weighting=weighting,
+              optimizer=make_optimizer(model, recipe, config.momentum), weighter=weighter, weighting=weighting,
               mentornet_sha256=mentor_sha256, recipe=recipe, train_loader=train_loader, test_loader=test_loader,
               validation_loader=_validation_loader(config, recipe, data, noise, verified, parts, device),
               epochs=epochs, total_steps=total_steps, precision=precision, mentormix=mentormix,
@@ -752,7 +755,7 @@ def train_one_epoch(run: Run, epoch: int, callbacks: list[Callback] | tuple = ()
             break
         for callback in callbacks:
             callback.on_step(run, step)
-        lr = learning_rate(step, run.total_steps, config.lr, run.recipe.lr_schedule)
+        lr = learning_rate(step, run.total_steps, run.recipe.lr, run.recipe.lr_schedule)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         if run.mentormix is not None:
@@ -844,7 +847,7 @@ def epoch_row(run: Run, epoch: int, stats: EpochStats, test_accuracy: float, val
     return {
         "epoch": epoch + 1,
         "step": step,
-        "lr": learning_rate(step - 1, run.total_steps, run.config.lr, run.recipe.lr_schedule),
+        "lr": learning_rate(step - 1, run.total_steps, run.recipe.lr, run.recipe.lr_schedule),
         "loss": float(stats.loss) / count,
         "weighted_loss": float(stats.weighted_loss) / count,
         "mean_weight": float(stats.weight) / count,

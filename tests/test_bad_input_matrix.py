@@ -100,7 +100,7 @@ CASES = [
               "--out", "r"], "must start with the header sample_id,label", 2),
     ("value", ["train-student", *DIGITS, "--noise", "1.5", "--out", "r"], "noise rate must lie in [0, 1]", 2),
     ("value", ["train-student", *DIGITS, "--epochs", "0", "--out", "r"], "--epochs must be >= 1", 2),
-    ("value", ["train-student", *DIGITS, "--lr", "-1", "--out", "r"], "learning rate must be a finite number > 0", 2),
+    ("value", ["train-student", *DIGITS, "--lr", "-1", "--out", "r"], "--lr must be a finite number > 0", 2),
     ("value", ["train-student", *DIGITS, "--mentornet", "mentornet_pd", "--example-dropout-rates", "0.5,90",
                "--out", "r"], "sum to 90", 2),
     ("value", ["train-student", *DIGITS, "--validation-fraction", "1.2", "--out", "r"], "--validation-fraction", 2),

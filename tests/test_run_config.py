@@ -179,7 +179,7 @@ def test_resume_refuses_changed_options_and_names_each(tmp_path):
     assert killed.returncode == 137
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     result = train("--out", str(out), "--resume", "--epochs", "5", "--lr", "0.5", "--mentornet", "self_paced_mentornet")
-    assert_one_line_error(result, "--epochs 5 (the run has 3)", "--lr 0.5 (the run has 0.1)",
+    assert_one_line_error(result, "--epochs 5 (the run has 3)", "--lr 0.5 (the run has its default)",
                           "--mentornet self_paced_mentornet (the run has mentornet_pd)", "--device")
     assert result.exit_code == 2
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
