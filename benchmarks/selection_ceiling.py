@@ -4,9 +4,10 @@ choice of the noisy set's right labels, and plus the selections a student can ma
     python benchmarks/selection_ceiling.py [--settings symmetric:0.8] [--seeds 0,1,2] [--out docs/selection_ceiling]
         [--dataset fashion-mnist] [--subset 5000] [--studentnet mlp] [--epochs 100] [--clean-subset-fraction 0.1]
 
-The README's CPU regime (mlp on 5,000 Fashion-MNIST images, 100 epochs, SGD momentum 0.9, cosine from 0.1, batch
-128), with the grid's noisy labels and clean subset for each seed: ``make_noisy_labels`` and ``split_clean_subset``
-as ``train-student --train-on clean_subset`` draws them (a fifth of the clean subset is the validation split, the
+The README's CPU regime by default (mlp on 5,000 Fashion-MNIST images, 100 epochs, batch 128) and the student's
+own recipe as train-student uses it (for the mlp: SGD momentum 0.9, cosine from 0.1, no weight decay), with the
+grid's noisy labels and clean subset for each seed: ``make_noisy_labels`` and ``split_clean_subset`` as
+``train-student --train-on clean_subset`` draws them (a fifth of the clean subset is the validation split, the
 other 400 images are trained on). Each row trains a fresh student, the same initialisation and loop for every row,
 on the 400 verified images plus a set S of noisy-set samples:
 
@@ -48,26 +49,46 @@ from student_training.learned_mentornet import split_clean_subset  # noqa: E402
 from student_training.loader import DeviceLoader  # noqa: E402
 from student_training.models import create_student  # noqa: E402
 from student_training.noise import make_noisy_labels  # noqa: E402
-from student_training.trainer import learning_rate  # noqa: E402
+from student_training.config import StudentConfig  # noqa: E402
+from student_training.trainer import learning_rate, make_optimizer  # noqa: E402
 
 ROWS = ("clean_only", "oracle_right", "oracle_easy", "agreement", "agreement_0.99", "self_training_0.99")
 CONFIDENCE = 0.99
 
 
-def train_student(data, labels: torch.Tensor, indices: torch.Tensor, args, seed: int) -> torch.nn.Module:
-    """A fresh student (seeded) trained on the pool ``indices`` with ``labels`` (a pool-sized label tensor)."""
-    model = create_student(args.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
-                           image_size=data.image_size, seed=seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    loader = DeviceLoader(data.train_images, labels, indices, batch_size=min(128, len(indices)), augment=False,
-                          seed=seed, device="cpu")
-    total, step = args.epochs * len(loader), 0
+def run_config(args, noise_type: str, rate: float, seed: int) -> StudentConfig:
+    """``train-student --train-on clean_subset``'s configuration for one setting and seed: it validates every
+    option (the noise type and rate, epochs, learning rate, batch, clean-subset fraction) before anything trains,
+    and its recipe (learning rate, schedule, weight decay, augmentation) is the one each row trains with."""
+    config = StudentConfig(dataset=args.dataset, data_dir=args.data_dir, subset=args.subset or None,
+                           noise=rate, noise_type=noise_type, studentnet=args.studentnet, mentornet="none",
+                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                           clean_subset_fraction=args.clean_subset_fraction, train_on="clean_subset",
+                           record_samples=False, device="cpu")
+    if config.recipe.decay_mode == "scaled":
+        raise ValueError(f"--studentnet {args.studentnet}'s 2018 weight decay is scaled by the sample weights of "
+                         "train-student's weighting, which this benchmark does not run; choose another student")
+    return config
+
+
+def train_student(data, labels: torch.Tensor, indices: torch.Tensor, config: StudentConfig) -> torch.nn.Module:
+    """A fresh student (seeded) trained on the pool ``indices`` with ``labels`` (a pool-sized label tensor), as
+    train-student trains one: its recipe's optimiser, schedule, augmentation and weight decay, one batch of
+    at most ``--batch-size`` of the pool a step."""
+    recipe = config.recipe
+    model = create_student(config.studentnet, num_classes=data.num_classes, in_channels=data.in_channels,
+                           image_size=data.image_size, seed=config.seed)
+    optimizer = make_optimizer(model, recipe, config.momentum)
+    loader = DeviceLoader(data.train_images, labels, indices, batch_size=min(config.batch_size, len(indices)),
+                          augment=config.augmented, pad=recipe.pad, seed=config.seed, device="cpu",
+                          channels_last=recipe.channels_last)
+    total, step = config.epochs * len(loader), 0
     model.train()
-    for epoch in range(args.epochs):
+    for epoch in range(config.epochs):
         loader.set_epoch(epoch)
         for images, targets, _ in loader:
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, args.lr, "cosine")
+                group["lr"] = learning_rate(step, total, recipe.lr, recipe.lr_schedule)
             loss = F.cross_entropy(model(images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -83,12 +104,13 @@ def probabilities(model: torch.nn.Module, data, indices: torch.Tensor) -> torch.
     return torch.cat([F.softmax(model(images), dim=1) for images, _, _ in loader])
 
 
-def one_setting(args, noise_type: str, rate: float, seed: int) -> list[dict]:
-    data = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset or None,
-                        clean_subset_fraction=args.clean_subset_fraction, seed=seed)
+def one_setting(config: StudentConfig) -> list[dict]:
+    noise_type, rate, seed = config.noise_type, config.noise, config.seed
+    data = load_dataset(config.dataset, data_dir=config.data_dir, subset=config.subset,
+                        clean_subset_fraction=config.clean_subset_fraction, seed=seed)
     truth = data.train_labels
     noisy = torch.as_tensor(make_noisy_labels(truth, noise_type=noise_type, rate=rate, num_classes=data.num_classes,
-                                              seed=seed, dataset=args.dataset).noisy_labels)
+                                              seed=seed, dataset=config.dataset).noisy_labels)
     subset = data.clean_subset_indices
     parts = split_clean_subset(subset, truth[subset], probe_fraction=None, validation=True, seed=seed)
     trusted, noisy_set = parts.trusted, data.train_indices
@@ -98,7 +120,7 @@ def one_setting(args, noise_type: str, rate: float, seed: int) -> list[dict]:
                               shuffle=False, drop_last=False, device="cpu")
     labels = noisy.clone()
     labels[trusted] = truth[trusted]
-    m0 = train_student(data, labels, trusted, args, seed)
+    m0 = train_student(data, labels, trusted, config)
     p0 = probabilities(m0, data, noisy_set)
     confidence, predicted = p0.max(dim=1)
     right = noisy[noisy_set] == truth[noisy_set]
@@ -117,7 +139,7 @@ def one_setting(args, noise_type: str, rate: float, seed: int) -> list[dict]:
             step_labels = labels.clone()
             step_labels[chosen] = predicted[mask] if source is None else source[chosen]
             chosen_labels = step_labels[chosen]
-            model = train_student(data, step_labels, torch.cat([trusted, chosen]), args, seed)
+            model = train_student(data, step_labels, torch.cat([trusted, chosen]), config)
         rows.append({"setting": f"{noise_type} {rate:g}", "row": name, "seed": seed, "added": len(chosen),
                      "precision": float((chosen_labels == truth[chosen]).float().mean()) if len(chosen) else math.nan,
                      "test_accuracy": accuracy(model, test), "val_accuracy": accuracy(model, validation)})
@@ -138,11 +160,14 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--settings", default="symmetric:0.8", help="TYPE:RATE,... (e.g. symmetric:0.4,pairflip:0.45)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", default="runs/selection_ceiling")
+    parser.add_argument("--settings", default="symmetric:0.8",
+                        help="noise settings TYPE:RATE,... (e.g. symmetric:0.4,pairflip:0.45) [symmetric:0.8]")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds, each a noise draw, clean subset and student [0,1,2]")
+    parser.add_argument("--out", default="runs/selection_ceiling",
+                        help="folder for results.csv and results.md [runs/selection_ceiling]")
     parser.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default: the toolkit's search)")
-    parser.add_argument("--clean-subset-fraction", type=float, default=0.1)
+    parser.add_argument("--clean-subset-fraction", type=float, default=0.1,
+                        help="share of the pool with verified labels; a fifth of it validates, the rest trains [0.1]")
     add_regime_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
@@ -152,11 +177,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     except ValueError:
         raise SystemExit(f"Error: --settings are TYPE:RATE,... and --seeds integers; got {args.settings!r} and "
                          f"{args.seeds!r}") from None
+    if any(seed < 0 for seed in seeds):
+        raise SystemExit(f"Error: --seeds must be integers >= 0, got {args.seeds!r}")
     rows = []
     try:
-        for kind, rate in settings:
-            for seed in seeds:
-                rows += one_setting(args, kind, rate, seed)
+        configs = [run_config(args, kind, rate, seed) for kind, rate in settings for seed in seeds]  # all, first
+        for config in configs:
+            rows += one_setting(config)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"Error: {error}") from None
     frame = pd.DataFrame(rows)

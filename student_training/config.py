@@ -257,7 +257,7 @@ class StudentConfig:
              "soft): none: TAU is the bar on the MentorNet's output, a probability of being clean whatever the noise "
              "rate; odds: TAU is read at an even prior, so a fit whose probe is a share pi clean selects where the "
              "output's odds are at least TAU/(1-TAU) x pi/(1-pi) (a likelihood ratio of TAU/(1-TAU), 9 at 0.9), never "
-             "below TAU: at 20% noise 0.973, at 40% 0.931, at 50% or more TAU itself.")
+             "below TAU: 0.931 at a clean share of 60%, 0.973 at 80%, TAU itself at 50% or less.")
     learn_keep_rate: str = option(
         "none", choices=("none", "probe"),
         help="With --mentornet learn --learn-weights threshold: probe caps each batch's selection at the share of "
@@ -463,14 +463,12 @@ class StudentConfig:
                                             or self.learn_precision is not None):
             raise ValueError("--learn-weights soft uses the MentorNet's output as the weight, with no threshold; drop "
                              f"{'--learn-precision' if self.learn_precision is not None else '--learn-threshold'}")
-        if self.learn_threshold_fallback != THRESHOLD_FALLBACK_DEFAULT and not has_fixed_threshold(vars(self)):
-            raise ValueError("--learn-threshold-fallback applies to a fixed --learn-threshold; "
-                             + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
-                                "--learn-precision sets every fit's threshold itself"))
-        if self.learn_threshold_prior != THRESHOLD_PRIOR_DEFAULT and not has_fixed_threshold(vars(self)):
-            raise ValueError("--learn-threshold-prior applies to a fixed --learn-threshold; "
-                             + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
-                                "--learn-precision sets every fit's threshold itself"))
+        for name, default in (("learn_threshold_fallback", THRESHOLD_FALLBACK_DEFAULT),
+                              ("learn_threshold_prior", THRESHOLD_PRIOR_DEFAULT)):
+            if getattr(self, name) != default and not has_fixed_threshold(vars(self)):
+                raise ValueError(f"{flag_name(name)} applies to a fixed --learn-threshold; "
+                                 + ("--learn-weights soft has no threshold" if self.learn_weights == "soft" else
+                                    "--learn-precision sets every fit's threshold itself"))
         if self.learn_weights == "soft" and self.learn_keep_rate != "none":
             raise ValueError("--learn-keep-rate caps a thresholded selection; --learn-weights soft selects nothing")
         if not 0.0 <= self.learn_burn_in_weight <= 1.0:
