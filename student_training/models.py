@@ -39,7 +39,7 @@ DECAY_MODES = ("sgd", "scaled", "none")
 class TrainingRecipe:
     """How a student trains unless a run says otherwise (spec §4.4-4.6 for the 2018 students).
 
-    ``lr`` is the peak learning rate (SGD, momentum 0.9); ``lr_schedule`` names a schedule of
+    ``lr`` is the peak learning rate of SGD (``--lr`` overrides it); ``lr_schedule`` names a schedule of
     :func:`student_training.trainer.learning_rate`; ``decay_mode``
     is ``sgd`` (plain SGD weight decay on weight matrices), ``scaled`` (the 2018 ResNet's
     ``wd · Σ‖W‖² / 2`` times the mean sample weight) or ``none``; ``pad`` is the random crop's padding
