@@ -452,7 +452,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             base = resume_config(Path(out_dir), None)
             # the options typed that may not change, named before the merged config is checked as a whole
             check_resume_changes(Path(out_dir), [(name, getattr(base, name), value) for name, value in given.items()
-                                                 if hasattr(base, name) and getattr(base, name) != value])
+                                                 if hasattr(base, name) and getattr(base, name) != value], saved=base)
             config = base.with_options(given)
         elif config_file:
             base = read_config_file(config_file)
@@ -460,7 +460,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             note = _run_length_note(base, config, config_file)
             for name, old, new in describe_changes(base, config):
                 click.echo(note if name == "max_steps" and note else
-                           f"--{name.replace('_', '-')} {format_value(new)} overrides {format_value(old)} "
+                           f"--{name.replace('_', '-')} {format_value(new)} overrides {base.shown(name)} "
                            f"from {config_file}")
         else:
             config = StudentConfig().with_options(options)

@@ -25,7 +25,7 @@ def folder_state(folder: Path, config: StudentConfig) -> str:
     saved, payload = read_config(folder)
     changes = describe_changes(saved, config)
     if changes:
-        listed = ", ".join(f"{name} {old!r} (asked {new!r})" for name, old, new in changes)
+        listed = ", ".join(f"{name} {saved.shown(name)} (asked {config.shown(name)})" for name, _, _ in changes)
         raise SystemExit(f"Error: {folder} holds a run with other options: {listed}; choose another --out")
     change = mentornet_file_change(folder, config)  # the same path, another file behind it
     if change:
@@ -114,18 +114,6 @@ def add_regime_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=None,
                         help="peak learning rate (default: the student's own, as train-student)")
-
-
-def resolve_lr(args) -> None:
-    """Without ``--lr``, the student's own peak learning rate (as train-student takes it), written out: each
-    run folder records the number, so a grid resumes folders made before the default moved to the recipe."""
-    if args.lr is None:
-        from student_training.models import student_recipe
-
-        try:
-            args.lr = student_recipe(args.studentnet).lr
-        except ValueError as error:
-            raise SystemExit(f"Error: {error}") from None
 
 
 def apply_smoke(args, argv: list[str] | None, smoke: dict) -> None:

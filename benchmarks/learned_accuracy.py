@@ -49,8 +49,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import pandas as pd  # noqa: E402
 
-from _grid import (add_regime_arguments, apply_smoke, did, folder_state, mean_sd, resolve_lr, say,  # noqa: E402
-                   summary_of, train_folder)
+from _grid import add_regime_arguments, apply_smoke, did, folder_state, mean_sd, say, summary_of, train_folder  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 from student_training.host_memory import keep_freed_memory  # noqa: E402
@@ -228,7 +227,6 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 6 epochs, 2 seeds")
     args = parser.parse_args(argv)
     apply_smoke(args, argv, SMOKE)
-    resolve_lr(args)
     args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS and m not in ABLATIONS]

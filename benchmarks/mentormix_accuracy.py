@@ -58,8 +58,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _grid import (add_regime_arguments, apply_smoke, mean_sd, resolve_lr, say, summary_of,  # noqa: E402
-                   train_folder, did as _did)
+from _grid import add_regime_arguments, apply_smoke, mean_sd, say, summary_of, train_folder, did as _did  # noqa: E402
 from _table import markdown_table  # noqa: E402
 from student_training.config import StudentConfig  # noqa: E402
 from student_training.host_memory import keep_freed_memory  # noqa: E402
@@ -289,7 +288,6 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny setting for tests: digits, 3 epochs, 2 seeds")
     args = parser.parse_args(argv)
     apply_smoke(args, argv, SMOKE)
-    resolve_lr(args)
     args.subset = args.subset or None
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]

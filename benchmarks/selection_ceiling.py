@@ -104,15 +104,30 @@ def probabilities(model: torch.nn.Module, data, indices: torch.Tensor) -> torch.
     return torch.cat([F.softmax(model(images), dim=1) for images, _, _ in loader])
 
 
+def setting_data(config: StudentConfig):
+    """The data, noisy labels and clean-subset parts of one setting and seed, as train-student draws them;
+    ``ValueError`` when the trusted part is too small to train on or the validation split is empty (as
+    ``train-student --train-on clean_subset`` refuses them)."""
+    data = load_dataset(config.dataset, data_dir=config.data_dir, subset=config.subset,
+                        clean_subset_fraction=config.clean_subset_fraction, seed=config.seed)
+    truth = data.train_labels
+    noisy = torch.as_tensor(make_noisy_labels(truth, noise_type=config.noise_type, rate=config.noise,
+                                              num_classes=data.num_classes, seed=config.seed,
+                                              dataset=config.dataset).noisy_labels)
+    subset = data.clean_subset_indices
+    parts = split_clean_subset(subset, truth[subset], probe_fraction=None, validation=True, seed=config.seed)
+    if len(parts.trusted) < 2 or len(parts.validation) < 1:
+        trusted, held = len(parts.trusted), len(parts.validation)
+        raise ValueError(f"--clean-subset-fraction {config.clean_subset_fraction:g} leaves {trusted} verified "
+                         f"training image{'s' * (trusted != 1)} and {held} validation image{'s' * (held != 1)}; "
+                         "raise it")
+    return data, noisy, parts
+
+
 def one_setting(config: StudentConfig) -> list[dict]:
     noise_type, rate, seed = config.noise_type, config.noise, config.seed
-    data = load_dataset(config.dataset, data_dir=config.data_dir, subset=config.subset,
-                        clean_subset_fraction=config.clean_subset_fraction, seed=seed)
+    data, noisy, parts = setting_data(config)
     truth = data.train_labels
-    noisy = torch.as_tensor(make_noisy_labels(truth, noise_type=noise_type, rate=rate, num_classes=data.num_classes,
-                                              seed=seed, dataset=config.dataset).noisy_labels)
-    subset = data.clean_subset_indices
-    parts = split_clean_subset(subset, truth[subset], probe_fraction=None, validation=True, seed=seed)
     trusted, noisy_set = parts.trusted, data.train_indices
     test = DeviceLoader(data.test_images, data.test_labels, None, batch_size=1000, augment=False, shuffle=False,
                         drop_last=False, device="cpu")
@@ -182,6 +197,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     try:
         configs = [run_config(args, kind, rate, seed) for kind, rate in settings for seed in seeds]  # all, first
+        for config in configs:
+            setting_data(config)  # the data-dependent checks too, before anything trains
         for config in configs:
             rows += one_setting(config)
     except (ValueError, FileNotFoundError) as error:

@@ -169,8 +169,8 @@ class StudentConfig:
     lr_schedule: str = option("auto", metavar="NAME", choices=LR_SCHEDULES,
                               help="auto: the student's own (the 2018 piecewise schedule for resnet101, exponential "
                                    "for inception, cosine for the others); baseline_2018: the 2018 ResNet "
-                                   "baseline's (0.1, then 0.01 from step 19531 of 39000); mentormix_2020: "
-                                   "MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to the run).")
+                                   "baseline's (the peak, then a tenth of it from step 19531 of 39000); "
+                                   "mentormix_2020: MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to the run).")
     momentum: float = option(0.9, metavar="M", help="SGD momentum.")
     weight_decay: float | None = option(None, metavar="WD",
                                         help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for "
@@ -597,6 +597,13 @@ class StudentConfig:
         flat.update({f.name: self.weighter.get(f.name) for f in option_fields(WeighterConfig)})
         return flat
 
+    def shown(self, name: str) -> str:
+        """Option ``name``'s value as messages print it; ``None`` is the default it stands for."""
+        value = self.options()[name]
+        if value is None:
+            return f"the student's default ({format_value(self.recipe.lr)})" if name == "lr" else "its default"
+        return format_value(value)
+
     def applicable_options(self) -> dict:
         """:meth:`options` without those that do not apply to this run (the ``--learn-*`` options of a run that does
         not learn its MentorNet)."""
@@ -731,6 +738,9 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         return values
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
+    recorded_lr = (payload.get("resolved") or {}).get("lr")
+    if values.get("lr") is None and isinstance(recorded_lr, (int, float)) and not isinstance(recorded_lr, bool):
+        values["lr"] = recorded_lr  # the rate it ran at: a later change of the student's default changes no resume
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         return {k: v for k, v in values.items() if not learn_only(k)}  # defaults of its release
     values.setdefault("learn_relabel_confidence", 0.0)  # a learned run of a release without it relabelled nothing
@@ -742,9 +752,11 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
 
 
 def describe_changes(old: StudentConfig, new: StudentConfig) -> list[tuple[str, object, object]]:
-    """``(option, old value, new value)`` for every option that differs, by command-line name."""
+    """``(option, old value, new value)`` for every option that differs, by command-line name. ``lr`` differs only
+    when the learning rates differ: ``None`` (the student's own) equals the number it stands for."""
     before, after = old.options(), new.options()
-    return [(name, before[name], after[name]) for name in after if before[name] != after[name]]
+    return [(name, before[name], after[name]) for name in after
+            if before[name] != after[name] and not (name == "lr" and old.recipe.lr == new.recipe.lr)]
 
 
 def format_value(value) -> str:

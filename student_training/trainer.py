@@ -282,20 +282,25 @@ def resume_config(out: Path, config: StudentConfig | None) -> StudentConfig:
     if config is None:
         return saved
     changes = describe_changes(saved, config)
-    check_resume_changes(out, changes)
+    check_resume_changes(out, changes, saved=saved, asked=config)
     # a path typed from elsewhere that names the run's own file: the run's value stays (it is what config.json
     # records, read from the folder the run began in), so its checkpoints never hold a path relative to here
     kept = {name: old for name, old, new in changes if name not in RESUME_SAFE and same_option(name, old, new)}
     return config.with_options(kept) if kept else config
 
 
-def check_resume_changes(out: Path, changed: list[tuple[str, object, object]]) -> None:
+def check_resume_changes(out: Path, changed: list[tuple[str, object, object]], *, saved: StudentConfig | None = None,
+                         asked: StudentConfig | None = None) -> None:
     """``ValueError`` naming every ``(option, the run's value, new value)`` of ``changed`` that may not change on
-    resume (all but :data:`~student_training.config.RESUME_SAFE`)."""
+    resume (all but :data:`~student_training.config.RESUME_SAFE`); ``saved`` and ``asked``, the two configs, name
+    what a ``None`` stands for."""
+    def shown(config: StudentConfig | None, name: str, value) -> str:
+        return config.shown(name) if config is not None else "its default" if value is None else format_value(value)
+
     unsafe = [change for change in changed if change[0] not in RESUME_SAFE and not same_option(*change)]
     if unsafe:
-        listed = ", ".join(f"--{name.replace('_', '-')} {format_value(new)} (the run has "
-                           f"{'its default' if old is None else format_value(old)})" for name, old, new in unsafe)
+        listed = ", ".join(f"--{name.replace('_', '-')} {shown(asked, name, new)} (the run has "
+                           f"{shown(saved, name, old)})" for name, old, new in unsafe)
         safe = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_SAFE)
         raise ValueError(f"cannot resume {out} with changed options: {listed}; only {safe} may change on resume")
 

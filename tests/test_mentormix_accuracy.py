@@ -96,7 +96,8 @@ def test_an_interrupted_grid_resumes_to_the_same_result_and_refuses_a_folder_of_
     saved = json.loads((folder / "config.json").read_text())
     saved["config"]["lr"] = 0.5
     (folder / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(SystemExit, match="holds a run with other options: lr 0.5 \\(asked 0.1\\)"):
+    with pytest.raises(SystemExit,
+                       match="holds a run with other options: lr 0.5 \\(asked the student.s default \\(0.1\\)\\)"):
         mentormix_accuracy.main([*argv, "--out", str(tmp_path / "cut")])
 
 

@@ -103,7 +103,7 @@ def test_command_line_options_override_the_config_file_and_are_reported(tmp_path
                    "--out", str(tmp_path / "y"))
     assert result.exit_code == 0, result.output
     assert f"--seed 7 overrides 0 from {tmp_path / 'x' / 'config.json'}" in result.output
-    assert "--burn-in-epoch 3 overrides none" in result.output
+    assert "--burn-in-epoch 3 overrides its default" in result.output
     saved = json.loads((tmp_path / "y" / "config.json").read_text())
     assert saved["config"]["seed"] == 7 and saved["config"]["weighter"] == {"burn_in_epoch": 3}
     assert saved["config"]["noise"] == 0.4 and saved["resolved"]["weighter"]["burn_in_epoch"] == 3
@@ -179,7 +179,7 @@ def test_resume_refuses_changed_options_and_names_each(tmp_path):
     assert killed.returncode == 137
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     result = train("--out", str(out), "--resume", "--epochs", "5", "--lr", "0.5", "--mentornet", "self_paced_mentornet")
-    assert_one_line_error(result, "--epochs 5 (the run has 3)", "--lr 0.5 (the run has its default)",
+    assert_one_line_error(result, "--epochs 5 (the run has 3)", "--lr 0.5 (the run has 0.1)",
                           "--mentornet self_paced_mentornet (the run has mentornet_pd)", "--device")
     assert result.exit_code == 2
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
@@ -405,3 +405,50 @@ def test_the_readme_example_makes_an_npz_data_set_that_trains(tmp_path, monkeypa
                    "--mentornet", "mentornet_pd", "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "given noise from mine.npz: realised rate 0.2" in result.output
+
+
+# ------------------------------------------------------------------------------- learning rate
+
+
+def test_the_learning_rate_is_the_students_own_unless_given():
+    assert StudentConfig(studentnet="preact_resnet18").recipe.lr == 0.02  # DivideMix's rate for this network
+    assert StudentConfig(studentnet="mlp").recipe.lr == 0.1 and StudentConfig(studentnet="resnet101").recipe.lr == 0.1
+    assert StudentConfig(studentnet="preact_resnet18", lr=0.05).recipe.lr == 0.05
+    assert "0.02 for preact_resnet18" in invoke("train-student", "--help").output.replace("\n", " ").replace("  ", "")
+
+
+def test_the_rate_reaches_the_optimiser_and_config_json_records_it(tmp_path):
+    from student_training.trainer import learning_rate
+
+    for given, expected in ((None, 0.1), ("0.05", 0.05)):
+        out = tmp_path / f"run_{given}"
+        result = train(*QUICK, "--epochs", "1", *(["--lr", given] if given else []), "--out", str(out))
+        assert result.exit_code == 0, result.output
+        assert f"lr {expected:g} (cosine)" in result.output
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["config"]["lr"] == (expected if given else None) and saved["resolved"]["lr"] == expected
+        row = pd.read_csv(out / "metrics.csv").iloc[-1]
+        assert row["lr"] == pytest.approx(learning_rate(int(row["step"]) - 1, int(row["step"]), expected, "cosine"))
+    from visualize.runs import read_runs
+
+    labels = read_runs([tmp_path / "run_None", tmp_path / "run_0.05"]).groupby("folder")["run"].first()
+    assert sorted(labels) == ["lr=0.05", "lr=0.1"]  # the legend names the default's number, not "none"
+
+
+def test_a_run_keeps_the_rate_it_ran_at_when_the_default_moves(tmp_path, monkeypatch):
+    """config.json's resolved lr pins a run left at the default: resuming it, or rerunning its config.json, keeps
+    that rate; an old folder that recorded the number resumes under a config that leaves --lr to the default."""
+    from student_training import models
+    from student_training.trainer import resume_config
+
+    out = tmp_path / "run"
+    assert train(*QUICK, "--epochs", "1", "--out", str(out)).exit_code == 0
+    fresh = StudentConfig(dataset="digits", studentnet="mlp", noise=0.4, epochs=1, batch_size=64,
+                          mentornet="mentornet_pd")
+    assert resume_config(out, fresh).recipe.lr == 0.1  # the same rate, whether written as None or 0.1
+    assert read_config_file(out / "config.json").lr == 0.1
+    monkeypatch.setitem(models._RECIPES, "mlp", dataclasses.replace(models._RECIPES["mlp"], lr=0.3))
+    assert read_config_file(out / "config.json").lr == 0.1  # rerun: the rate it ran at, not today's default
+    with pytest.raises(ValueError, match=r"--lr the student's default \(0.3\) \(the run has 0.1\)"):
+        resume_config(out, fresh)
+    assert resume_config(out, None).recipe.lr == 0.1  # the CLI's --resume: the run's own config

@@ -73,6 +73,7 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     (["--clean-subset-fraction", "0"], "needs a clean subset"),
     (["--seeds", "0,-1"], "--seeds must be integers >= 0"),
     (["--studentnet", "resnet101"], "scaled by the sample weights"),
+    (["--clean-subset-fraction", "0.001"], "leaves 1 verified training image and 0 validation images"),
 ])
 def test_every_setting_is_checked_before_anything_trains(tmp_path, monkeypatch, options, message):
     def no_training(*_, **__):
