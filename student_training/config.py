@@ -170,7 +170,8 @@ class StudentConfig:
                               help="auto: the student's own (the 2018 piecewise schedule for resnet101, exponential "
                                    "for inception, cosine for the others); baseline_2018: the 2018 ResNet "
                                    "baseline's (the peak, then a tenth of it from step 19531 of 39000); "
-                                   "mentormix_2020: MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to the run).")
+                                   "mentormix_2020: MentorMix's (x0.9 every 11718.75 of 200000 steps, scaled to "
+                                   "the run).")
     momentum: float = option(0.9, metavar="M", help="SGD momentum.")
     weight_decay: float | None = option(None, metavar="WD",
                                         help="Default: 2e-4 scaled by the mean weight for resnet101 (2018), none for "
