@@ -124,9 +124,9 @@ def setting_data(config: StudentConfig):
     return data, noisy, parts
 
 
-def one_setting(config: StudentConfig) -> list[dict]:
+def one_setting(config: StudentConfig, data, noisy: torch.Tensor, parts) -> list[dict]:
+    """The rows of one setting and seed, from :func:`setting_data`'s data, noisy labels and clean-subset parts."""
     noise_type, rate, seed = config.noise_type, config.noise, config.seed
-    data, noisy, parts = setting_data(config)
     truth = data.train_labels
     trusted, noisy_set = parts.trusted, data.train_indices
     test = DeviceLoader(data.test_images, data.test_labels, None, batch_size=1000, augment=False, shuffle=False,
@@ -197,10 +197,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     try:
         configs = [run_config(args, kind, rate, seed) for kind, rate in settings for seed in seeds]  # all, first
-        for config in configs:
-            setting_data(config)  # the data-dependent checks too, before anything trains
-        for config in configs:
-            rows += one_setting(config)
+        prepared = [(config, *setting_data(config)) for config in configs]  # the data-dependent checks, likewise
+        for config, data, noisy, parts in prepared:
+            rows += one_setting(config, data, noisy, parts)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"Error: {error}") from None
     frame = pd.DataFrame(rows)
