@@ -34,6 +34,10 @@ from .noise import list_noise_types, split_key
 LR_SCHEDULES = ("auto", "piecewise_2018", "exponential_2018", "baseline_2018", "cosine", "constant", "mentormix_2020")
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTED_DATASETS = ("cifar10", "cifar100")
+# Options whose default (None, or "auto" for the schedule) stands for the student's own value (the data set's, for
+# augment): the value it stands for is StudentConfig.effective(name), and a run records it in config.json's
+# ``resolved`` under the same name, which pins it when the folder is read back (run_config_values).
+RECIPE_OPTIONS = {"lr": None, "lr_schedule": "auto", "weight_decay": None, "augment": None}
 CONFIG_SUFFIXES = (".json", ".toml")
 TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
@@ -598,12 +602,20 @@ class StudentConfig:
         flat.update({f.name: self.weighter.get(f.name) for f in option_fields(WeighterConfig)})
         return flat
 
+    def effective(self, name: str):
+        """The value in force of one of :data:`RECIPE_OPTIONS`: the option if given, else the student's own (the
+        data set's, for ``augment``)."""
+        if name == "augment":
+            return self.augmented
+        return getattr(self.recipe, name)
+
     def shown(self, name: str) -> str:
-        """Option ``name``'s value as messages print it; ``None`` is the default it stands for."""
+        """Option ``name``'s value as messages print it; a default names the value it stands for."""
         value = self.options()[name]
-        if value is None:
-            return f"the student's default ({format_value(self.recipe.lr)})" if name == "lr" else "its default"
-        return format_value(value)
+        if name in RECIPE_OPTIONS and value == RECIPE_OPTIONS[name]:
+            owner = "data set's" if name == "augment" else "student's"
+            return f"the {owner} default ({format_value(self.effective(name))})"
+        return "its default" if value is None else format_value(value)
 
     def applicable_options(self) -> dict:
         """:meth:`options` without those that do not apply to this run (the ``--learn-*`` options of a run that does
@@ -739,9 +751,10 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         return values
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
-    recorded_lr = (payload.get("resolved") or {}).get("lr")
-    if values.get("lr") is None and isinstance(recorded_lr, (int, float)) and not isinstance(recorded_lr, bool):
-        values["lr"] = recorded_lr  # the rate it ran at: a later change of the student's default changes no resume
+    resolved = payload.get("resolved") or {}
+    for name, default in RECIPE_OPTIONS.items():  # what it ran with: a later change of a default changes no resume
+        if values.get(name, default) == default and _recorded_value(name, resolved.get(name)):
+            values[name] = resolved[name]
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         return {k: v for k, v in values.items() if not learn_only(k)}  # defaults of its release
     values.setdefault("learn_relabel_confidence", 0.0)  # a learned run of a release without it relabelled nothing
@@ -752,12 +765,24 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
     return values
 
 
+def _recorded_value(name: str, value) -> bool:
+    """Whether ``value``, from a run's ``resolved``, is a value option ``name`` of :data:`RECIPE_OPTIONS` can take."""
+    if name == "augment":
+        return isinstance(value, bool)
+    if name == "lr_schedule":
+        return value in LR_SCHEDULES and value != "auto"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 if name == "lr" else value >= 0
+
+
 def describe_changes(old: StudentConfig, new: StudentConfig) -> list[tuple[str, object, object]]:
-    """``(option, old value, new value)`` for every option that differs, by command-line name. ``lr`` differs only
-    when the learning rates differ: ``None`` (the student's own) equals the number it stands for."""
+    """``(option, old value, new value)`` for every option that differs, by command-line name. An option of
+    :data:`RECIPE_OPTIONS` differs only when the values in force differ: a default equals the value it stands for."""
     before, after = old.options(), new.options()
     return [(name, before[name], after[name]) for name in after
-            if before[name] != after[name] and not (name == "lr" and old.recipe.lr == new.recipe.lr)]
+            if before[name] != after[name]
+            and not (name in RECIPE_OPTIONS and old.effective(name) == new.effective(name))]
 
 
 def format_value(value) -> str:
@@ -768,6 +793,6 @@ def format_value(value) -> str:
     return "none" if value is None else str(value)
 
 
-__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "PATH_OPTIONS", "RESUME_SAFE", "StudentConfig",
-           "WEIGHTER_OPTIONS", "as_file_keys", "describe_changes", "format_value", "parse_relearn", "read_config_file",
-           "rebase_paths", "run_config_values", "same_option", "working_directory"]
+__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "PATH_OPTIONS", "RECIPE_OPTIONS", "RESUME_SAFE",
+           "StudentConfig", "WEIGHTER_OPTIONS", "as_file_keys", "describe_changes", "format_value", "parse_relearn",
+           "read_config_file", "rebase_paths", "run_config_values", "same_option", "working_directory"]

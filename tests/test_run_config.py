@@ -452,3 +452,53 @@ def test_a_run_keeps_the_rate_it_ran_at_when_the_default_moves(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"--lr the student's default \(0.3\) \(the run has 0.1\)"):
         resume_config(out, fresh)
     assert resume_config(out, None).recipe.lr == 0.1  # the CLI's --resume: the run's own config
+
+
+def test_a_run_keeps_its_weight_decay_schedule_and_augmentation_when_the_defaults_move(tmp_path, monkeypatch):
+    """The other options whose default is the student's own (the data set's, for augmentation) are pinned as the
+    learning rate is: config.json's resolved values, not today's defaults, decide a resume or a rerun."""
+    from student_training import config as config_module, models
+    from student_training.config import RECIPE_OPTIONS, describe_changes
+    from student_training.trainer import resume_config
+
+    assert set(RECIPE_OPTIONS) == {"lr", "lr_schedule", "weight_decay", "augment"}
+    out = tmp_path / "run"
+    assert train(*QUICK, "--epochs", "1", "--out", str(out)).exit_code == 0
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    assert (resolved["weight_decay"], resolved["lr_schedule"], resolved["augment"]) == (0.0, "cosine", False)
+    fresh = StudentConfig(dataset="digits", studentnet="mlp", noise=0.4, epochs=1, batch_size=64,
+                          mentornet="mentornet_pd")
+    assert describe_changes(resume_config(out, None), fresh) == []  # the pinned values are today's defaults
+    assert fresh.shown("weight_decay") == "the student's default (0)"
+    assert fresh.shown("lr_schedule") == "the student's default (cosine)"
+    assert fresh.shown("augment") == "the data set's default (off)"
+    monkeypatch.setitem(models._RECIPES, "mlp", dataclasses.replace(models._RECIPES["mlp"], weight_decay=1e-3,
+                                                                    lr_schedule="constant"))
+    monkeypatch.setattr(config_module, "AUGMENTED_DATASETS", ("digits",))
+    rerun = read_config_file(out / "config.json")
+    assert (rerun.effective("weight_decay"), rerun.effective("lr_schedule"), rerun.effective("augment")) == \
+        (0.0, "cosine", False)
+    assert (fresh.effective("weight_decay"), fresh.effective("lr_schedule"), fresh.effective("augment")) == \
+        (1e-3, "constant", True)
+    with pytest.raises(ValueError) as refused:
+        resume_config(out, fresh)
+    for part in ("--lr-schedule the student's default (constant) (the run has cosine)",
+                 "--weight-decay the student's default (0.001) (the run has 0)",
+                 "--augment the data set's default (on) (the run has off)"):
+        assert part in str(refused.value)
+    assert resume_config(out, None).recipe.weight_decay == 0.0  # the CLI's --resume: the run's own config
+
+
+def test_a_resolved_value_of_the_wrong_kind_pins_nothing():
+    from student_training.config import run_config_values
+
+    payload = {"format_version": 2, "config": {"lr": None, "lr_schedule": "auto", "weight_decay": None,
+                                                 "augment": None},
+               "resolved": {"lr": True, "lr_schedule": "auto", "weight_decay": -1.0, "augment": "yes"}}
+    values = run_config_values(payload, origin="config.json")
+    assert (values["lr"], values["lr_schedule"], values["weight_decay"], values["augment"]) == \
+        (None, "auto", None, None)
+    payload["resolved"] = {"lr": 0.05, "lr_schedule": "constant", "weight_decay": 0.0, "augment": True}
+    values = run_config_values(payload, origin="config.json")
+    assert (values["lr"], values["lr_schedule"], values["weight_decay"], values["augment"]) == \
+        (0.05, "constant", 0.0, True)
