@@ -429,7 +429,7 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     from pathlib import Path
 
     from student_training import run_folder
-    from student_training.config import StudentConfig, describe_changes, format_value, read_config_file
+    from student_training.config import (RECIPE_OPTIONS, StudentConfig, describe_changes, read_config_file_with_pins)
     from student_training.data_driven import CleanSubsetDump
     from student_training.distributed import shutdown, world_from_env
     from student_training.trainer import (check_resume_changes, check_run, discard_unsaved_start, prepare_run,
@@ -451,17 +451,28 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
         if resume:
             base = resume_config(Path(out_dir), None)
             # the options typed that may not change, named before the merged config is checked as a whole
-            check_resume_changes(Path(out_dir), [(name, getattr(base, name), value) for name, value in given.items()
-                                                 if hasattr(base, name) and getattr(base, name) != value], saved=base)
+            # (a default typed for an option the run pinned to the value it stands for, e.g. --lr-schedule auto
+            # for its cosine, is no change)
+            check_resume_changes(Path(out_dir), [
+                (name, getattr(base, name), value) for name, value in given.items()
+                if hasattr(base, name) and getattr(base, name) != value
+                and not (name in RECIPE_OPTIONS and base.effective(name) == base.with_options({name: value})
+                         .effective(name))], saved=base)
             config = base.with_options(given)
         elif config_file:
-            base = read_config_file(config_file)
-            config = base.with_options(_overrides(base, given))
+            base, pins = read_config_file_with_pins(config_file)
+            overrides = _overrides(base, given, pins)
+            config = base.with_options(overrides)
             note = _run_length_note(base, config, config_file)
             for name, old, new in describe_changes(base, config):
-                click.echo(note if name == "max_steps" and note else
-                           f"--{name.replace('_', '-')} {format_value(new)} overrides {base.shown(name)} "
-                           f"from {config_file}")
+                flag = f"--{name.replace('_', '-')}"
+                if name == "max_steps" and note:
+                    click.echo(note)
+                elif name in pins and name not in given:  # its run's value followed what the options changed
+                    click.echo(f"{flag} is {config.shown(name)} now, not the {base.shown(name)} of the run in "
+                               f"{config_file}: its default follows the options changed")
+                else:
+                    click.echo(f"{flag} {config.shown(name)} overrides {base.shown(name)} from {config_file}")
         else:
             config = StudentConfig().with_options(options)
         config = check_run(config, out_dir, resume=resume, force=force)
@@ -525,13 +536,18 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     shutdown(run.world)
 
 
-def _overrides(base, given: dict) -> dict:
+def _overrides(base, given: dict, pins: dict | None = None) -> dict:
     """``given`` (options typed on the command line over a config file's ``base``), with what they clear in the
     file: ``--no-mentormix`` clears the file's own MentorMix options (--mixup-alpha, --second-reweight), which apply
     only with it (else they would be refused as given without --mentormix, though the user did not type them), and
-    ``--epochs`` clears the file's ``max_steps``, which would otherwise set the run's length in its place. Each
-    change is then listed as overriding the file's value."""
-    cleared = {}
+    ``--epochs`` clears the file's ``max_steps``, which would otherwise set the run's length in its place. A value
+    the file's run ``pins`` to its own default (see :func:`student_training.config.recipe_pins`) goes back to the
+    default when an option it depends on changes (``RECIPE_DEPENDS_ON``: a run's weight decay follows
+    ``--studentnet`` and ``--mentormix``, its augmentation ``--dataset``). Each change is then listed."""
+    from student_training.config import RECIPE_DEPENDS_ON, RECIPE_OPTIONS
+
+    cleared = {name: RECIPE_OPTIONS[name] for name in (pins or {}) if name not in given
+               and any(dep in given and given[dep] != getattr(base, dep) for dep in RECIPE_DEPENDS_ON[name])}
     if given.get("mentormix") is False and base.mentormix:
         cleared.update({name: None for name in ("mixup_alpha", "second_reweight")
                         if getattr(base, name) is not None and name not in given})
@@ -619,7 +635,8 @@ def _describe_run(run) -> None:
     if run.mentormix is not None:
         second = run.mentormix.second_reweight
         decay = ("no weight decay unless --weight-decay is given, as in the official code" if second and
-                 config.weight_decay is None else f"weight decay {recipe.weight_decay}")
+                 config.weight_decay is None else "no weight decay" if recipe.weight_decay == 0
+                 else f"weight decay {recipe.weight_decay:g}")
         click.echo(f"mentormix: mixup alpha {run.mentormix.alpha:g}, second reweighting {'on' if second else 'off'} "
                    f"({decay}); clean pass keeps the BN statistics; evaluated with the raw weights (no EMA)")
 

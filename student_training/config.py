@@ -38,6 +38,10 @@ AUGMENTED_DATASETS = ("cifar10", "cifar100")
 # augment): the value it stands for is StudentConfig.effective(name), and a run records it in config.json's
 # ``resolved`` under the same name, which pins it when the folder is read back (run_config_values).
 RECIPE_OPTIONS = {"lr": None, "lr_schedule": "auto", "weight_decay": None, "augment": None}
+# What each default depends on: a pinned value holds only while these stay as the run had them (a --config rerun
+# that overrides one puts the pinned option back to its default, which the new values then decide).
+RECIPE_DEPENDS_ON = {"lr": ("studentnet",), "lr_schedule": ("studentnet",),
+                     "weight_decay": ("studentnet", "mentormix", "second_reweight"), "augment": ("dataset",)}
 CONFIG_SUFFIXES = (".json", ".toml")
 TRAIN_ON = ("noisy", "clean_subset", "noisy+clean_subset")
 LEARN = "learn"  # --mentornet learn: the run learns its own MentorNet from its clean subset
@@ -613,8 +617,10 @@ class StudentConfig:
         """Option ``name``'s value as messages print it; a default names the value it stands for."""
         value = self.options()[name]
         if name in RECIPE_OPTIONS and value == RECIPE_OPTIONS[name]:
-            owner = "data set's" if name == "augment" else "student's"
-            return f"the {owner} default ({format_value(self.effective(name))})"
+            shown = format_value(self.effective(name))
+            if name == "weight_decay" and self.resolved_second_reweight:
+                return f"MentorMix's default with second reweighting ({shown}, as in the official code)"
+            return f"the {'data set' if name == 'augment' else 'student'}'s default ({shown})"
         return "its default" if value is None else format_value(value)
 
     def applicable_options(self) -> dict:
@@ -716,7 +722,15 @@ def as_file_keys(message: str) -> str:
 
 
 def read_config_file(path: str | Path) -> StudentConfig:
-    """A config from a JSON or TOML file: a run's ``config.json`` or a file written by hand.
+    """A config from a JSON or TOML file: a run's ``config.json`` or a file written by hand (see
+    :func:`read_config_file_with_pins`)."""
+    return read_config_file_with_pins(path)[0]
+
+
+def read_config_file_with_pins(path: str | Path) -> tuple[StudentConfig, dict]:
+    """A config from a JSON or TOML file: a run's ``config.json`` or a file written by hand, and the options of
+    :data:`RECIPE_OPTIONS` a run's ``config.json`` left to their defaults and its ``resolved`` pins (name: value;
+    empty for a hand-written file).
 
     A hand-written file is a table of options named as the fields of :class:`StudentConfig` (the
     command-line names with ``_`` for ``-``), with the weighting options in a ``weighter`` table.
@@ -732,13 +746,24 @@ def read_config_file(path: str | Path) -> StudentConfig:
         values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"config file {path} is malformed: {str(error).splitlines()[0]}") from None
-    start = None
+    start, pins = None, {}
     if isinstance(values, dict) and "config" in values and "format_version" in values:
         start = working_directory(values)  # a run's config.json: its relative paths are relative to where it began
+        pins = recipe_pins(values)
         values = run_config_values(values, origin=str(path))
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a table of options")
-    return rebase_paths(StudentConfig.from_dict(values, origin=f"config file {path}"), start, outputs=False)
+    return rebase_paths(StudentConfig.from_dict(values, origin=f"config file {path}"), start, outputs=False), pins
+
+
+def recipe_pins(payload: dict) -> dict:
+    """The options of :data:`RECIPE_OPTIONS` that a run's ``config.json`` payload (format 2) left to their defaults,
+    with the values its ``resolved`` records for them (only values the option can take)."""
+    if payload.get("format_version") != 2:
+        return {}
+    values, resolved = payload.get("config") or {}, payload.get("resolved") or {}
+    return {name: resolved[name] for name, default in RECIPE_OPTIONS.items()
+            if values.get(name, default) == default and _recorded_value(name, resolved.get(name))}
 
 
 def run_config_values(payload: dict, *, origin: str) -> dict:
@@ -751,10 +776,7 @@ def run_config_values(payload: dict, *, origin: str) -> dict:
         return values
     if version != 2:
         raise ValueError(f"{origin} has run format version {version!r}; this toolkit reads versions 1 and 2")
-    resolved = payload.get("resolved") or {}
-    for name, default in RECIPE_OPTIONS.items():  # what it ran with: a later change of a default changes no resume
-        if values.get(name, default) == default and _recorded_value(name, resolved.get(name)):
-            values[name] = resolved[name]
+    values.update(recipe_pins(payload))  # what it ran with: a later change of a default changes no resume
     if values.get("mentornet") != LEARN:  # --learn-* apply only to --mentornet learn: another run's are the
         return {k: v for k, v in values.items() if not learn_only(k)}  # defaults of its release
     values.setdefault("learn_relabel_confidence", 0.0)  # a learned run of a release without it relabelled nothing
@@ -793,6 +815,7 @@ def format_value(value) -> str:
     return "none" if value is None else str(value)
 
 
-__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "PATH_OPTIONS", "RECIPE_OPTIONS", "RESUME_SAFE",
-           "StudentConfig", "WEIGHTER_OPTIONS", "as_file_keys", "describe_changes", "format_value", "parse_relearn",
-           "read_config_file", "rebase_paths", "run_config_values", "same_option", "working_directory"]
+__all__ = ["LR_DROP_EPOCHS", "LR_SCHEDULES", "OWN_OPTIONS", "PATH_OPTIONS", "RECIPE_DEPENDS_ON", "RECIPE_OPTIONS",
+           "RESUME_SAFE", "StudentConfig", "WEIGHTER_OPTIONS", "as_file_keys", "describe_changes", "format_value",
+           "parse_relearn", "read_config_file", "read_config_file_with_pins", "recipe_pins", "rebase_paths",
+           "run_config_values", "same_option", "working_directory"]

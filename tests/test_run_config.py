@@ -22,7 +22,7 @@ from curricula.options import flag_name, option_fields
 from mentor_training import list_pretrained, load_mentornet
 from student_training import data as data_module
 from student_training.callbacks import Callback, register_callback
-from student_training.config import StudentConfig, read_config_file
+from student_training.config import StudentConfig, read_config_file, read_config_file_with_pins
 from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,7 +490,7 @@ def test_a_run_keeps_its_weight_decay_schedule_and_augmentation_when_the_default
 
 
 def test_a_resolved_value_of_the_wrong_kind_pins_nothing():
-    from student_training.config import run_config_values
+    from student_training.config import recipe_pins, run_config_values
 
     payload = {"format_version": 2, "config": {"lr": None, "lr_schedule": "auto", "weight_decay": None,
                                                  "augment": None},
@@ -498,7 +498,65 @@ def test_a_resolved_value_of_the_wrong_kind_pins_nothing():
     values = run_config_values(payload, origin="config.json")
     assert (values["lr"], values["lr_schedule"], values["weight_decay"], values["augment"]) == \
         (None, "auto", None, None)
+    payload["resolved"] = {"lr": float("nan"), "lr_schedule": "steps", "weight_decay": float("inf"), "augment": 1}
+    assert recipe_pins(payload) == {}
+    payload["config"]["weight_decay"] = 1e-3  # given: kept, whatever resolved says
     payload["resolved"] = {"lr": 0.05, "lr_schedule": "constant", "weight_decay": 0.0, "augment": True}
+    assert recipe_pins(payload) == {"lr": 0.05, "lr_schedule": "constant", "augment": True}
+    assert run_config_values(payload, origin="config.json")["weight_decay"] == 1e-3
+    payload["config"]["weight_decay"] = None
     values = run_config_values(payload, origin="config.json")
     assert (values["lr"], values["lr_schedule"], values["weight_decay"], values["augment"]) == \
         (0.05, "constant", 0.0, True)
+
+
+def test_a_config_rerun_that_changes_what_a_pinned_default_depends_on_takes_the_new_default(tmp_path):
+    """--config of a run's config.json keeps the values its defaults stood for, unless an override changes what
+    they depend on: then the new default holds, and the run says so."""
+    out = tmp_path / "run"
+    assert train(*QUICK, "--epochs", "1", "--out", str(out)).exit_code == 0
+    base, pins = read_config_file_with_pins(out / "config.json")
+    assert pins == {"lr": 0.1, "lr_schedule": "cosine", "weight_decay": 0.0, "augment": False}
+    assert cli._overrides(base, {"studentnet": "small_cnn"}, pins) == {
+        "studentnet": "small_cnn", "lr": None, "lr_schedule": "auto", "weight_decay": None}
+    assert cli._overrides(base, {"dataset": "fashion-mnist"}, pins) == {"dataset": "fashion-mnist", "augment": None}
+    assert cli._overrides(base, {"mentormix": True}, pins) == {"mentormix": True, "weight_decay": None}
+    assert cli._overrides(base, {"studentnet": "mlp", "seed": 3}, pins) == {"studentnet": "mlp", "seed": 3}
+    assert cli._overrides(base, {"studentnet": "small_cnn", "weight_decay": 0.0}, pins)["weight_decay"] == 0.0
+    assert cli._overrides(base, {"studentnet": "small_cnn"}, {}) == {"studentnet": "small_cnn"}  # a hand-written file
+    rerun = train("--config", str(out / "config.json"), "--studentnet", "small_cnn", "--out", str(tmp_path / "cnn"))
+    assert rerun.exit_code == 0, rerun.output
+    assert "--studentnet small_cnn overrides mlp" in rerun.output
+    assert (f"--weight-decay is the student's default (0.0005) now, not the 0 of the run in {out / 'config.json'}"
+            in rerun.output)
+    resolved = json.loads((tmp_path / "cnn" / "config.json").read_text())["resolved"]
+    assert resolved["weight_decay"] == 5e-4
+    # without such a change, the run's values hold and nothing is said about them
+    again = train("--config", str(out / "config.json"), "--seed", "3", "--out", str(tmp_path / "seed3"))
+    assert again.exit_code == 0 and "weight-decay" not in again.output
+
+
+def test_resuming_with_a_typed_default_that_the_run_pinned_is_no_change(tmp_path):
+    out = tmp_path / "run"
+    assert train(*QUICK, "--epochs", "1", "--out", str(out)).exit_code == 0
+    resumed = train("--out", str(out), "--resume", "--lr-schedule", "auto", "--lr", "0.1")
+    assert resumed.exit_code == 0, resumed.output
+    refused = train("--out", str(out), "--resume", "--lr-schedule", "constant")
+    assert refused.exit_code == 2 and "--lr-schedule constant (the run has cosine)" in refused.output
+
+
+def test_mentormix_weight_decay_default_is_named_as_mentormixs_and_legends_skip_implied_differences():
+    from visualize.runs import run_labels
+
+    mix = StudentConfig(studentnet="small_cnn", mentormix=True, mentornet="mentornet_pd")
+    assert mix.shown("weight_decay") == "MentorMix's default with second reweighting (0, as in the official code)"
+    assert mix.with_options({"second_reweight": False}).shown("weight_decay") == "the student's default (0.0005)"
+    pinned = [StudentConfig(studentnet=name, weight_decay=StudentConfig(studentnet=name).effective("weight_decay"),
+                            lr=0.1, lr_schedule="cosine").applicable_options() for name in ("mlp", "small_cnn")]
+    folders = [Path("a"), Path("b")]
+    assert run_labels(folders, pinned) == ["studentnet=mlp", "studentnet=small_cnn"]  # 0 and 5e-4 follow
+    plain = StudentConfig(studentnet="small_cnn", mentornet="mentornet_pd", weight_decay=5e-4).applicable_options()
+    with_mix = mix.with_options({"weight_decay": 0.0}).applicable_options()
+    assert run_labels(folders, [plain, with_mix]) == ["mentormix=off", "mentormix=on"]
+    same_student = [dict(pinned[0]), {**pinned[0], "weight_decay": 1e-3}]
+    assert run_labels(folders, same_student) == ["weight_decay=0", "weight_decay=0.001"]  # a real difference

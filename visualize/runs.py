@@ -14,7 +14,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from student_training.config import format_value
+from student_training.config import RECIPE_DEPENDS_ON, format_value
 from student_training.run_folder import read_config, recover_replaced_run
 
 RUN_METRICS = ("test_accuracy", "weight_clean", "weight_noisy", "detector_auc", "fit_noisy")
@@ -72,9 +72,11 @@ def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
     """A legend label per run: the options in which the runs differ, else the folder names. An option a run
-    lacks (one that does not apply to it) is left out of its label and does not count as a difference."""
+    lacks (one that does not apply to it) is left out of its label and does not count as a difference, and so
+    does a student's default (its learning rate, schedule, weight decay; the data set's augmentation) that differs
+    only where what it depends on differs (``RECIPE_DEPENDS_ON``: mlp's weight decay beside small_cnn's)."""
     names = list(dict.fromkeys(name for o in options for name in o))
-    differing = [name for name in names if len({repr(o[name]) for o in options if name in o}) > 1]
+    differing = [name for name in names if _differs(name, [o for o in options if name in o])]
     if not differing or len(differing) > _LABEL_OPTIONS_SHOWN:
         labels = [folder.name or str(folder) for folder in folders]
     else:
@@ -82,6 +84,16 @@ def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
     if len(set(labels)) < len(labels):  # e.g. two folders of the same name
         labels = [str(folder) for folder in folders]
     return labels
+
+
+def _differs(name: str, options: list[dict]) -> bool:
+    """Whether runs with ``options`` differ in option ``name``; for one of ``RECIPE_DEPENDS_ON``, whether two runs
+    that agree on what it depends on differ in it."""
+    depends_on = RECIPE_DEPENDS_ON.get(name, ())
+    values: dict[tuple, set] = {}
+    for o in options:
+        values.setdefault(tuple(repr(o.get(dep)) for dep in depends_on), set()).add(repr(o[name]))
+    return any(len(group) > 1 for group in values.values())
 
 
 __all__ = ["RUN_METRICS", "read_runs", "run_labels"]
