@@ -22,7 +22,8 @@ Every run is one ``train-student`` run folder with the same student, data subset
   ``learned_threshold_0.95``, ``learned_precision_0.95``, ``learned_trusted_batch_32``,
   ``learned_trusted_batch_16``, ``learned_threshold_fallback``, ``learned_threshold_min``,
   ``learned_small_probe``, ``learned_fits_to_50``, ``learned_fits_to_70``, ``learned_probe_verified``,
-  ``learned_relabel_posterior``, ``learned_relabel_0.9`` and ``learned_threshold_odds`` are candidates that were measured,
+  ``learned_relabel_posterior``, ``learned_relabel_0.9``, ``learned_threshold_odds`` and ``learned_relabel_other``
+  are candidates that were measured,
   ``learned_no_relabel`` is the previous release's defaults and ``learned_trusted_batch_64`` the defaults of the
   release before (see ``ABLATIONS`` and docs/learned_choice.md); every ablation but the relabelling ones keeps
   ``--learn-relabel-confidence 0``, as it was measured.
@@ -115,6 +116,9 @@ ABLATIONS.update({
     # beside the defaults: the threshold read at an even prior, so at low noise (a mostly clean probe) each fit asks
     # the same likelihood ratio (9) as at an even one (at 20% noise it selected 13% of the corrupted samples)
     "learned_threshold_odds": {"learn_threshold_prior": "odds"},
+    # beside the defaults: a refurbished label is never the noisy label the MentorNet gave weight 0 (the posterior
+    # among the other classes), so no rejected sample trains on its noisy label past the MentorNet's verdict
+    "learned_relabel_other": {"learn_relabel_target": "other"},
 })
 OPTIONS = {"baseline": {"mentornet": "none"}, "clean_only": {"train_on": "clean_subset", "mentornet": "none"},
            "noisy_plus_clean": {"train_on": "noisy+clean_subset", "mentornet": "none"},

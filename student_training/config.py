@@ -315,11 +315,14 @@ class StudentConfig:
              "sample has weight --learn-burn-in-weight (0 by default, so every sure one is relabelled: self-training "
              "from the trusted part's start); --no-learn-relabel-in-burn-in: from the first fit on.")
     learn_relabel_target: str = option(
-        RELABEL_TARGET_DEFAULT, choices=("posterior", "prediction"),
+        RELABEL_TARGET_DEFAULT, choices=("posterior", "other", "prediction"),
         help="With --learn-relabel-confidence C > 0: posterior: the new label is the class of highest P(class | "
              "image, noisy label), the student's softmax times the probe's estimated noise transition P(noisy label "
-             "| class), used when that is >= C; prediction: the student's predicted class, used when its softmax "
-             "probability is >= C.")
+             "| class), used when that is >= C (it may be the noisy label itself); other: the same posterior "
+             "among the classes other than the noisy label, used when that is >= C (measured far worse: in the "
+             "burn-in, and for a clean sample no fit selects, weight 0 is no verdict on the label; "
+             "docs/learned_choice.md); prediction: the student's predicted class, used when its "
+             "softmax probability is >= C.")
     # MentorMix (Jiang, Huang, Liu, Yang, ICML 2020; reference/mentormix-2020-spec.md)
     mentormix: bool = option(False, help="Train with MentorMix (2020): each sample's --mentornet weight steers mixup "
                                          "(partners drawn with softmax(v), the sample dominates its mix if v >= 0.5). "

@@ -564,12 +564,20 @@ class Refurbishment:
     estimated noise transition, :func:`probe_transition`), sure when that posterior is >= ``confidence``; the
     noisy label is evidence, so a hard clean sample keeps its label unless the student is surer than the noise
     rate allows (and a sample may be trained on its own noisy label, past the MentorNet's decision and its loss
-    bound, when the posterior says so). ``transition`` None (``prediction``): the label is the student's predicted
-    class, sure when its softmax probability is >= ``confidence``."""
+    bound, when the posterior says so). With ``exclude_noisy`` (``--learn-relabel-target other``) the noisy label
+    is ruled out, as the MentorNet's weight 0 says it is wrong: the label is the class of highest posterior among
+    the other classes, renormalised over them, ``P(c | x, noisy label, c != noisy label)``. ``transition`` None
+    (``prediction``): the label is the student's predicted class, sure when its softmax probability is >=
+    ``confidence``.
 
-    def __init__(self, confidence: float, transition: torch.Tensor | None = None):
+    Raises ``ValueError`` for ``exclude_noisy`` without a ``transition``."""
+
+    def __init__(self, confidence: float, transition: torch.Tensor | None = None, *, exclude_noisy: bool = False):
+        if exclude_noisy and transition is None:
+            raise ValueError("excluding the noisy label needs the noise transition of the posterior")
         self.log_confidence = math.log(confidence)
         self.log_transition = None if transition is None else transition.log()
+        self.exclude_noisy = bool(exclude_noisy)
 
     @classmethod
     def for_run(cls, config: StudentConfig, parts: CleanSubsetParts, noisy: torch.Tensor, verified: torch.Tensor,
@@ -579,9 +587,9 @@ class Refurbishment:
         if not config.learn_relabel_confidence:
             return None
         transition = None
-        if config.learn_relabel_target == "posterior":
+        if config.learn_relabel_target in ("posterior", "other"):
             transition = probe_transition(noisy[parts.probe], verified[parts.probe], num_classes).to(device)
-        return cls(config.learn_relabel_confidence, transition)
+        return cls(config.learn_relabel_confidence, transition, exclude_noisy=config.learn_relabel_target == "other")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
              candidates: torch.Tensor | None = None) -> torch.Tensor:
@@ -592,7 +600,10 @@ class Refurbishment:
         log_p = torch.log_softmax(logits, dim=1)
         evidence = log_p.detach()
         if self.log_transition is not None:
-            evidence = torch.log_softmax(evidence + self.log_transition[:, labels].T, dim=1)
+            evidence = evidence + self.log_transition[:, labels].T
+            if self.exclude_noisy:
+                evidence = evidence.scatter(1, labels[:, None], -math.inf)
+            evidence = torch.log_softmax(evidence, dim=1)
         log_sure, target = evidence.max(dim=1)
         chosen = (weights == 0) & (log_sure >= self.log_confidence)
         if candidates is not None:

@@ -317,6 +317,29 @@ def test_the_posterior_relabelling_weighs_the_prediction_by_the_probes_noise_tra
                                 * chosen * kept).sum() / 4)
 
 
+def test_the_other_target_rules_out_the_noisy_label_and_renormalises_over_the_rest():
+    transition = torch.full((3, 3), 0.1) + torch.eye(3) * 0.7  # P(noisy | true): 0.8 kept, 0.1 to each other class
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 4.0, 0.5], [0.0, 1.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 0])
+    # P(c | x, noisy y, c != y) ∝ softmax(x)_c · T[c, y] over c != y, renormalised
+    p = torch.softmax(logits.detach(), 1)
+    posterior = torch.stack([p[:, c] * transition[c, 0] for c in range(3)], 1)
+    assert posterior.argmax(1).tolist() == [0, 1, 0]  # the plain posterior keeps the noisy label of samples 0 and 2
+    other = posterior.clone()
+    other[:, 0] = 0
+    other /= other.sum(1, keepdim=True)
+    sure, target = other.max(1)
+    assert target.tolist()[:2] == [1, 1] and sure[1] > 0.9 > sure[0] and sure[2] == 0.5  # a tie is never sure
+    chosen = sure >= 0.9
+    reference = (torch.nn.functional.cross_entropy(logits.detach(), target, reduction="none") * chosen).sum() / 3
+    rule = Refurbishment(0.9, transition, exclude_noisy=True)
+    torch.testing.assert_close(rule.loss(logits, labels, torch.zeros(3)), reference)
+    loss = rule.loss(logits, labels, torch.tensor([0.0, 1.0, 0.0]))  # sample 1 selected: nothing relabelled
+    assert loss == 0
+    with pytest.raises(ValueError, match="needs the noise transition"):
+        Refurbishment(0.9, exclude_noisy=True)
+
+
 def test_relabelling_leaves_a_released_probe_alone_and_the_burn_in_if_asked(tmp_path, monkeypatch):
     """With --no-learn-relabel-in-burn-in relabelling starts with the first fit's MentorNet; it never touches the
     probe once released (with --learn-probe-labels verified, from the start): that trains in the trusted stream
