@@ -429,7 +429,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     from pathlib import Path
 
     from student_training import run_folder
-    from student_training.config import (RECIPE_OPTIONS, StudentConfig, describe_changes, read_config_file_with_pins)
+    from student_training.config import (RECIPE_OPTIONS, StudentConfig, describe_changes, format_value,
+                                         read_config_file_with_pins)
     from student_training.data_driven import CleanSubsetDump
     from student_training.distributed import shutdown, world_from_env
     from student_training.trainer import (check_resume_changes, check_run, discard_unsaved_start, prepare_run,
@@ -471,8 +472,9 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
                 elif name in pins and name not in given:  # its run's value followed what the options changed
                     click.echo(f"{flag} is {config.shown(name)} now, not the {base.shown(name)} of the run in "
                                f"{config_file}: its default follows the options changed")
-                else:
-                    click.echo(f"{flag} {config.shown(name)} overrides {base.shown(name)} from {config_file}")
+                else:  # a default of RECIPE_OPTIONS is named with the value it stands for
+                    typed = config.shown(name) if name in RECIPE_OPTIONS else format_value(new)
+                    click.echo(f"{flag} {typed} overrides {base.shown(name)} from {config_file}")
         else:
             config = StudentConfig().with_options(options)
         config = check_run(config, out_dir, resume=resume, force=force)
