@@ -429,8 +429,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
     from pathlib import Path
 
     from student_training import run_folder
-    from student_training.config import (RECIPE_OPTIONS, StudentConfig, describe_changes, format_value,
-                                         read_config_file_with_pins)
+    from student_training.config import (RECIPE_DEPENDS_ON, RECIPE_OPTIONS, StudentConfig, describe_changes,
+                                         format_value, read_config_file_with_pins)
     from student_training.data_driven import CleanSubsetDump
     from student_training.distributed import shutdown, world_from_env
     from student_training.trainer import (check_resume_changes, check_run, discard_unsaved_start, prepare_run,
@@ -451,6 +451,9 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             run_folder.recover_replaced_run(Path(out_dir))
         if resume:
             base = resume_config(Path(out_dir), None)
+            # a typed default (--lr-schedule auto) means the student's own, which for this run is what it recorded
+            given = {name: value for name, value in given.items()
+                     if not (name in RECIPE_OPTIONS and value == RECIPE_OPTIONS[name])}
             # the options typed that may not change, named before the merged config is checked as a whole
             # (a default typed for an option the run pinned to the value it stands for, e.g. --lr-schedule auto
             # for its cosine, is no change)
@@ -465,16 +468,21 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             overrides = _overrides(base, given, pins)
             config = base.with_options(overrides)
             note = _run_length_note(base, config, config_file)
+            followed = []  # a pinned default that follows an option changed: said after the changes themselves
             for name, old, new in describe_changes(base, config):
                 flag = f"--{name.replace('_', '-')}"
                 if name == "max_steps" and note:
                     click.echo(note)
-                elif name in pins and name not in given:  # its run's value followed what the options changed
-                    click.echo(f"{flag} is {config.shown(name)} now, not the {base.shown(name)} of the run in "
-                               f"{config_file}: its default follows the options changed")
+                elif name in pins and name not in given:
+                    causes = ", ".join(f"--{dep.replace('_', '-')}" for dep in RECIPE_DEPENDS_ON[name]
+                                       if dep in given and given[dep] != getattr(base, dep))
+                    followed.append(f"{flag} follows {causes}: {config.shown(name)}, where the run in {config_file} "
+                                    f"had {base.shown(name)}")
                 else:  # a default of RECIPE_OPTIONS is named with the value it stands for
                     typed = config.shown(name) if name in RECIPE_OPTIONS else format_value(new)
                     click.echo(f"{flag} {typed} overrides {base.shown(name)} from {config_file}")
+            for line in followed:
+                click.echo(line)
         else:
             config = StudentConfig().with_options(options)
         config = check_run(config, out_dir, resume=resume, force=force)

@@ -570,11 +570,13 @@ class Refurbishment:
     (``prediction``): the label is the student's predicted class, sure when its softmax probability is >=
     ``confidence``.
 
-    Raises ``ValueError`` for ``exclude_noisy`` without a ``transition``."""
+    Raises ``ValueError`` for ``exclude_noisy`` without a ``transition``, or with fewer than 3 classes."""
 
     def __init__(self, confidence: float, transition: torch.Tensor | None = None, *, exclude_noisy: bool = False):
         if exclude_noisy and transition is None:
             raise ValueError("excluding the noisy label needs the noise transition of the posterior")
+        if exclude_noisy and len(transition) < 3:
+            raise ValueError("excluding the noisy label needs 3 classes or more: with 2 the other class is always sure")
         self.log_confidence = math.log(confidence)
         self.log_transition = None if transition is None else transition.log()
         self.exclude_noisy = bool(exclude_noisy)

@@ -548,6 +548,10 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None
+    if config.learns_mentornet and config.learn_relabel_confidence and config.learn_relabel_target == "other" \
+            and data.num_classes < 3:
+        raise ValueError(f"--learn-relabel-target other needs 3 classes or more ({config.dataset} has "
+                         f"{data.num_classes}): with 2 it moves every sample of weight 0 to the other class")
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
     precision = Precision.create(resolve_precision(config.precision, device), device)
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,

@@ -338,6 +338,8 @@ def test_the_other_target_rules_out_the_noisy_label_and_renormalises_over_the_re
     assert loss == 0
     with pytest.raises(ValueError, match="needs the noise transition"):
         Refurbishment(0.9, exclude_noisy=True)
+    with pytest.raises(ValueError, match="3 classes or more"):  # with 2, the other class is always sure
+        Refurbishment(0.9, torch.full((2, 2), 0.5), exclude_noisy=True)
 
 
 def test_relabelling_leaves_a_released_probe_alone_and_the_burn_in_if_asked(tmp_path, monkeypatch):
@@ -372,7 +374,8 @@ def test_a_learned_run_with_relabelling_records_the_option_and_trains_differentl
     runs = {}
     for name, changes in (("relabel", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "prediction"}),
                           ("plain", {"learn_relabel_confidence": 0.0}),
-                          ("posterior", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "posterior"})):
+                          ("posterior", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "posterior"}),
+                          ("other", {"learn_relabel_confidence": 0.5, "learn_relabel_target": "other"})):
         train(prepare_run(config(**changes), tmp_path / name))
         runs[name] = pd.read_csv(tmp_path / name / "metrics.csv")
     recorded = json.loads((tmp_path / "relabel" / "config.json").read_text())["config"]
@@ -380,6 +383,7 @@ def test_a_learned_run_with_relabelling_records_the_option_and_trains_differentl
     assert (runs["relabel"]["epoch"] == runs["plain"]["epoch"]).all()
     assert not np.allclose(runs["relabel"]["loss"], runs["plain"]["loss"])  # the refurbished samples trained
     assert not np.allclose(runs["posterior"]["loss"], runs["relabel"]["loss"])  # on other labels
+    assert not np.allclose(runs["other"]["loss"], runs["posterior"]["loss"])  # never on the noisy label itself
 
 
 def test_each_fit_is_logged_saved_and_usable_as_a_mentornet(learned_run, tmp_path):
@@ -799,3 +803,19 @@ def test_the_progress_bar_shows_each_fit_as_it_happens():
     assert "fit" not in shown[0]
     assert shown[1].endswith("; fit at progress epoch 20: selects 42%")
     assert shown[2].endswith("; fit at progress epoch 50: skipped")
+
+
+def test_the_other_target_is_refused_for_two_classes_before_anything_is_written(tmp_path):
+    from student_training.data import DIGITS_FILE
+
+    d = np.load(DIGITS_FILE)
+    keep = d["labels"] < 2
+    images, labels, test = (d["images"][keep] * 15).astype(np.uint8), d["labels"][keep], d["is_test"][keep]
+    np.savez(tmp_path / "two.npz", train_images=images[~test], train_labels=labels[~test],
+             test_images=images[test], test_labels=labels[test])
+    out = tmp_path / "run"
+    result = invoke("train-student", "--dataset", f"npz:{tmp_path / 'two.npz'}", "--studentnet", "mlp", "--noise",
+                    "0.2", "--epochs", "2", "--batch-size", "32", "--clean-subset-fraction", "0.5", "--mentornet",
+                    "learn", "--learn-epochs", "50", "--learn-relabel-target", "other", "--out", str(out))
+    assert_one_line_error(result, "--learn-relabel-target other needs 3 classes or more", "has 2")
+    assert not out.exists()

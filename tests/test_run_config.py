@@ -527,8 +527,9 @@ def test_a_config_rerun_that_changes_what_a_pinned_default_depends_on_takes_the_
     rerun = train("--config", str(out / "config.json"), "--studentnet", "small_cnn", "--out", str(tmp_path / "cnn"))
     assert rerun.exit_code == 0, rerun.output
     assert "--studentnet small_cnn overrides mlp" in rerun.output
-    assert (f"--weight-decay is the student's default (0.0005) now, not the 0 of the run in {out / 'config.json'}"
-            in rerun.output)
+    assert (f"--weight-decay follows --studentnet: the student's default (0.0005), where the run in "
+            f"{out / 'config.json'} had 0" in rerun.output)
+    assert rerun.output.index("--studentnet small_cnn overrides") < rerun.output.index("--weight-decay follows")
     resolved = json.loads((tmp_path / "cnn" / "config.json").read_text())["resolved"]
     assert resolved["weight_decay"] == 5e-4
     # without such a change, the run's values hold and nothing is said about them
@@ -536,10 +537,16 @@ def test_a_config_rerun_that_changes_what_a_pinned_default_depends_on_takes_the_
     assert again.exit_code == 0 and "weight-decay" not in again.output
 
 
-def test_resuming_with_a_typed_default_that_the_run_pinned_is_no_change(tmp_path):
+def test_resuming_with_a_typed_default_that_the_run_pinned_is_no_change(tmp_path, monkeypatch):
+    from student_training import models
+
     out = tmp_path / "run"
     assert train(*QUICK, "--epochs", "1", "--out", str(out)).exit_code == 0
     resumed = train("--out", str(out), "--resume", "--lr-schedule", "auto", "--lr", "0.1")
+    assert resumed.exit_code == 0, resumed.output
+    # a typed default means the student's own, which for a run is what it recorded, even after the default moved
+    monkeypatch.setitem(models._RECIPES, "mlp", dataclasses.replace(models._RECIPES["mlp"], lr_schedule="constant"))
+    resumed = train("--out", str(out), "--resume", "--lr-schedule", "auto")
     assert resumed.exit_code == 0, resumed.output
     refused = train("--out", str(out), "--resume", "--lr-schedule", "constant")
     assert refused.exit_code == 2 and "--lr-schedule constant (the run has cosine)" in refused.output
@@ -553,10 +560,13 @@ def test_mentormix_weight_decay_default_is_named_as_mentormixs_and_legends_skip_
     assert mix.with_options({"second_reweight": False}).shown("weight_decay") == "the student's default (0.0005)"
     pinned = [StudentConfig(studentnet=name, weight_decay=StudentConfig(studentnet=name).effective("weight_decay"),
                             lr=0.1, lr_schedule="cosine").applicable_options() for name in ("mlp", "small_cnn")]
-    folders = [Path("a"), Path("b")]
-    assert run_labels(folders, pinned) == ["studentnet=mlp", "studentnet=small_cnn"]  # 0 and 5e-4 follow
+    folders, defaults = [Path("a"), Path("b")], [{"lr", "lr_schedule", "weight_decay"}] * 2
+    assert run_labels(folders, pinned, defaults) == ["studentnet=mlp", "studentnet=small_cnn"]  # 0 and 5e-4 follow
+    # a weight decay typed for one of them is a difference worth naming
+    assert run_labels(folders, pinned, [defaults[0], {"lr", "lr_schedule"}]) == [
+        "studentnet=mlp, weight_decay=0", "studentnet=small_cnn, weight_decay=0.0005"]
     plain = StudentConfig(studentnet="small_cnn", mentornet="mentornet_pd", weight_decay=5e-4).applicable_options()
     with_mix = mix.with_options({"weight_decay": 0.0}).applicable_options()
-    assert run_labels(folders, [plain, with_mix]) == ["mentormix=off", "mentormix=on"]
+    assert run_labels(folders, [plain, with_mix], [{"weight_decay"}] * 2) == ["mentormix=off", "mentormix=on"]
     same_student = [dict(pinned[0]), {**pinned[0], "weight_decay": 1e-3}]
-    assert run_labels(folders, same_student) == ["weight_decay=0", "weight_decay=0.001"]  # a real difference
+    assert run_labels(folders, same_student, [{"weight_decay"}, set()]) == ["weight_decay=0", "weight_decay=0.001"]

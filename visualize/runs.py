@@ -14,7 +14,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from student_training.config import RECIPE_DEPENDS_ON, format_value
+from student_training.config import RECIPE_DEPENDS_ON, format_value, recipe_pins
 from student_training.run_folder import read_config, recover_replaced_run
 
 RUN_METRICS = ("test_accuracy", "weight_clean", "weight_noisy", "detector_auc", "fit_noisy")
@@ -34,7 +34,7 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         raise ValueError("give at least one run folder")
     if len(set(folders)) != len(folders):
         raise ValueError("the same run folder is given twice")
-    frames, options = [], []
+    frames, options, pinned = [], [], []
     for folder in folders:
         if not folder.is_dir():
             raise ValueError(f"run folder {folder} {'is a file' if folder.exists() else 'does not exist'}: give a "
@@ -55,7 +55,8 @@ def read_runs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
         planned = (payload.get("resolved") or {}).get("epochs", config.epochs)
         frames.append(frame.assign(folder=str(folder), planned_epochs=planned))
         options.append(config.applicable_options())  # another run's --learn-* defaults are no difference
-    labels = run_labels(folders, options)
+        pinned.append(set(recipe_pins(payload)))
+    labels = run_labels(folders, options, pinned)
     return pd.concat([frame.assign(run=label) for frame, label in zip(frames, labels)], ignore_index=True)
 
 
@@ -70,13 +71,17 @@ def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return converted
 
 
-def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
+def run_labels(folders: list[Path], options: list[dict], pinned: list[set] | None = None) -> list[str]:
     """A legend label per run: the options in which the runs differ, else the folder names. An option a run
     lacks (one that does not apply to it) is left out of its label and does not count as a difference, and so
-    does a student's default (its learning rate, schedule, weight decay; the data set's augmentation) that differs
-    only where what it depends on differs (``RECIPE_DEPENDS_ON``: mlp's weight decay beside small_cnn's)."""
+    does a default that every run left to the student (its learning rate, schedule, weight decay; the data set's
+    augmentation), its value ``pinned`` from the run's ``config.json`` (one set of such names per run), that
+    differs only where what it depends on differs (``RECIPE_DEPENDS_ON``: mlp's weight decay beside small_cnn's)."""
+    pinned = pinned if pinned is not None else [set() for _ in options]
     names = list(dict.fromkeys(name for o in options for name in o))
-    differing = [name for name in names if _differs(name, [o for o in options if name in o])]
+    differing = [name for name in names
+                 if _differs(name, [o for o in options if name in o],
+                             all(name in p for o, p in zip(options, pinned) if name in o))]
     if not differing or len(differing) > _LABEL_OPTIONS_SHOWN:
         labels = [folder.name or str(folder) for folder in folders]
     else:
@@ -86,10 +91,10 @@ def run_labels(folders: list[Path], options: list[dict]) -> list[str]:
     return labels
 
 
-def _differs(name: str, options: list[dict]) -> bool:
-    """Whether runs with ``options`` differ in option ``name``; for one of ``RECIPE_DEPENDS_ON``, whether two runs
-    that agree on what it depends on differ in it."""
-    depends_on = RECIPE_DEPENDS_ON.get(name, ())
+def _differs(name: str, options: list[dict], defaults: bool) -> bool:
+    """Whether runs with ``options`` differ in option ``name``; for one of ``RECIPE_DEPENDS_ON`` that every run
+    left to its default (``defaults``), whether two runs that agree on what it depends on differ in it."""
+    depends_on = RECIPE_DEPENDS_ON.get(name, ()) if defaults else ()
     values: dict[tuple, set] = {}
     for o in options:
         values.setdefault(tuple(repr(o.get(dep)) for dep in depends_on), set()).add(repr(o[name]))
