@@ -455,8 +455,8 @@ def train_student(ctx, config_file, out_dir, resume, force, **options):
             given = {name: value for name, value in given.items()
                      if not (name in RECIPE_OPTIONS and value == RECIPE_OPTIONS[name])}
             # the options typed that may not change, named before the merged config is checked as a whole
-            # (a default typed for an option the run pinned to the value it stands for, e.g. --lr-schedule auto
-            # for its cosine, is no change)
+            # (a value typed equal to the one a default stood for, e.g. --lr 0.1 on a run of format 1 that left
+            # --lr to the student's 0.1, is no change)
             check_resume_changes(Path(out_dir), [
                 (name, getattr(base, name), value) for name, value in given.items()
                 if hasattr(base, name) and getattr(base, name) != value

@@ -565,8 +565,9 @@ class Refurbishment:
     noisy label is evidence, so a hard clean sample keeps its label unless the student is surer than the noise
     rate allows (and a sample may be trained on its own noisy label, past the MentorNet's decision and its loss
     bound, when the posterior says so). With ``exclude_noisy`` (``--learn-relabel-target other``) the noisy label
-    is ruled out, as the MentorNet's weight 0 says it is wrong: the label is the class of highest posterior among
-    the other classes, renormalised over them, ``P(c | x, noisy label, c != noisy label)``. ``transition`` None
+    is ruled out, on the premise that weight 0 says it is wrong: the label is the class of highest posterior among
+    the other classes, renormalised over them, ``P(c | x, noisy label, c != noisy label)`` (measured far worse:
+    weight 0 in the burn-in, or for a clean sample no fit selects, is no such verdict; docs/learned_choice.md). ``transition`` None
     (``prediction``): the label is the student's predicted class, sure when its softmax probability is >=
     ``confidence``.
 
