@@ -577,7 +577,8 @@ class Refurbishment:
         if exclude_noisy and transition is None:
             raise ValueError("excluding the noisy label needs the noise transition of the posterior")
         if exclude_noisy and len(transition) < 3:
-            raise ValueError("excluding the noisy label needs 3 classes or more: with 2 the other class is always sure")
+            raise ValueError(f"--learn-relabel-target other needs 3 classes or more (this data set has "
+                             f"{len(transition)}): with 2 it moves every sample of weight 0 to the other class")
         self.log_confidence = math.log(confidence)
         self.log_transition = None if transition is None else transition.log()
         self.exclude_noisy = bool(exclude_noisy)
@@ -586,7 +587,8 @@ class Refurbishment:
     def for_run(cls, config: StudentConfig, parts: CleanSubsetParts, noisy: torch.Tensor, verified: torch.Tensor,
                 num_classes: int, device: torch.device) -> "Refurbishment | None":
         """The run's rule (None with ``--learn-relabel-confidence 0``): ``noisy`` and ``verified`` are the pool's
-        labels [N], of which the probe's pairs give the transition; ``device`` holds it."""
+        labels [N], of which the probe's pairs give the transition; ``device`` holds it. Raises ``ValueError`` as
+        the constructor does (``--learn-relabel-target other`` with fewer than 3 classes)."""
         if not config.learn_relabel_confidence:
             return None
         transition = None

@@ -548,10 +548,8 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
     mentormix = MentorMix(mentor, weighting, num_classes=data.num_classes, alpha=config.resolved_mixup_alpha,
                           second_reweight=config.resolved_second_reweight, total_steps=total_steps,
                           seed=config.seed) if config.mentormix else None
-    if config.learns_mentornet and config.learn_relabel_confidence and config.learn_relabel_target == "other" \
-            and data.num_classes < 3:
-        raise ValueError(f"--learn-relabel-target other needs 3 classes or more ({config.dataset} has "
-                         f"{data.num_classes}): with 2 it moves every sample of weight 0 to the other class")
+    refurbishment = Refurbishment.for_run(config, parts, noise.noisy_labels, verified, data.num_classes,
+                                          device) if config.learns_mentornet else None  # checks its input too
     distributed.init_process_group(world, device)  # after every rank's input checks, before any write
     precision = Precision.create(resolve_precision(config.precision, device), device)
     run = Run(config=config, out=out, device=device, world=world, data=data, noise=noise, model=model,
@@ -561,8 +559,7 @@ def _build_run(config: StudentConfig, out: Path, world: distributed.World, *, re
               epochs=epochs, total_steps=total_steps, precision=precision, mentormix=mentormix,
               verified_labels=verified, clean_parts=parts, trusted=trusted,
               trusted_mask=None if trusted_mask is None else trusted_mask.to(device),
-              refurbishment=Refurbishment.for_run(config, parts, noise.noisy_labels, verified, data.num_classes,
-                                                  device) if config.learns_mentornet else None)
+              refurbishment=refurbishment)
     mentormix_state = (MentorMixState(mentormix),) if mentormix is not None else ()
     learning = (LearnMentorNet(run),) if config.learns_mentornet else ()
     for callback in (PrecisionState(run), *data_driven_callbacks(run), *mentormix_state, *learning,
